@@ -1,0 +1,140 @@
+"""The catalog schema (SQLAlchemy 2 declarative models).
+
+Invariants (see docs/catalog.md):
+- ``entries`` is a temporal table: a row is part of every version ``v`` of its dataset
+  with ``valid_from <= v`` and (``valid_to`` is NULL or ``v < valid_to``). The current
+  state of a dataset is the rows with ``valid_to IS NULL``; at most one such row per path.
+- A row of ``entries`` is only written after the file it describes is durable.
+- ``events`` is append-only (enforced by triggers) and hash-chained.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+#: paths compare byte-wise on both engines (SQLite's BINARY, PostgreSQL's "C")
+PathText = Text().with_variant(Text(collation="C"), "postgresql")
+#: 64-bit ids on PostgreSQL, SQLite's rowid alias INTEGER PRIMARY KEY on SQLite
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class KeepState(Base):
+    """Small key/value facts about the keep (keep id, head of the event chain)."""
+
+    __tablename__ = "keep_state"
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+
+class Store(Base):
+    __tablename__ = "stores"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    kind: Mapped[str] = mapped_column(String(16))  # tree | objects | s3
+    tier: Mapped[str] = mapped_column(String(16), default="hot")
+    location: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class Project(Base):
+    __tablename__ = "projects"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    title: Mapped[str] = mapped_column(Text, default="")
+    description: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    created_by: Mapped[str] = mapped_column(String(255))
+
+
+class Dataset(Base):
+    __tablename__ = "datasets"
+    __table_args__ = (UniqueConstraint("project_id", "name"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="RESTRICT"))
+    name: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(16))  # session | analysis | release
+    title: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    created_by: Mapped[str] = mapped_column(String(255))
+    #: number of the newest committed version (0: none yet)
+    head_version: Mapped[int] = mapped_column(Integer, default=0)
+    sealed: Mapped[bool] = mapped_column(Boolean, default=False)
+    sealed_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+
+
+class Version(Base):
+    __tablename__ = "versions"
+    __table_args__ = (UniqueConstraint("dataset_id", "number"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id", ondelete="RESTRICT"))
+    number: Mapped[int] = mapped_column(Integer)
+    #: open while an ingest is filling it (also after a crash, until resumed); then committed
+    state: Mapped[str] = mapped_column(String(16))
+    kind: Mapped[str] = mapped_column(String(16))  # ingest | seal | unseal
+    author: Mapped[str] = mapped_column(String(255))
+    message: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    committed_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    n_files: Mapped[int] = mapped_column(BigInteger, default=0)
+    n_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    manifest_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
+
+
+class Entry(Base):
+    __tablename__ = "entries"
+    __table_args__ = (
+        Index(
+            "ix_entries_current_path",
+            "dataset_id",
+            "path",
+            unique=True,
+            sqlite_where=text("valid_to IS NULL"),
+            postgresql_where=text("valid_to IS NULL"),
+        ),
+        Index("ix_entries_dataset_from", "dataset_id", "valid_from"),
+        Index("ix_entries_dataset_to", "dataset_id", "valid_to"),
+        Index("ix_entries_sha256", "sha256"),
+    )
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id", ondelete="RESTRICT"))
+    path: Mapped[str] = mapped_column(PathText)
+    size: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[bytes] = mapped_column(LargeBinary(32))
+    mtime_ns: Mapped[int] = mapped_column(BigInteger)
+    valid_from: Mapped[int] = mapped_column(Integer)
+    valid_to: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    verified_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    #: outcome of the last verification: ok | modified | missing
+    verify_status: Mapped[str | None] = mapped_column(String(16), nullable=True)
+
+
+class Event(Base):
+    __tablename__ = "events"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(DateTime)
+    actor: Mapped[str] = mapped_column(String(255))
+    action: Mapped[str] = mapped_column(String(64), index=True)
+    target: Mapped[str] = mapped_column(Text, index=True)
+    #: canonical JSON text (sorted keys, no spaces): exactly what was hashed
+    details: Mapped[str] = mapped_column(Text)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64), unique=True)

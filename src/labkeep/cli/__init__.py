@@ -1,0 +1,31 @@
+"""The ``labkeep`` command line (Typer + Rich). Handlers are thin: parse, call, render."""
+
+from __future__ import annotations
+
+import typer
+
+from labkeep.cli import (
+    events_cmd,
+    ingest_cmd,
+    keep_cmd,
+    ls_cmd,
+    project_cmd,
+    seal_cmd,
+    verify_cmd,
+)
+
+app = typer.Typer(
+    name="labkeep",
+    help="Research data management: ingest, seal, verify and share instrument data.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+for module in (keep_cmd, project_cmd, ingest_cmd, ls_cmd, seal_cmd, verify_cmd, events_cmd):
+    module.register(app)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,172 @@
+"""What every command shares: --root/--json options, output, errors, progress."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Annotated, Any, ParamSpec, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from labkeep.errors import LabkeepError
+
+if TYPE_CHECKING:
+    from labkeep.keep import Keep
+    from labkeep.results import Result
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+RootOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--root",
+        help="The keep's folder (default: $LABKEEP_ROOT, then the nearest folder upwards "
+        "holding labkeep.toml).",
+        show_default=False,
+    ),
+]
+JsonOpt = Annotated[
+    bool, typer.Option("--json", help="Print machine-readable JSON records (one per line).")
+]
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def open_keep(root: str | None) -> Keep:
+    from labkeep.keep import Keep
+
+    return Keep.open(root)
+
+
+def emit_json(record: Any) -> None:
+    sys.stdout.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
+
+
+def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
+    """Turn LabkeepError into a message (or a JSON record) and its exit code."""
+
+    @functools.wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return func(*args, **kwargs)
+        except LabkeepError as exc:
+            if kwargs.get("json_out"):
+                emit_json(exc.as_record())
+            err.print(f"[bold red]error:[/] {exc.message}", markup=True, highlight=False)
+            if exc.hint:
+                err.print(f"[dim]hint:[/] {exc.hint}")
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            err.print("[yellow]interrupted[/]: run the same command again to resume")
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+def table(*columns: str, title: str | None = None) -> Table:
+    grid = Table(title=title, box=None, header_style="bold", pad_edge=False)
+    for column in columns:
+        grid.add_column(column, overflow="fold")
+    return grid
+
+
+def human_size(n: int | None) -> str:
+    if n is None:
+        return ""
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"
+
+
+STATUS_STYLE = {"ok": "green", "notneeded": "dim", "impossible": "yellow", "error": "red"}
+
+
+def print_result(result: Result, *, json_out: bool, show_ok: bool) -> None:
+    """One record: always in JSON mode, else only problems (and ok lines if asked)."""
+    if json_out:
+        emit_json(result.to_dict())
+        return
+    if result.status in ("ok", "notneeded") and not show_ok:
+        return
+    style = STATUS_STYLE.get(result.status, "")
+    label = (result.state or result.status).upper()
+    where = f"{result.dataset}/{result.path}" if result.path else (result.dataset or "")
+    message = f"  [dim]{result.message}[/]" if result.message else ""
+    err.print(f"[{style}]{label:10}[/] {_escape(where)}{message}")
+
+
+def _escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text.encode("utf-8", "backslashreplace").decode("utf-8").replace("\n", "\\n"))
+
+
+def print_summary(action: str, counts: dict[str, int], extra: str = "") -> None:
+    parts = [f"[{STATUS_STYLE.get(k, '')}]{k} {v}[/]" for k, v in counts.items()]
+    err.print(f"[bold]{action}[/]: " + (", ".join(parts) or "nothing to do") + extra)
+
+
+class RichProgress:
+    """Files, bytes, rate and ETA on the terminal (stderr); silent when not a TTY."""
+
+    def __init__(self, description: str) -> None:
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
+
+        self._progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            DownloadColumn(binary_units=True),
+            TransferSpeedColumn(),
+            TimeRemainingColumn(),
+            console=err,
+            transient=False,
+        )
+        self._description = description
+        self._files = self._progress.add_task(description, total=None, start=False)
+        self._total_files = 0
+
+    def start(self, total_files: int, total_bytes: int) -> None:
+        # the bar counts bytes (rate, ETA); files are shown in the description
+        self._total_files = total_files
+        self._done_files = 0
+        self._progress.update(self._files, total=total_bytes or None)
+        self._progress.start_task(self._files)
+
+    def advance(self, files: int, nbytes: int) -> None:
+        self._done_files += files
+        self._progress.update(
+            self._files,
+            advance=nbytes,
+            description=f"{self._description} {self._done_files}/{self._total_files}",
+        )
+
+    @contextmanager
+    def running(self) -> Iterator[RichProgress]:
+        with self._progress:
+            yield self
+
+
+@contextmanager
+def progress_for(description: str, json_out: bool) -> Iterator[RichProgress | None]:
+    if json_out or not err.is_terminal:
+        yield None
+        return
+    with RichProgress(description).running() as bar:
+        yield bar

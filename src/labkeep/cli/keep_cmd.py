@@ -1,0 +1,121 @@
+"""``labkeep init``, ``status``, ``upgrade``, ``demo``."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from labkeep.cli._common import (
+    JsonOpt,
+    RootOpt,
+    emit_json,
+    err,
+    handle_errors,
+    human_size,
+    open_keep,
+    out,
+)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("init")(init)
+    app.command("status")(status)
+    app.command("upgrade")(upgrade)
+    app.command("demo")(demo)
+
+
+@handle_errors
+def init(
+    path: Annotated[str, typer.Argument(help="Folder for the new keep (created if missing).")],
+    catalog: Annotated[
+        str | None,
+        typer.Option(help="Catalog URL (default: SQLite catalog.db in the keep).", show_default=False),
+    ] = None,
+    data: Annotated[
+        str | None,
+        typer.Option(help="Folder of the primary tree (default: data/ in the keep).", show_default=False),
+    ] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Create a keep: labkeep.toml, the catalog and the data/ tree."""
+    from labkeep.catalog import safe_url
+    from labkeep.keep import Keep
+
+    with Keep.init(path, catalog_url=catalog, data_path=data) as keep:
+        record = {
+            "action": "init",
+            "status": "ok",
+            "root": str(keep.root),
+            "catalog": safe_url(keep.config.catalog_url),
+            "tree": str(keep.tree.base),
+        }
+    if json_out:
+        emit_json(record)
+        return
+    out.print(f"created keep at {record['root']}")
+    out.print(f"  catalog: {record['catalog']}\n  tree:    {record['tree']}")
+    err.print(
+        f"next: cd {record['root']} && labkeep project create NAME && "
+        "labkeep ingest SOURCE NAME/DATASET"
+    )
+
+
+@handle_errors
+def status(root: RootOpt = None, json_out: JsonOpt = False) -> None:
+    """What the keep holds and what needs attention."""
+    with open_keep(root) as keep:
+        info = keep.status()
+    if json_out:
+        emit_json(info)
+        return
+    out.print(f"keep      {info['root']}")
+    out.print(f"catalog   {info['catalog']} (schema {info['schema']})")
+    out.print(f"tree      {info['tree']}")
+    out.print(
+        f"content   {info['projects']} projects, {info['datasets']} datasets "
+        f"({info['sealed_datasets']} sealed), {info['files']} files, {human_size(info['bytes'])}"
+    )
+    out.print(f"verified  last run {info['last_verify'] or 'never'}")
+    out.print(f"audit log {info['events']} events")
+    for line in info["attention"]:
+        out.print(f"[yellow]attention[/] {line}")
+    if not info["attention"]:
+        out.print("[green]all well[/]")
+
+
+@handle_errors
+def upgrade(root: RootOpt = None, json_out: JsonOpt = False) -> None:
+    """Upgrade the catalog schema to this labkeep's version (back it up first)."""
+    from labkeep.catalog import Catalog
+    from labkeep.config import Config, find_root
+
+    config = Config.load(find_root(root))
+    catalog = Catalog(config.catalog_url)
+    try:
+        before = catalog.schema_revision()
+        catalog.upgrade()
+        after = catalog.schema_revision()
+    finally:
+        catalog.close()
+    record = {"action": "upgrade", "status": "ok" if before != after else "notneeded",
+              "from": before, "to": after}  # fmt: skip
+    if json_out:
+        emit_json(record)
+    else:
+        out.print(f"catalog schema: {before} -> {after}")
+
+
+@handle_errors
+def demo(
+    path: Annotated[str, typer.Argument(help="Where to create the demo keep.")] = "var/demo-keep",
+    json_out: JsonOpt = False,
+) -> None:
+    """Create a keep with generated sample data: ingest, seal and verify it."""
+    from labkeep.demo import run_demo
+
+    summary = run_demo(path, log=None if json_out else err.print)
+    if json_out:
+        emit_json(summary)
+    if summary["status"] != "ok":
+        raise typer.Exit(1)

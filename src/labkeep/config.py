@@ -1,0 +1,124 @@
+"""``labkeep.toml``: where a keep's catalog and tree live, and its tunables.
+
+Finding a keep: ``--root``, then ``LABKEEP_ROOT``, then the nearest folder upwards from
+the current one that holds ``labkeep.toml`` (as git finds ``.git``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from labkeep.errors import ConfigError, KeepNotFound
+
+CONFIG_NAME = "labkeep.toml"
+
+TEMPLATE = """\
+# labkeep keep configuration. Paths are relative to this file's folder.
+
+[catalog]
+# SQLite file in the keep (default), or a PostgreSQL URL such as
+# "postgresql+psycopg://labkeep:SECRET@db.example.org/labkeep"
+url = {catalog_url}
+
+[tree]
+# the human-readable primary store: data/PROJECT/DATASET/raw/...
+path = {data_path}
+
+[ingest]
+# parallel file workers; 0 means one per CPU core
+jobs = 0
+# "batch": one filesystem sync per batch of files (fast, Linux);
+# "file": fsync every file (portable, slower for many small files)
+durability = "batch"
+batch_files = 2000
+
+[verify]
+# where verify_YYYY-MM-DD.log files are written
+log_dir = "logs"
+"""
+
+
+@dataclass
+class Config:
+    root: Path
+    catalog_url: str
+    data_path: Path
+    ingest_jobs: int = 0
+    durability: str = "batch"
+    batch_files: int = 2000
+    verify_log_dir: Path = field(default_factory=lambda: Path("logs"))
+
+    @classmethod
+    def load(cls, root: Path) -> Config:
+        path = root / CONFIG_NAME
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise KeepNotFound(
+                f"no keep at {root} ({CONFIG_NAME} is missing)",
+                hint=f"create one with 'labkeep init {root}'",
+            ) from None
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+        try:
+            catalog = data.get("catalog", {})
+            tree = data.get("tree", {})
+            ingest = data.get("ingest", {})
+            verify = data.get("verify", {})
+            url = str(catalog.get("url", "sqlite:///catalog.db"))
+            config = cls(
+                root=root,
+                catalog_url=_resolve_sqlite_url(url, root),
+                data_path=_resolve(root, str(tree.get("path", "data"))),
+                ingest_jobs=int(ingest.get("jobs", 0)),
+                durability=str(ingest.get("durability", "batch")),
+                batch_files=int(ingest.get("batch_files", 2000)),
+                verify_log_dir=_resolve(root, str(verify.get("log_dir", "logs"))),
+            )
+        except (TypeError, ValueError, AttributeError) as exc:
+            raise ConfigError(f"{path}: {exc}") from None
+        if config.durability not in ("batch", "file"):
+            raise ConfigError(f"{path}: ingest.durability must be 'batch' or 'file'")
+        if config.batch_files < 1:
+            raise ConfigError(f"{path}: ingest.batch_files must be at least 1")
+        return config
+
+
+def _resolve(root: Path, value: str) -> Path:
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else root / path
+
+
+def _resolve_sqlite_url(url: str, root: Path) -> str:
+    prefix = "sqlite:///"
+    if url.startswith(prefix) and not url.startswith("sqlite:////"):
+        rest = url[len(prefix) :]
+        if rest and rest != ":memory:":
+            return prefix + str(root / rest)
+    return url
+
+
+def find_root(root: str | os.PathLike[str] | None = None) -> Path:
+    """The keep's root folder, from the argument, ``LABKEEP_ROOT`` or the current folder."""
+    if root is not None:
+        return Path(root).expanduser().absolute()
+    env = os.environ.get("LABKEEP_ROOT")
+    if env:
+        return Path(env).expanduser().absolute()
+    here = Path.cwd()
+    for folder in (here, *here.parents):
+        if (folder / CONFIG_NAME).is_file():
+            return folder
+    raise KeepNotFound(
+        f"no keep found in {here} or any folder above it",
+        hint="pass --root, set LABKEEP_ROOT, or create one with 'labkeep init PATH'",
+    )
+
+
+def render_template(catalog_url: str, data_path: str) -> str:
+    # JSON string literals are valid TOML basic strings
+    return TEMPLATE.format(catalog_url=json.dumps(catalog_url), data_path=json.dumps(data_path))

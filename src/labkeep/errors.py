@@ -1,0 +1,92 @@
+"""The one exception hierarchy of labkeep.
+
+Every error a user can meet is a :class:`LabkeepError` subclass carrying a message meant
+for people, an exit code for the CLI and an HTTP status for the web server. Front ends
+translate them at their edge and nowhere else.
+"""
+
+from __future__ import annotations
+
+
+class LabkeepError(Exception):
+    """Root of every error labkeep raises on purpose."""
+
+    exit_code: int = 2
+    http_status: int = 400
+    #: short machine-readable name, stable across releases (used in --json output)
+    code: str = "error"
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message if not self.hint else f"{self.message}\n{self.hint}"
+
+    def as_record(self) -> dict[str, object]:
+        record: dict[str, object] = {"status": "error", "error": self.code, "message": self.message}
+        if self.hint:
+            record["hint"] = self.hint
+        return record
+
+
+class UsageError(LabkeepError, ValueError):
+    """The request itself is malformed (bad name, bad address, bad option)."""
+
+    code = "usage"
+
+
+class KeepNotFound(LabkeepError, FileNotFoundError):
+    """No keep at the given place."""
+
+    code = "no-keep"
+    http_status = 500
+
+
+class KeepExists(LabkeepError, FileExistsError):
+    code = "keep-exists"
+
+
+class NotFound(LabkeepError, LookupError):
+    """A project, dataset, version or path that does not exist."""
+
+    code = "not-found"
+    http_status = 404
+
+
+class AlreadyExists(LabkeepError):
+    code = "exists"
+    http_status = 409
+
+
+class SourceError(LabkeepError, OSError):
+    """The ingest source cannot be used (missing, unreadable, inside the keep)."""
+
+    code = "bad-source"
+
+
+class SealedError(LabkeepError, PermissionError):
+    """A write to a sealed dataset was refused."""
+
+    code = "sealed"
+    http_status = 409
+
+
+class Busy(LabkeepError):
+    """Another process holds the lock this operation needs."""
+
+    code = "busy"
+    http_status = 409
+
+
+class CatalogError(LabkeepError):
+    """The catalog cannot be opened or is at an unexpected schema version."""
+
+    code = "catalog"
+    exit_code = 3
+    http_status = 500
+
+
+class ConfigError(LabkeepError):
+    code = "config"

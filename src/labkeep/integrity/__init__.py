@@ -1,0 +1,25 @@
+"""Integrity: the hashing engine, manifests, and the immutable flag."""
+
+from labkeep.integrity.hashing import (
+    FileChanged,
+    Hashed,
+    NotRegularFile,
+    copy_hash,
+    hash_file,
+    link_hash,
+    syncfs,
+)
+from labkeep.integrity.manifest import MANIFEST_NAME, format_manifest, parse_manifest
+
+__all__ = [
+    "MANIFEST_NAME",
+    "FileChanged",
+    "Hashed",
+    "NotRegularFile",
+    "copy_hash",
+    "format_manifest",
+    "hash_file",
+    "link_hash",
+    "parse_manifest",
+    "syncfs",
+]

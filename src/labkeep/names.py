@@ -1,0 +1,113 @@
+"""Pure rules for names and addresses: slugs, ``PROJECT/DATASET[/PATH][@VERSION]``, paths.
+
+Nothing here touches the disk or the catalog, so it can be tested exhaustively.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from labkeep.errors import UsageError
+
+SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+#: longest path inside a dataset, in UTF-8 bytes (kept under PostgreSQL's btree row limit)
+MAX_PATH_BYTES = 2048
+MAX_NAME_BYTES = 255
+
+
+def check_slug(name: str, what: str = "name") -> str:
+    """Return *name* if it is a valid project/dataset slug, else raise UsageError."""
+    if not SLUG_RE.match(name) or name in {".", ".."} or ".." in name:
+        raise UsageError(
+            f"invalid {what} {name!r}",
+            hint=(
+                "use lowercase letters, digits, '.', '_' and '-', starting with a letter or "
+                "digit, at most 64 characters (e.g. imaging-2026, s017-confocal)"
+            ),
+        )
+    return name
+
+
+def check_relpath(path: str) -> str:
+    """Validate a path *inside* a dataset and return it in canonical form.
+
+    Canonical form: components joined by ``/``, no empty, ``.`` or ``..`` components,
+    no leading ``/``, no NUL, valid UTF-8 (no lone surrogates), bounded length. Names are
+    otherwise kept exactly as given (instrument file names are data).
+    """
+    if not path:
+        raise UsageError("empty path")
+    if "\x00" in path:
+        raise UsageError(f"path {path!r} contains a NUL character")
+    try:
+        encoded = path.encode("utf-8")
+    except UnicodeEncodeError:
+        raise UsageError(
+            f"path {path!r} is not valid UTF-8", hint="rename the file to a UTF-8 name"
+        ) from None
+    if len(encoded) > MAX_PATH_BYTES:
+        raise UsageError(f"path is longer than {MAX_PATH_BYTES} bytes: {path[:80]!r}...")
+    if path.startswith("/"):
+        raise UsageError(f"path {path!r} must be relative to the dataset")
+    parts = path.split("/")
+    for part in parts:
+        if part in ("", ".", ".."):
+            raise UsageError(f"path {path!r} has an empty, '.' or '..' component")
+        if len(part.encode("utf-8")) > MAX_NAME_BYTES:
+            raise UsageError(f"file name longer than {MAX_NAME_BYTES} bytes in {path[:80]!r}")
+    return path
+
+
+@dataclass(frozen=True)
+class Address:
+    """A parsed ``PROJECT[/DATASET[/PATH]][@VERSION]``."""
+
+    project: str
+    dataset: str | None = None
+    path: str | None = None
+    version: int | None = None
+
+    def __str__(self) -> str:
+        text = self.project
+        if self.dataset:
+            text += f"/{self.dataset}"
+        if self.path:
+            text += f"/{self.path}"
+        if self.version is not None:
+            text += f"@{self.version}"
+        return text
+
+    @property
+    def dataset_address(self) -> str:
+        if self.dataset is None:
+            raise UsageError(f"{self} names a project, not a dataset", hint="use PROJECT/DATASET")
+        return f"{self.project}/{self.dataset}"
+
+
+def parse_address(text: str, *, need_dataset: bool = False) -> Address:
+    """Parse ``PROJECT[/DATASET[/PATH]][@VERSION]``.
+
+    ``@`` is only taken as a version marker when it is followed by digits at the very
+    end, so file names containing ``@`` stay addressable.
+    """
+    if not text:
+        raise UsageError("empty address", hint="use PROJECT or PROJECT/DATASET")
+    version: int | None = None
+    match = re.search(r"@(\d+)$", text)
+    if match:
+        version = int(match.group(1))
+        text = text[: match.start()]
+    text = text.rstrip("/") if text.count("/") <= 1 else text
+    project, _, rest = text.partition("/")
+    check_slug(project, "project name")
+    dataset: str | None = None
+    path: str | None = None
+    if rest:
+        dataset, _, path_part = rest.partition("/")
+        check_slug(dataset, "dataset name")
+        if path_part:
+            path = check_relpath(path_part.rstrip("/") or path_part)
+    if need_dataset and dataset is None:
+        raise UsageError(f"{text!r} names a project, not a dataset", hint="use PROJECT/DATASET")
+    return Address(project, dataset, path, version)

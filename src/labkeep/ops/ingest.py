@@ -1,0 +1,587 @@
+"""Ingest: move instrument output into ``data/PROJECT/DATASET/raw/`` with SHA-256s.
+
+Write order (tested in tests/test_crash.py):
+1. each file is copied (or hard-linked) to a unique partial name under the dataset's
+   ``.labkeep/partial/`` while it is hashed, in one pass, on a thread pool;
+2. per batch, the partial files are made durable (one ``syncfs`` or an fsync each),
+   renamed to their final names, and the renames made durable;
+3. only then are the batch's catalog rows committed;
+4. only after that are source files deleted (when asked), each after its copy was
+   re-read and matched;
+5. at the end the manifest is rewritten and the version committed with an event.
+
+A crash anywhere leaves partial files (removed on the next run), or final files with
+no catalog row (adopted by the next run after re-hashing them, without copying), or
+committed rows; never a final name on incomplete content, never a row without content.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+from sqlalchemy import func, insert, select
+
+from labkeep.catalog import Dataset, Entry, Version
+from labkeep.clock import utcnow
+from labkeep.errors import LabkeepError, SealedError, SourceError, UsageError
+from labkeep.integrity.hashing import (
+    FileChanged,
+    Hashed,
+    NotRegularFile,
+    copy_hash,
+    hash_file,
+    link_hash,
+    syncfs,
+)
+from labkeep.names import check_relpath, parse_address
+from labkeep.ops.audit import append_event
+from labkeep.ops.manifests import store_manifest
+from labkeep.ops.projects import ensure_dataset
+from labkeep.results import Report, Result
+from labkeep.storage import fsync_dir
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from labkeep.keep import Keep
+
+RAW = "raw"
+#: flush a batch at least this often, so a long ingest commits as it goes
+FLUSH_SECONDS = 5.0
+FLUSH_BYTES = 4 << 30
+
+
+class Progress(Protocol):
+    """What a front end gives ingest (and verify) to show progress."""
+
+    def start(self, total_files: int, total_bytes: int) -> None: ...
+
+    def advance(self, files: int, nbytes: int) -> None: ...
+
+
+@dataclass
+class _Item:
+    rel: str  # path below the source root, "/"-separated
+    src: str
+    size: int
+    mtime_ns: int
+    #: copy | link | adopt (final file exists uncommitted) | compare (entry exists)
+    mode: str
+    known_sha: bytes | None = None
+
+
+@dataclass
+class _Done:
+    item: _Item
+    hashed: Hashed
+    partial: str | None  # partial file to rename into place (None: nothing to place)
+    verified: bool = False  # copy re-read and matched (needed to delete the source)
+
+
+def _scan(source: Path, report: Report, address: str) -> list[_Item]:
+    """Every regular file below *source*; a record for anything that cannot be ingested."""
+
+    def refuse(rel: str, message: str) -> None:
+        report.add(
+            Result("ingest", "impossible", path=f"{RAW}/{rel}", dataset=address, message=message)
+        )
+
+    items: list[_Item] = []
+    if not source.is_dir():
+        st = source.lstat()
+        if not stat.S_ISREG(st.st_mode):
+            raise SourceError(f"{source} is neither a folder nor a regular file")
+        name = source.name
+        items.append(_Item(name, str(source), st.st_size, st.st_mtime_ns, "copy"))
+        return items
+    stack = [("", str(source))]
+    while stack:
+        prefix, folder = stack.pop()
+        try:
+            with os.scandir(folder) as it:
+                children = list(it)
+        except OSError as exc:
+            report.add(
+                Result(
+                    "ingest",
+                    "error",
+                    path=f"{RAW}/{prefix}",
+                    dataset=address,
+                    message=f"cannot read folder: {exc.strerror}",
+                )
+            )
+            continue
+        for child in children:
+            rel = prefix + child.name
+            shown = rel.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+            try:
+                check_relpath(rel)
+            except UsageError as exc:
+                refuse(shown, f"{exc.message}; not ingested")
+                continue
+            try:
+                st = child.stat(follow_symlinks=False)
+            except OSError as exc:
+                report.add(
+                    Result("ingest", "error", path=f"{RAW}/{rel}", dataset=address,
+                           message=f"cannot stat: {exc.strerror}")
+                )  # fmt: skip
+                continue
+            if stat.S_ISDIR(st.st_mode):
+                stack.append((rel + "/", child.path))
+            elif stat.S_ISREG(st.st_mode):
+                items.append(_Item(rel, child.path, st.st_size, st.st_mtime_ns, "copy"))
+            elif stat.S_ISLNK(st.st_mode):
+                refuse(rel, "symbolic link: not followed, not ingested")
+            else:
+                refuse(rel, "special file (device, FIFO or socket): not ingested")
+    return items
+
+
+def _check_source(source: Path, keep: Keep) -> Path:
+    if not source.exists() and not source.is_symlink():
+        raise SourceError(f"source {source} does not exist", hint="check the path and try again")
+    if source.is_symlink():
+        raise SourceError(f"source {source} is a symbolic link", hint="give the real folder")
+    real = source.resolve()
+    tree = keep.tree.base.resolve()
+    if real == tree or tree in real.parents or real in tree.parents:
+        raise SourceError(
+            f"source {source} overlaps the keep's tree {tree}",
+            hint="ingest from a buffer folder outside the keep",
+        )
+    if not os.access(real, os.R_OK):
+        raise SourceError(f"source {source} is not readable", hint="check its permissions")
+    return real
+
+
+def ingest(
+    keep: Keep,
+    source: str | os.PathLike[str],
+    address: str,
+    *,
+    jobs: int | None = None,
+    link: bool = False,
+    seal: bool = False,
+    delete_source: bool = False,
+    kind: str = "session",
+    message: str = "",
+    progress: Progress | None = None,
+    on_result: Callable[[Result], None] | None = None,
+) -> Report:
+    """Ingest the files below *source* into ``PROJECT/DATASET/raw/``.
+
+    Idempotent and resumable: files already registered with the same size and mtime are
+    skipped (``notneeded``); after a crash, running it again finishes the job. Files that
+    cannot be ingested (symlinks, special files, unreadable, changing, non-UTF-8 names)
+    each get an error record and the rest goes on.
+    """
+    addr = parse_address(address, need_dataset=True)
+    assert addr.dataset is not None
+    if addr.path or addr.version is not None:
+        raise UsageError(f"ingest into a dataset, not {address!r}", hint="use PROJECT/DATASET")
+    project, name = addr.project, addr.dataset
+    target = f"{project}/{name}"
+    src_root = _check_source(Path(source).expanduser().absolute(), keep)
+    report = Report("ingest", info={"dataset": target, "source": str(src_root)})
+
+    with keep.catalog.write() as session:
+        _, dataset, _created = ensure_dataset(keep, session, project, name, kind)
+        _refuse_sealed(dataset, target)
+        dataset_id = dataset.id
+
+    with keep.tree.lock(project, name, what="ingest"):
+        run = _IngestRun(keep, project, name, dataset_id, report, jobs, link, delete_source, progress, on_result)  # fmt: skip
+        run.execute(src_root, message)
+    if seal and not report.failed:
+        from labkeep.ops.seal import seal as do_seal
+
+        report.info["seal"] = do_seal(keep, target).to_dict()
+    elif seal:
+        report.info["seal"] = {"status": "impossible", "message": "not sealed: ingest had errors"}
+    return report
+
+
+def _refuse_sealed(dataset: Dataset, target: str) -> None:
+    if dataset.sealed:
+        raise SealedError(
+            f"{target} is sealed: its raw data is write-once",
+            hint="ingest into a new dataset (e.g. the next session); "
+            "a site admin can 'labkeep unseal --force' if this is truly needed",
+        )
+
+
+class _IngestRun:
+    """The state of one ingest while it holds the dataset's lock."""
+
+    def __init__(
+        self,
+        keep: Keep,
+        project: str,
+        name: str,
+        dataset_id: int,
+        report: Report,
+        jobs: int | None,
+        link: bool,
+        delete_source: bool,
+        progress: Progress | None,
+        on_result: Callable[[Result], None] | None,
+    ) -> None:
+        self.keep = keep
+        self.project = project
+        self.name = name
+        self.target = f"{project}/{name}"
+        self.dataset_id = dataset_id
+        self.report = report
+        self.jobs = jobs or keep.config.ingest_jobs or os.cpu_count() or 1
+        self.link = link
+        self.delete_source = delete_source
+        self.progress = progress
+        self.on_result = on_result
+        self.dataset_dir = keep.tree.dataset_dir(project, name)
+        self.partial_dir = keep.tree.partial_dir(project, name)
+        self.batch_sync = keep.config.durability == "batch"
+        self.version: int | None = None
+        self.made_dirs: set[str] = set()
+        self.deleted_sources: list[str] = []
+
+    # -- records ------------------------------------------------------------------------
+    def emit(self, result: Result) -> None:
+        self.report.add(result)
+        if self.on_result is not None:
+            self.on_result(result)
+
+    def record(self, item: _Item, status: str, message: str | None = None, **extra: object) -> Result:
+        return Result(
+            "ingest",
+            status,
+            path=f"{RAW}/{item.rel}",
+            dataset=self.target,
+            size=item.size,
+            message=message,
+            extra=dict(extra),
+        )
+
+    # -- the run ----------------------------------------------------------------------
+    def execute(self, src_root: Path, message: str) -> None:
+        keep = self.keep
+        keep.tree.prepare_dataset(self.project, self.name)
+        keep.tree.clear_partials(self.project, self.name)
+        with keep.catalog.read() as session:
+            self.version = session.execute(
+                select(Version.number).where(
+                    Version.dataset_id == self.dataset_id, Version.state == "open"
+                )
+            ).scalar_one_or_none()
+            current = {
+                path: (size, mtime, digest)
+                for path, size, mtime, digest in session.execute(
+                    select(Entry.path, Entry.size, Entry.mtime_ns, Entry.sha256).where(
+                        Entry.dataset_id == self.dataset_id, Entry.valid_to.is_(None)
+                    )
+                )
+            }
+        scanned = _scan(src_root, self.report, self.target)
+        for result in list(self.report.results):
+            if self.on_result is not None:
+                self.on_result(result)
+        resumed = self.version is not None
+        if self.progress is not None:
+            self.progress.start(len(scanned), sum(i.size for i in scanned))
+        work = self._classify(scanned, current)
+        self._transfer_all(work)
+        if self.delete_source:
+            _remove_empty_dirs(src_root)
+        self._finalize(message, resumed)
+
+    def _classify(self, items: list[_Item], current: dict[str, tuple[int, int, bytes]]) -> list[_Item]:
+        work: list[_Item] = []
+        for item in items:
+            dest_rel = f"{RAW}/{item.rel}"
+            known = current.get(dest_rel)
+            if known is not None:
+                size, mtime, digest = known
+                if size == item.size and mtime == item.mtime_ns and not self.delete_source:
+                    self.emit(self.record(item, "notneeded", sha256=digest.hex()))
+                    if self.progress is not None:
+                        self.progress.advance(1, item.size)
+                    continue
+                item.mode, item.known_sha = "compare", digest
+            elif self._adoptable(dest_rel, item):
+                item.mode = "adopt"
+            elif self.link:
+                item.mode = "link"
+            work.append(item)
+        return work
+
+    def _adoptable(self, dest_rel: str, item: _Item) -> bool:
+        """A final file without a catalog row: left by a crash between rename and commit."""
+        try:
+            st = os.lstat(self.dataset_dir / dest_rel)
+        except OSError:
+            return False
+        return stat.S_ISREG(st.st_mode) and (st.st_size, st.st_mtime_ns) == (item.size, item.mtime_ns)
+
+    def _work(self, item: _Item) -> _Done:
+        """Runs on the thread pool: hash, and copy or link, one file."""
+        dest = str(self.dataset_dir / RAW / item.rel)
+        if item.mode in ("adopt", "compare"):
+            hashed = hash_file(dest if item.mode == "adopt" else item.src)
+            verified = False
+            if self.delete_source:
+                other = hash_file(item.src if item.mode == "adopt" else dest)
+                verified = other.sha256 == hashed.sha256
+            return _Done(item, hashed, None, verified)
+        partial = str(self.partial_dir / uuid.uuid4().hex)
+        if item.mode == "link":
+            hashed = link_hash(item.src, partial, fsync=not self.batch_sync)
+            return _Done(item, hashed, partial, verified=True)
+        hashed = copy_hash(item.src, partial, fsync=not self.batch_sync)
+        verified = self.delete_source and hash_file(partial).sha256 == hashed.sha256
+        return _Done(item, hashed, partial, verified)
+
+    def _transfer_all(self, work: list[_Item]) -> None:
+        # many small files: per-file costs dominate, two threads per core hide the waits
+        max_in_flight = self.jobs * 4
+        batch: list[_Done] = []
+        batch_bytes = 0
+        last_flush = time.monotonic()
+        todo = iter(work)
+        with ThreadPoolExecutor(self.jobs, thread_name_prefix="labkeep-ingest") as pool:
+            running: set[Future[_Done]] = set()
+            futures: dict[Future[_Done], _Item] = {}
+
+            def refill() -> None:
+                while len(running) < max_in_flight:
+                    item = next(todo, None)
+                    if item is None:
+                        return
+                    future = pool.submit(self._work, item)
+                    futures[future] = item
+                    running.add(future)
+
+            refill()
+            while running:
+                finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    running.discard(future)
+                    item = futures.pop(future)
+                    try:
+                        done = future.result()
+                    except (OSError, LabkeepError) as exc:
+                        self._failed(item, exc)
+                        continue
+                    batch.append(done)
+                    batch_bytes += item.size
+                refill()
+                if batch and (
+                    len(batch) >= self.keep.config.batch_files
+                    or batch_bytes >= FLUSH_BYTES
+                    or time.monotonic() - last_flush >= FLUSH_SECONDS
+                ):
+                    self._flush(batch)
+                    batch, batch_bytes, last_flush = [], 0, time.monotonic()
+        if batch:
+            self._flush(batch)
+
+    def _failed(self, item: _Item, exc: BaseException) -> None:
+        if isinstance(exc, FileChanged):
+            msg = "file changed while it was read; not ingested (run ingest again when it is complete)"
+        elif isinstance(exc, NotRegularFile):
+            msg = "no longer a regular file; not ingested"
+        elif isinstance(exc, LabkeepError):
+            msg = exc.message
+        elif isinstance(exc, FileNotFoundError):
+            msg = "vanished before it could be read"
+        elif isinstance(exc, PermissionError):
+            msg = "permission denied: cannot read it"
+        elif isinstance(exc, OSError) and exc.errno == 28:
+            msg = "no space left on the keep's disk; nothing of this file was kept"
+        elif isinstance(exc, OSError) and exc.errno == 18:
+            msg = "--link needs source and keep on the same filesystem"
+        else:
+            msg = f"{type(exc).__name__}: {exc}"
+        self.emit(self.record(item, "error", msg))
+        if self.progress is not None:
+            self.progress.advance(1, item.size)
+
+    def _place(self, done: _Done) -> str | None:
+        """Rename a durable partial file to its final name; return an error message."""
+        if done.partial is None:
+            return None
+        rel = f"{RAW}/{done.item.rel}"
+        parent = os.path.dirname(rel)
+        try:
+            if parent not in self.made_dirs:
+                os.makedirs(self.dataset_dir / parent, exist_ok=True)
+                self.made_dirs.add(parent)
+            os.rename(done.partial, self.dataset_dir / rel)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(done.partial)
+            if isinstance(exc, IsADirectoryError) or (self.dataset_dir / rel).is_dir():
+                return "a folder of that name is already in the dataset"
+            return f"cannot place file: {exc.strerror}"
+        return None
+
+    def _flush(self, batch: list[_Done]) -> None:
+        """Make a batch durable, put it in place, then commit its catalog rows."""
+        if self.batch_sync and not syncfs(self.partial_dir):
+            self.batch_sync = False
+            for done in batch:
+                if done.partial:
+                    _fsync_path(done.partial)
+        rows: list[dict[str, object]] = []
+        placed: list[_Done] = []
+        for done in batch:
+            item = done.item
+            if item.mode == "compare":
+                assert item.known_sha is not None
+                if done.hashed.sha256 != item.known_sha:
+                    self.emit(self.record(
+                        item, "error",
+                        "already in the dataset with different content; not replaced "
+                        "(ingest the new data into a new dataset)",
+                    ))  # fmt: skip
+                    self._advance(item)
+                    continue
+                placed.append(done)
+                continue
+            error = self._place(done)
+            if error:
+                self.emit(self.record(item, "error", error))
+                self._advance(item)
+                continue
+            placed.append(done)
+            rows.append(
+                {
+                    "dataset_id": self.dataset_id,
+                    "path": f"{RAW}/{item.rel}",
+                    "size": done.hashed.size,
+                    "sha256": done.hashed.sha256,
+                    "mtime_ns": done.hashed.mtime_ns,
+                }
+            )
+        if rows:
+            if self.batch_sync:
+                syncfs(self.dataset_dir)
+            else:
+                for folder in {os.path.dirname(str(r["path"])) for r in rows}:
+                    fsync_dir(self.dataset_dir / folder)
+            with self.keep.catalog.write() as session:
+                version = self._open_version(session)
+                for row in rows:
+                    row["valid_from"] = version
+                session.execute(insert(Entry), rows)
+        for done in placed:
+            self._done(done)
+
+    def _open_version(self, session: Session) -> int:
+        if self.version is None:
+            session.execute(
+                select(Dataset.id).where(Dataset.id == self.dataset_id).with_for_update()
+            )
+            highest = session.execute(
+                select(func.max(Version.number)).where(Version.dataset_id == self.dataset_id)
+            ).scalar_one()
+            self.version = (highest or 0) + 1
+            session.add(
+                Version(
+                    dataset_id=self.dataset_id,
+                    number=self.version,
+                    state="open",
+                    kind="ingest",
+                    author=self.keep.actor,
+                    message="",
+                    created_at=utcnow(),
+                    n_files=0,
+                    n_bytes=0,
+                )
+            )
+            session.flush()
+        return self.version
+
+    def _done(self, done: _Done) -> None:
+        item = done.item
+        status = "notneeded" if item.mode == "compare" else "ok"
+        extra: dict[str, object] = {"sha256": done.hashed.sha256.hex()}
+        if item.mode == "adopt":
+            extra["resumed"] = True
+        if self.delete_source:
+            extra["source_deleted"] = self._delete_source(done)
+        self.emit(self.record(item, status, **extra))
+        self._advance(item)
+
+    def _advance(self, item: _Item) -> None:
+        if self.progress is not None:
+            self.progress.advance(1, item.size)
+
+    def _delete_source(self, done: _Done) -> bool:
+        """Delete a source file whose copy is registered and was re-read and matched."""
+        item = done.item
+        if not done.verified:
+            return False
+        try:
+            st = os.lstat(item.src)
+            if (st.st_size, st.st_mtime_ns) != (item.size, item.mtime_ns):
+                return False
+            os.unlink(item.src)
+        except OSError:
+            return False
+        return True
+
+    def _finalize(self, message: str, resumed: bool) -> None:
+        counts = self.report.counts()
+        with self.keep.catalog.write() as session:
+            dataset = session.execute(
+                select(Dataset).where(Dataset.id == self.dataset_id).with_for_update()
+            ).scalar_one()
+            manifest_sha = store_manifest(self.keep, session, self.project, self.name, dataset.id)
+            details: dict[str, object] = {"source": self.report.info["source"], **counts}
+            if self.version is not None:
+                files, size = session.execute(
+                    select(func.count(Entry.id), func.coalesce(func.sum(Entry.size), 0)).where(
+                        Entry.dataset_id == dataset.id, Entry.valid_to.is_(None)
+                    )
+                ).one()
+                version = session.execute(
+                    select(Version).where(
+                        Version.dataset_id == dataset.id, Version.number == self.version
+                    )
+                ).scalar_one()
+                version.state = "committed"
+                version.committed_at = utcnow()
+                version.message = message or f"ingest from {self.report.info['source']}"
+                version.n_files, version.n_bytes = int(files), int(size)
+                version.manifest_sha256 = manifest_sha
+                dataset.head_version = self.version
+                details.update(version=self.version, manifest_sha256=manifest_sha, resumed=resumed)
+                self.report.info["version"] = self.version
+            if self.version is not None or self.report.failed:
+                append_event(session, self.keep.actor, "ingest", self.target, details)
+        self.report.info["manifest_sha256"] = manifest_sha
+
+
+def _fsync_path(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _remove_empty_dirs(root: Path) -> None:
+    """Remove folders below *root* (not *root* itself) left empty by --delete-source."""
+    for folder, _dirs, _files in os.walk(root, topdown=False):
+        if Path(folder) != root:
+            with contextlib.suppress(OSError):
+                os.rmdir(folder)

@@ -1,0 +1,232 @@
+"""Projects and datasets: create, find, list."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from labkeep.catalog import Dataset, Entry, Project
+from labkeep.clock import isoformat, utcnow
+from labkeep.errors import AlreadyExists, NotFound, UsageError
+from labkeep.names import check_slug, parse_address
+from labkeep.ops.audit import append_event
+
+if TYPE_CHECKING:
+    from labkeep.keep import Keep
+
+DATASET_KINDS = ("session", "analysis", "release")
+
+
+@dataclass
+class ProjectInfo:
+    name: str
+    title: str
+    description: str
+    created_at: datetime
+    created_by: str
+    datasets: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "project": self.name,
+            "title": self.title,
+            "description": self.description,
+            "created_at": isoformat(self.created_at),
+            "created_by": self.created_by,
+            "datasets": self.datasets,
+        }
+
+
+@dataclass
+class DatasetInfo:
+    project: str
+    name: str
+    kind: str
+    title: str
+    created_at: datetime
+    created_by: str
+    head_version: int
+    sealed: bool
+    sealed_at: datetime | None
+    files: int = 0
+    bytes: int = 0
+
+    @property
+    def address(self) -> str:
+        return f"{self.project}/{self.name}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "dataset": self.address,
+            "kind": self.kind,
+            "title": self.title,
+            "created_at": isoformat(self.created_at),
+            "created_by": self.created_by,
+            "version": self.head_version,
+            "sealed": self.sealed,
+            "sealed_at": isoformat(self.sealed_at),
+            "files": self.files,
+            "bytes": self.bytes,
+        }
+
+
+def find_project(session: Session, name: str) -> Project:
+    project = session.execute(select(Project).where(Project.name == name)).scalar_one_or_none()
+    if project is None:
+        raise NotFound(
+            f"no project {name!r}",
+            hint=f"create it with 'labkeep project create {name}' or see 'labkeep ls'",
+        )
+    return project
+
+
+def find_dataset(
+    session: Session, project: str, name: str, *, for_update: bool = False
+) -> tuple[Project, Dataset]:
+    proj = find_project(session, project)
+    query = select(Dataset).where(Dataset.project_id == proj.id, Dataset.name == name)
+    if for_update:
+        query = query.with_for_update()
+    dataset = session.execute(query).scalar_one_or_none()
+    if dataset is None:
+        raise NotFound(
+            f"no dataset {project}/{name}", hint=f"see 'labkeep ls {project}' for its datasets"
+        )
+    return proj, dataset
+
+
+def _dataset_info(session: Session, project: Project, dataset: Dataset) -> DatasetInfo:
+    files, size = session.execute(
+        select(func.count(Entry.id), func.coalesce(func.sum(Entry.size), 0)).where(
+            Entry.dataset_id == dataset.id, Entry.valid_to.is_(None)
+        )
+    ).one()
+    return DatasetInfo(
+        project=project.name,
+        name=dataset.name,
+        kind=dataset.kind,
+        title=dataset.title,
+        created_at=dataset.created_at,
+        created_by=dataset.created_by,
+        head_version=dataset.head_version,
+        sealed=dataset.sealed,
+        sealed_at=dataset.sealed_at,
+        files=int(files),
+        bytes=int(size),
+    )
+
+
+def create_project(keep: Keep, name: str, *, title: str = "", description: str = "") -> ProjectInfo:
+    """Create a project (its name is a slug: it becomes a folder and a URL)."""
+    check_slug(name, "project name")
+    with keep.catalog.write() as session:
+        if session.execute(select(Project.id).where(Project.name == name)).first():
+            raise AlreadyExists(f"project {name!r} already exists")
+        project = Project(
+            name=name,
+            title=title,
+            description=description,
+            created_at=utcnow(),
+            created_by=keep.actor,
+        )
+        session.add(project)
+        session.flush()
+        append_event(session, keep.actor, "project-create", name, {"title": title})
+    keep.tree.base.joinpath(name).mkdir(parents=True, exist_ok=True)
+    return ProjectInfo(name, title, description, project.created_at, project.created_by)
+
+
+def list_projects(keep: Keep) -> list[ProjectInfo]:
+    with keep.catalog.read() as session:
+        counts = dict(
+            session.execute(
+                select(Dataset.project_id, func.count(Dataset.id)).group_by(Dataset.project_id)
+            ).all()
+        )
+        return [
+            ProjectInfo(
+                p.name, p.title, p.description, p.created_at, p.created_by, counts.get(p.id, 0)
+            )
+            for p in session.execute(select(Project).order_by(Project.name)).scalars()
+        ]
+
+
+def ensure_dataset(
+    keep: Keep, session: Session, project: str, name: str, kind: str, title: str = ""
+) -> tuple[Project, Dataset, bool]:
+    """The dataset, created (with an event) if it does not exist yet."""
+    if kind not in DATASET_KINDS:
+        raise UsageError(f"unknown dataset kind {kind!r}", hint=f"use one of {DATASET_KINDS}")
+    check_slug(name, "dataset name")
+    proj = find_project(session, project)
+    dataset = session.execute(
+        select(Dataset).where(Dataset.project_id == proj.id, Dataset.name == name)
+    ).scalar_one_or_none()
+    if dataset is not None:
+        return proj, dataset, False
+    dataset = Dataset(
+        project_id=proj.id,
+        name=name,
+        kind=kind,
+        title=title,
+        created_at=utcnow(),
+        created_by=keep.actor,
+        head_version=0,
+        sealed=False,
+    )
+    session.add(dataset)
+    session.flush()
+    append_event(session, keep.actor, "dataset-create", f"{project}/{name}", {"kind": kind})
+    return proj, dataset, True
+
+
+def create_dataset(
+    keep: Keep, address: str, *, kind: str = "session", title: str = ""
+) -> DatasetInfo:
+    addr = parse_address(address, need_dataset=True)
+    assert addr.dataset is not None
+    with keep.catalog.write() as session:
+        proj, dataset, created = ensure_dataset(keep, session, addr.project, addr.dataset, kind, title)
+        if not created:
+            raise AlreadyExists(f"dataset {addr.dataset_address} already exists")
+        info = _dataset_info(session, proj, dataset)
+    keep.tree.dataset_dir(addr.project, addr.dataset).mkdir(parents=True, exist_ok=True)
+    return info
+
+
+def get_dataset(keep: Keep, address: str) -> DatasetInfo:
+    addr = parse_address(address, need_dataset=True)
+    assert addr.dataset is not None
+    with keep.catalog.read() as session:
+        proj, dataset = find_dataset(session, addr.project, addr.dataset)
+        return _dataset_info(session, proj, dataset)
+
+
+def list_datasets(keep: Keep, project: str) -> list[DatasetInfo]:
+    with keep.catalog.read() as session:
+        proj = find_project(session, project)
+        stats = {
+            row[0]: (int(row[1]), int(row[2]))
+            for row in session.execute(
+                select(Entry.dataset_id, func.count(Entry.id), func.coalesce(func.sum(Entry.size), 0))
+                .join(Dataset, Dataset.id == Entry.dataset_id)
+                .where(Dataset.project_id == proj.id, Entry.valid_to.is_(None))
+                .group_by(Entry.dataset_id)
+            ).all()
+        }
+        result = []
+        for d in session.execute(
+            select(Dataset).where(Dataset.project_id == proj.id).order_by(Dataset.name)
+        ).scalars():
+            files, size = stats.get(d.id, (0, 0))
+            result.append(
+                DatasetInfo(
+                    proj.name, d.name, d.kind, d.title, d.created_at, d.created_by,
+                    d.head_version, d.sealed, d.sealed_at, files, size,
+                )
+            )  # fmt: skip
+        return result

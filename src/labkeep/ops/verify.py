@@ -1,0 +1,235 @@
+"""Fixity: re-hash the tree and compare with the catalog.
+
+Every catalog entry is OK, MODIFIED (size or SHA-256 differ) or MISSING; every file in
+the tree that the catalog does not know is EXTRA; a manifest that does not match the
+catalog is reported too. Results go to ``verify_YYYY-MM-DD.log``, to each entry's
+``verified_at``/``verify_status`` and to one audit event per dataset.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import date
+from pathlib import Path
+from typing import TYPE_CHECKING, TextIO
+
+from sqlalchemy import select, update
+
+from labkeep.catalog import Dataset, Entry, Project
+from labkeep.clock import isoformat, utcnow
+from labkeep.errors import Busy, LabkeepError
+from labkeep.integrity.hashing import hash_file
+from labkeep.integrity.manifest import MANIFEST_NAME
+from labkeep.names import parse_address
+from labkeep.ops.audit import append_event
+from labkeep.ops.manifests import manifest_text
+from labkeep.ops.projects import find_dataset, find_project
+from labkeep.results import Report, Result
+
+if TYPE_CHECKING:
+    from labkeep.keep import Keep
+    from labkeep.ops.ingest import Progress
+
+STATES = ("ok", "modified", "missing", "extra")
+
+
+def _scope(keep: Keep, target: str | None) -> list[tuple[str, str, int]]:
+    """(project, dataset, id) of every dataset *target* covers."""
+    with keep.catalog.read() as session:
+        query = select(Project.name, Dataset.name, Dataset.id).join(
+            Project, Project.id == Dataset.project_id
+        )
+        if target:
+            addr = parse_address(target)
+            if addr.dataset:
+                proj, dataset = find_dataset(session, addr.project, addr.dataset)
+                return [(proj.name, dataset.name, dataset.id)]
+            proj = find_project(session, addr.project)
+            query = query.where(Dataset.project_id == proj.id)
+        return [(p, d, i) for p, d, i in session.execute(query.order_by(Project.name, Dataset.name))]
+
+
+def verify(
+    keep: Keep,
+    target: str | None = None,
+    *,
+    jobs: int | None = None,
+    progress: Progress | None = None,
+    on_result: Callable[[Result], None] | None = None,
+    log_dir: str | os.PathLike[str] | None = None,
+) -> Report:
+    """Verify every dataset in *target* (a project, a dataset, or the whole keep)."""
+    datasets = _scope(keep, target)
+    report = Report("verify", info={"target": target or "(all)", "datasets": len(datasets)})
+    folder = Path(log_dir) if log_dir else keep.config.verify_log_dir
+    folder.mkdir(parents=True, exist_ok=True)
+    log_path = folder / f"verify_{date.today().isoformat()}.log"
+    report.info["log"] = str(log_path)
+    threads = jobs or keep.config.ingest_jobs or os.cpu_count() or 1
+    with open(log_path, "a", encoding="utf-8", errors="backslashreplace") as log:
+        log.write(f"# labkeep verify {target or '(all)'} at {isoformat(utcnow())} by {keep.actor}\n")
+        if progress is not None:
+            progress.start(*_totals(keep, [d[2] for d in datasets]))
+        with ThreadPoolExecutor(threads, thread_name_prefix="labkeep-verify") as pool:
+            for project, name, dataset_id in datasets:
+                run = _DatasetVerify(keep, project, name, dataset_id, report, log, progress, on_result)
+                try:
+                    with keep.tree.lock(project, name, what="verify"):
+                        run.execute(pool)
+                except Busy as exc:
+                    run.emit(Result("verify", "error", dataset=run.target, message=exc.message))
+        summary = Counter(r.state for r in report.results if r.state)
+        log.write(
+            "# summary: " + ", ".join(f"{s.upper()} {summary.get(s, 0)}" for s in STATES) + "\n"
+        )
+    report.info["states"] = {s: summary.get(s, 0) for s in STATES}
+    return report
+
+
+def _totals(keep: Keep, ids: list[int]) -> tuple[int, int]:
+    from sqlalchemy import func
+
+    if not ids:
+        return 0, 0
+    with keep.catalog.read() as session:
+        files, size = session.execute(
+            select(func.count(Entry.id), func.coalesce(func.sum(Entry.size), 0)).where(
+                Entry.dataset_id.in_(ids), Entry.valid_to.is_(None)
+            )
+        ).one()
+    return int(files), int(size)
+
+
+class _DatasetVerify:
+    def __init__(
+        self,
+        keep: Keep,
+        project: str,
+        name: str,
+        dataset_id: int,
+        report: Report,
+        log: TextIO,
+        progress: Progress | None,
+        on_result: Callable[[Result], None] | None,
+    ) -> None:
+        self.keep = keep
+        self.project = project
+        self.name = name
+        self.target = f"{project}/{name}"
+        self.dataset_id = dataset_id
+        self.report = report
+        self.log = log
+        self.progress = progress
+        self.on_result = on_result
+        self.root = keep.tree.dataset_dir(project, name)
+        self.counts: Counter[str] = Counter()
+
+    def emit(self, result: Result) -> None:
+        self.report.add(result)
+        if result.state:
+            self.counts[result.state] += 1
+        if result.state:
+            self.log.write(f"{result.state.upper():8} {self.target}/{result.path}")
+            self.log.write(f"  ({result.message})\n" if result.message else "\n")
+        elif result.message:
+            self.log.write(f"ERROR    {self.target}: {result.message}\n")
+        if self.on_result is not None:
+            self.on_result(result)
+
+    def result(self, path: str, state: str, message: str | None = None, **kw: object) -> Result:
+        status = "ok" if state == "ok" else "error"
+        return Result("verify", status, path=path, dataset=self.target, state=state,
+                      message=message, **kw)  # type: ignore[arg-type]  # fmt: skip
+
+    def execute(self, pool: ThreadPoolExecutor) -> None:
+        with self.keep.catalog.read() as session:
+            entries = session.execute(
+                select(Entry.id, Entry.path, Entry.size, Entry.sha256).where(
+                    Entry.dataset_id == self.dataset_id, Entry.valid_to.is_(None)
+                )
+            ).all()
+            expected_manifest = manifest_text(session, self.dataset_id)
+        on_disk = dict(self.keep.tree.walk_files(self.project, self.name))
+        known = set()
+        updates: list[dict[str, object]] = []
+        to_hash = []
+        for entry_id, path, size, digest in entries:
+            known.add(path)
+            st = on_disk.get(path)
+            if st is None:
+                self.emit(self.result(path, "missing", "in the catalog, not in the tree", size=size))
+                updates.append({"id": entry_id, "verify_status": "missing"})
+                self._advance(size)
+            elif not stat.S_ISREG(st.st_mode):
+                self.emit(self.result(path, "modified", "no longer a regular file", size=size))
+                updates.append({"id": entry_id, "verify_status": "modified"})
+                self._advance(size)
+            elif st.st_size != size:
+                self.emit(self.result(
+                    path, "modified", f"size {st.st_size}, catalog says {size}", size=size
+                ))  # fmt: skip
+                updates.append({"id": entry_id, "verify_status": "modified"})
+                self._advance(size)
+            else:
+                to_hash.append((entry_id, path, size, digest))
+        futures = [
+            (item, pool.submit(hash_file, str(self.root / item[1]))) for item in to_hash
+        ]
+        for (entry_id, path, size, digest), future in futures:
+            try:
+                actual = future.result().sha256
+            except (OSError, LabkeepError) as exc:
+                message = exc.message if isinstance(exc, LabkeepError) else str(exc.strerror)
+                self.emit(self.result(path, "modified", f"cannot read: {message}", size=size))
+                updates.append({"id": entry_id, "verify_status": "modified"})
+            else:
+                if actual == digest:
+                    self.emit(self.result(path, "ok", size=size, sha256=digest.hex()))
+                    updates.append({"id": entry_id, "verify_status": "ok"})
+                else:
+                    self.emit(self.result(
+                        path, "modified",
+                        f"SHA-256 is {actual.hex()}, catalog says {digest.hex()}", size=size,
+                    ))  # fmt: skip
+                    updates.append({"id": entry_id, "verify_status": "modified"})
+            self._advance(size)
+        for path in sorted(set(on_disk) - known):
+            self.emit(self.result(path, "extra", "in the tree, not in the catalog"))
+        self._check_manifest(expected_manifest)
+        self._record(updates)
+
+    def _check_manifest(self, expected: str) -> None:
+        path = self.root / MANIFEST_NAME
+        try:
+            actual = path.read_bytes()
+        except FileNotFoundError:
+            if expected:
+                self.emit(self.result(MANIFEST_NAME, "missing", "manifest missing; run 'labkeep manifest'"))
+            return
+        if hashlib.sha256(actual).digest() != hashlib.sha256(expected.encode()).digest():
+            self.emit(self.result(
+                MANIFEST_NAME, "modified", "manifest does not match the catalog; run 'labkeep manifest'"
+            ))  # fmt: skip
+
+    def _advance(self, size: int) -> None:
+        if self.progress is not None:
+            self.progress.advance(1, size)
+
+    def _record(self, updates: list[dict[str, object]]) -> None:
+        now = utcnow()
+        with self.keep.catalog.write() as session:
+            for start in range(0, len(updates), 5000):
+                chunk = [dict(u, verified_at=now) for u in updates[start : start + 5000]]
+                session.execute(update(Entry), chunk)
+            append_event(
+                session,
+                self.keep.actor,
+                "verify",
+                self.target,
+                {s: self.counts.get(s, 0) for s in STATES},
+            )

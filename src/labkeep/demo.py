@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 from collections.abc import Callable
@@ -31,16 +32,16 @@ def make_sample(folder: Path, *, files: int = 60, seed: int = 17) -> int:
     return total + len(meta)
 
 
-def run_demo(path: str | os.PathLike[str], log: Callable[[str], Any] | None = None) -> dict[str, Any]:
+def run_demo(
+    path: str | os.PathLike[str], log: Callable[[str], Any] | None = None
+) -> dict[str, Any]:
     say = log or (lambda _msg: None)
     root = Path(path).absolute()
     keep = Keep.open(root) if (root / CONFIG_NAME).exists() else Keep.init(root)
     with keep:
         say(f"keep: {root}")
-        try:
+        with contextlib.suppress(AlreadyExists):
             keep.create_project(PROJECT, title="Demo confocal screen")
-        except AlreadyExists:
-            pass
         buffer = root.parent / "demo-buffer" / "run-001"
         if not buffer.exists():
             size = make_sample(buffer)

@@ -7,7 +7,16 @@ from typing import Annotated
 
 import typer
 
-from labkeep.cli._common import JsonOpt, RootOpt, emit_json, err, handle_errors, open_keep, out, table
+from labkeep.cli._common import (
+    JsonOpt,
+    RootOpt,
+    emit_json,
+    err,
+    handle_errors,
+    open_keep,
+    out,
+    table,
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -16,8 +25,12 @@ def register(app: typer.Typer) -> None:
 
 @handle_errors
 def events(
-    target: Annotated[str | None, typer.Argument(help="Only events on this project/dataset.")] = None,
-    action: Annotated[str | None, typer.Option(help="Only this action (ingest, seal, ...).")] = None,
+    target: Annotated[
+        str | None, typer.Argument(help="Only events on this project/dataset.")
+    ] = None,
+    action: Annotated[
+        str | None, typer.Option(help="Only this action (ingest, seal, ...).")
+    ] = None,
     limit: Annotated[int, typer.Option(help="How many (newest first); 0 for all.")] = 50,
     check: Annotated[bool, typer.Option("--check", help="Prove the hash chain intact.")] = False,
     root: RootOpt = None,

@@ -28,9 +28,13 @@ def register(app: typer.Typer) -> None:
 def ingest(
     source: Annotated[str, typer.Argument(help="Folder (or file) written by the instrument.")],
     address: Annotated[str, typer.Argument(help="PROJECT/DATASET (created if missing).")],
-    jobs: Annotated[int | None, typer.Option("--jobs", "-j", help="Parallel file workers.",
-                                             show_default="one per core")] = None,  # fmt: skip
-    link: Annotated[bool, typer.Option(help="Hard-link instead of copy (same filesystem).")] = False,
+    jobs: Annotated[
+        int | None,
+        typer.Option("--jobs", "-j", help="Parallel file workers.", show_default="one per core"),
+    ] = None,
+    link: Annotated[
+        bool, typer.Option(help="Hard-link instead of copy (same filesystem).")
+    ] = False,
     seal: Annotated[bool, typer.Option(help="Seal raw/ when the ingest had no errors.")] = False,
     delete_source: Annotated[
         bool, typer.Option(help="Delete each source file once its copy is verified.")

@@ -30,11 +30,15 @@ def init(
     path: Annotated[str, typer.Argument(help="Folder for the new keep (created if missing).")],
     catalog: Annotated[
         str | None,
-        typer.Option(help="Catalog URL (default: SQLite catalog.db in the keep).", show_default=False),
+        typer.Option(
+            help="Catalog URL (default: SQLite catalog.db in the keep).", show_default=False
+        ),
     ] = None,
     data: Annotated[
         str | None,
-        typer.Option(help="Folder of the primary tree (default: data/ in the keep).", show_default=False),
+        typer.Option(
+            help="Folder of the primary tree (default: data/ in the keep).", show_default=False
+        ),
     ] = None,
     json_out: JsonOpt = False,
 ) -> None:

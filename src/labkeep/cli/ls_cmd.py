@@ -27,7 +27,8 @@ def register(app: typer.Typer) -> None:
 @handle_errors
 def ls(
     address: Annotated[
-        str | None, typer.Argument(help="PROJECT, PROJECT/DATASET[/PATH][@VERSION]; none: projects.")
+        str | None,
+        typer.Argument(help="PROJECT, PROJECT/DATASET[/PATH][@VERSION]; none: projects."),
     ] = None,
     limit: Annotated[int | None, typer.Option(help="Show at most this many files.")] = None,
     after: Annotated[str | None, typer.Option(help="Start after this path (next page).")] = None,
@@ -48,8 +49,9 @@ def ls(
     elif listing.kind == "datasets":
         grid = table("dataset", "kind", "version", "sealed", "files", "size")
         for d in listing.items:
-            grid.add_row(d["dataset"], d["kind"], str(d["version"]), "sealed" if d["sealed"] else "",
-                         str(d["files"]), human_size(d["bytes"]))  # fmt: skip
+            sealed = "sealed" if d["sealed"] else ""
+            grid.add_row(d["dataset"], d["kind"], str(d["version"]), sealed, str(d["files"]),
+                         human_size(d["bytes"]))  # fmt: skip
     else:
         grid = table("path", "size", "sha256", "verified", title=f"{listing.address} "
                      f"(version {listing.version})")  # fmt: skip

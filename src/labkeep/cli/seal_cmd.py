@@ -40,7 +40,9 @@ def seal(
 @handle_errors
 def unseal(
     address: Annotated[str, typer.Argument(help="PROJECT/DATASET")],
-    force: Annotated[bool, typer.Option("--force", help="Required: unsealing is exceptional.")] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Required: unsealing is exceptional.")
+    ] = False,
     reason: Annotated[str, typer.Option(help="Why (recorded in the audit log).")] = "",
     root: RootOpt = None,
     json_out: JsonOpt = False,

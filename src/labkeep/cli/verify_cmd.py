@@ -27,8 +27,12 @@ def register(app: typer.Typer) -> None:
 
 @handle_errors
 def verify(
-    target: Annotated[str | None, typer.Argument(help="PROJECT or PROJECT/DATASET; none: all.")] = None,
-    jobs: Annotated[int | None, typer.Option("--jobs", "-j", help="Parallel hashing threads.")] = None,
+    target: Annotated[
+        str | None, typer.Argument(help="PROJECT or PROJECT/DATASET; none: all.")
+    ] = None,
+    jobs: Annotated[
+        int | None, typer.Option("--jobs", "-j", help="Parallel hashing threads.")
+    ] = None,
     log_dir: Annotated[str | None, typer.Option(help="Folder for verify_YYYY-MM-DD.log.")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="List OK files too.")] = False,
     root: RootOpt = None,

@@ -7,6 +7,7 @@ not change while it was read (size and mtime before and after, and bytes read).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import stat
@@ -121,10 +122,8 @@ def copy_hash(src: str, dst: str, *, chunk: int = CHUNK, fsync: bool = True) -> 
         if out >= 0:
             os.close(out)
             out = -1
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(dst)
-        except FileNotFoundError:
-            pass
         raise
     finally:
         if out >= 0:

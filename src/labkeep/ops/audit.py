@@ -31,7 +31,9 @@ def canonical(details: dict[str, Any]) -> str:
     return json.dumps(details, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
-def event_hash(prev_hash: str, at: datetime, actor: str, action: str, target: str, details: str) -> str:
+def event_hash(
+    prev_hash: str, at: datetime, actor: str, action: str, target: str, details: str
+) -> str:
     payload = "\x1f".join(
         [prev_hash, at.isoformat(timespec="microseconds"), actor, action, target, details]
     )

@@ -200,7 +200,8 @@ def ingest(
         dataset_id = dataset.id
 
     with keep.tree.lock(project, name, what="ingest"):
-        run = _IngestRun(keep, project, name, dataset_id, report, jobs, link, delete_source, progress, on_result)  # fmt: skip
+        run = _IngestRun(keep, project, name, dataset_id, report, jobs, link, delete_source)
+        run.progress, run.on_result = progress, on_result
         run.execute(src_root, message)
     if seal and not report.failed:
         from labkeep.ops.seal import seal as do_seal
@@ -233,8 +234,6 @@ class _IngestRun:
         jobs: int | None,
         link: bool,
         delete_source: bool,
-        progress: Progress | None,
-        on_result: Callable[[Result], None] | None,
     ) -> None:
         self.keep = keep
         self.project = project
@@ -245,8 +244,8 @@ class _IngestRun:
         self.jobs = jobs or keep.config.ingest_jobs or os.cpu_count() or 1
         self.link = link
         self.delete_source = delete_source
-        self.progress = progress
-        self.on_result = on_result
+        self.progress: Progress | None = None
+        self.on_result: Callable[[Result], None] | None = None
         self.dataset_dir = keep.tree.dataset_dir(project, name)
         self.partial_dir = keep.tree.partial_dir(project, name)
         self.batch_sync = keep.config.durability == "batch"
@@ -260,15 +259,17 @@ class _IngestRun:
         if self.on_result is not None:
             self.on_result(result)
 
-    def record(self, item: _Item, status: str, message: str | None = None, **extra: object) -> Result:
+    def record(
+        self, item: _Item, status: str, message: str | None = None, sha256: str | None = None
+    ) -> Result:
         return Result(
             "ingest",
             status,
             path=f"{RAW}/{item.rel}",
             dataset=self.target,
             size=item.size,
+            sha256=sha256,
             message=message,
-            extra=dict(extra),
         )
 
     # -- the run ----------------------------------------------------------------------
@@ -303,7 +304,9 @@ class _IngestRun:
             _remove_empty_dirs(src_root)
         self._finalize(message, resumed)
 
-    def _classify(self, items: list[_Item], current: dict[str, tuple[int, int, bytes]]) -> list[_Item]:
+    def _classify(
+        self, items: list[_Item], current: dict[str, tuple[int, int, bytes]]
+    ) -> list[_Item]:
         work: list[_Item] = []
         for item in items:
             dest_rel = f"{RAW}/{item.rel}"
@@ -329,7 +332,10 @@ class _IngestRun:
             st = os.lstat(self.dataset_dir / dest_rel)
         except OSError:
             return False
-        return stat.S_ISREG(st.st_mode) and (st.st_size, st.st_mtime_ns) == (item.size, item.mtime_ns)
+        return stat.S_ISREG(st.st_mode) and (st.st_size, st.st_mtime_ns) == (
+            item.size,
+            item.mtime_ns,
+        )
 
     def _work(self, item: _Item) -> _Done:
         """Runs on the thread pool: hash, and copy or link, one file."""
@@ -395,7 +401,10 @@ class _IngestRun:
 
     def _failed(self, item: _Item, exc: BaseException) -> None:
         if isinstance(exc, FileChanged):
-            msg = "file changed while it was read; not ingested (run ingest again when it is complete)"
+            msg = (
+                "file changed while it was read; not ingested "
+                "(run the ingest again once the instrument has finished writing it)"
+            )
         elif isinstance(exc, NotRegularFile):
             msg = "no longer a regular file; not ingested"
         elif isinstance(exc, LabkeepError):
@@ -513,12 +522,13 @@ class _IngestRun:
     def _done(self, done: _Done) -> None:
         item = done.item
         status = "notneeded" if item.mode == "compare" else "ok"
-        extra: dict[str, object] = {"sha256": done.hashed.sha256.hex()}
+        result = self.record(item, status)
+        result.sha256 = done.hashed.sha256.hex()
         if item.mode == "adopt":
-            extra["resumed"] = True
+            result.extra["resumed"] = True
         if self.delete_source:
-            extra["source_deleted"] = self._delete_source(done)
-        self.emit(self.record(item, status, **extra))
+            result.extra["source_deleted"] = self._delete_source(done)
+        self.emit(result)
         self._advance(item)
 
     def _advance(self, item: _Item) -> None:

@@ -45,7 +45,9 @@ def _check_version(session: Session, dataset_id: int, address: str, number: int)
         select(Version.state).where(Version.dataset_id == dataset_id, Version.number == number)
     ).scalar_one_or_none()
     if state != "committed":
-        raise NotFound(f"no version {number} of {address}", hint=f"see 'labkeep versions {address}'")
+        raise NotFound(
+            f"no version {number} of {address}", hint=f"see 'labkeep versions {address}'"
+        )
 
 
 def ls(
@@ -60,18 +62,27 @@ def ls(
         return Listing("projects", None, [p.to_dict() for p in list_projects(keep)])
     addr = parse_address(address)
     if addr.dataset is None:
-        return Listing("datasets", addr.project, [d.to_dict() for d in list_datasets(keep, addr.project)])
+        return Listing(
+            "datasets", addr.project, [d.to_dict() for d in list_datasets(keep, addr.project)]
+        )
     with keep.catalog.read() as session:
         _, dataset = find_dataset(session, addr.project, addr.dataset)
         version = addr.version
         if version is not None:
             _check_version(session, dataset.id, addr.dataset_address, version)
         query = select(
-            Entry.path, Entry.size, Entry.sha256, Entry.mtime_ns, Entry.verified_at, Entry.verify_status
+            Entry.path,
+            Entry.size,
+            Entry.sha256,
+            Entry.mtime_ns,
+            Entry.verified_at,
+            Entry.verify_status,
         ).where(entries_at(dataset.id, version))
         if addr.path:
             query = query.where(
-                or_(Entry.path == addr.path, Entry.path.startswith(addr.path + "/", autoescape=True))
+                or_(
+                    Entry.path == addr.path, Entry.path.startswith(addr.path + "/", autoescape=True)
+                )
             )
         if after is not None:
             query = query.where(Entry.path > after)
@@ -91,7 +102,9 @@ def ls(
         ]
         if addr.path and not items:
             raise NotFound(f"no file or folder {addr.path!r} in {addr.dataset_address}")
-        return Listing("entries", str(addr), items, version if version is not None else dataset.head_version)
+        return Listing(
+            "entries", str(addr), items, version if version is not None else dataset.head_version
+        )
 
 
 def versions(keep: Keep, address: str) -> list[dict[str, Any]]:

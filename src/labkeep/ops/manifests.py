@@ -26,7 +26,9 @@ def manifest_text(session: Session, dataset_id: int) -> str:
     return format_manifest((path, digest.hex()) for path, digest in rows)
 
 
-def store_manifest(keep: Keep, session: Session, project: str, dataset: str, dataset_id: int) -> str:
+def store_manifest(
+    keep: Keep, session: Session, project: str, dataset: str, dataset_id: int
+) -> str:
     """Rewrite the manifest atomically; return the SHA-256 of its bytes."""
     data = manifest_text(session, dataset_id)
     keep.tree.write_manifest(project, dataset, data)

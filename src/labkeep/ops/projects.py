@@ -190,7 +190,9 @@ def create_dataset(
     addr = parse_address(address, need_dataset=True)
     assert addr.dataset is not None
     with keep.catalog.write() as session:
-        proj, dataset, created = ensure_dataset(keep, session, addr.project, addr.dataset, kind, title)
+        proj, dataset, created = ensure_dataset(
+            keep, session, addr.project, addr.dataset, kind, title
+        )
         if not created:
             raise AlreadyExists(f"dataset {addr.dataset_address} already exists")
         info = _dataset_info(session, proj, dataset)
@@ -212,7 +214,9 @@ def list_datasets(keep: Keep, project: str) -> list[DatasetInfo]:
         stats = {
             row[0]: (int(row[1]), int(row[2]))
             for row in session.execute(
-                select(Entry.dataset_id, func.count(Entry.id), func.coalesce(func.sum(Entry.size), 0))
+                select(
+                    Entry.dataset_id, func.count(Entry.id), func.coalesce(func.sum(Entry.size), 0)
+                )
                 .join(Dataset, Dataset.id == Entry.dataset_id)
                 .where(Dataset.project_id == proj.id, Entry.valid_to.is_(None))
                 .group_by(Entry.dataset_id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 from dataclasses import dataclass, field
@@ -74,10 +75,8 @@ def _protect(raw: Path, on: bool) -> tuple[bool, list[str]]:
     order = files + dirs if on else list(reversed(dirs)) + files
     for path in order:
         if not on:
-            try:
+            with contextlib.suppress(OSError):
                 set_immutable(path, False)
-            except OSError:
-                pass
         st = os.lstat(path)
         if stat.S_ISLNK(st.st_mode):
             continue
@@ -120,7 +119,9 @@ def seal(keep: Keep, address: str, *, message: str = "") -> SealResult:
         with keep.catalog.write() as session:
             _, dataset = find_dataset(session, addr.project, addr.dataset, for_update=True)
             manifest_sha = store_manifest(keep, session, addr.project, addr.dataset, dataset.id)
-            number = _new_version(session, dataset, "seal", keep.actor, message or "sealed", manifest_sha)
+            number = _new_version(
+                session, dataset, "seal", keep.actor, message or "sealed", manifest_sha
+            )
             dataset.sealed = True
             dataset.sealed_at = utcnow()
             append_event(

@@ -51,7 +51,9 @@ def _scope(keep: Keep, target: str | None) -> list[tuple[str, str, int]]:
                 return [(proj.name, dataset.name, dataset.id)]
             proj = find_project(session, addr.project)
             query = query.where(Dataset.project_id == proj.id)
-        return [(p, d, i) for p, d, i in session.execute(query.order_by(Project.name, Dataset.name))]
+        return [
+            (p, d, i) for p, d, i in session.execute(query.order_by(Project.name, Dataset.name))
+        ]
 
 
 def verify(
@@ -72,12 +74,16 @@ def verify(
     report.info["log"] = str(log_path)
     threads = jobs or keep.config.ingest_jobs or os.cpu_count() or 1
     with open(log_path, "a", encoding="utf-8", errors="backslashreplace") as log:
-        log.write(f"# labkeep verify {target or '(all)'} at {isoformat(utcnow())} by {keep.actor}\n")
+        log.write(
+            f"# labkeep verify {target or '(all)'} at {isoformat(utcnow())} by {keep.actor}\n"
+        )
         if progress is not None:
             progress.start(*_totals(keep, [d[2] for d in datasets]))
         with ThreadPoolExecutor(threads, thread_name_prefix="labkeep-verify") as pool:
             for project, name, dataset_id in datasets:
-                run = _DatasetVerify(keep, project, name, dataset_id, report, log, progress, on_result)
+                run = _DatasetVerify(
+                    keep, project, name, dataset_id, report, log, progress, on_result
+                )
                 try:
                     with keep.tree.lock(project, name, what="verify"):
                         run.execute(pool)
@@ -162,7 +168,9 @@ class _DatasetVerify:
             known.add(path)
             st = on_disk.get(path)
             if st is None:
-                self.emit(self.result(path, "missing", "in the catalog, not in the tree", size=size))
+                self.emit(
+                    self.result(path, "missing", "in the catalog, not in the tree", size=size)
+                )
                 updates.append({"id": entry_id, "verify_status": "missing"})
                 self._advance(size)
             elif not stat.S_ISREG(st.st_mode):
@@ -177,9 +185,7 @@ class _DatasetVerify:
                 self._advance(size)
             else:
                 to_hash.append((entry_id, path, size, digest))
-        futures = [
-            (item, pool.submit(hash_file, str(self.root / item[1]))) for item in to_hash
-        ]
+        futures = [(item, pool.submit(hash_file, str(self.root / item[1]))) for item in to_hash]
         for (entry_id, path, size, digest), future in futures:
             try:
                 actual = future.result().sha256
@@ -209,12 +215,15 @@ class _DatasetVerify:
             actual = path.read_bytes()
         except FileNotFoundError:
             if expected:
-                self.emit(self.result(MANIFEST_NAME, "missing", "manifest missing; run 'labkeep manifest'"))
+                self.emit(
+                    self.result(
+                        MANIFEST_NAME, "missing", "manifest missing; run 'labkeep manifest'"
+                    )
+                )
             return
         if hashlib.sha256(actual).digest() != hashlib.sha256(expected.encode()).digest():
-            self.emit(self.result(
-                MANIFEST_NAME, "modified", "manifest does not match the catalog; run 'labkeep manifest'"
-            ))  # fmt: skip
+            message = "manifest does not match the catalog; run 'labkeep manifest'"
+            self.emit(self.result(MANIFEST_NAME, "modified", message))
 
     def _advance(self, size: int) -> None:
         if self.progress is not None:

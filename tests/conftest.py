@@ -1,0 +1,88 @@
+"""Shared fixtures: a scrubbed environment, a throwaway PostgreSQL, keeps on both catalogs."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from labkeep import Keep
+from tests.pgserver import PostgresServer
+
+CATALOGS = ["sqlite", "postgresql"]
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Every test starts with no LABKEEP_* variables and a private working folder."""
+    for name in list(os.environ):
+        if name.startswith("LABKEEP_"):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PostgresServer]:
+    server = PostgresServer()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=CATALOGS)
+def catalog_url(request: pytest.FixtureRequest) -> str | None:
+    """None for the default SQLite catalog, else a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return None
+    server: PostgresServer = request.getfixturevalue("pg_server")
+    return server.create_database()
+
+
+@pytest.fixture
+def keep_root(tmp_path: Path) -> Path:
+    return tmp_path / "keep"
+
+
+@pytest.fixture
+def keep(keep_root: Path, catalog_url: str | None) -> Iterator[Keep]:
+    """A new keep with small settings, so small data exercises the multi-batch paths."""
+    k = Keep.init(keep_root, catalog_url=catalog_url)
+    k.config.batch_files = 7
+    k.create_project("proj")
+    yield k
+    k.close()
+    unseal_tree(keep_root)
+
+
+def unseal_tree(root: Path) -> None:
+    """Clear immutable flags and read-only bits so pytest can delete its temp folders."""
+    from labkeep.integrity.immutable import set_immutable
+
+    for folder, dirs, files in os.walk(root):
+        for name in dirs + files:
+            path = os.path.join(folder, name)
+            if os.path.islink(path):
+                continue
+            with contextlib.suppress(OSError):
+                set_immutable(path, False)
+            with contextlib.suppress(OSError):
+                os.chmod(path, 0o755 if name in dirs else 0o644)
+
+
+def make_files(folder: Path, count: int, *, seed: int = 1, min_size: int = 0,
+               max_size: int = 5000) -> dict[str, bytes]:  # fmt: skip
+    """Random files in nested folders; returns {relpath: content}."""
+    rng = random.Random(seed)
+    made: dict[str, bytes] = {}
+    for i in range(count):
+        rel = f"d{i % 3}/sub{i % 2}/f{i:04d}.bin" if i % 4 else f"top{i:04d}.dat"
+        data = rng.randbytes(rng.randint(min_size, max_size))
+        path = folder / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        made[rel] = data
+    return made

@@ -1,0 +1,356 @@
+"""The Python API end to end, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from labkeep import Keep
+from labkeep.errors import (
+    AlreadyExists,
+    KeepExists,
+    KeepNotFound,
+    NotFound,
+    SealedError,
+    UsageError,
+)
+from tests.conftest import make_files
+
+
+def test_init_creates_config_catalog_and_tree(keep: Keep, keep_root: Path) -> None:
+    assert (keep_root / "labkeep.toml").is_file()
+    assert (keep_root / "data").is_dir()
+    if keep.catalog.dialect == "sqlite":
+        assert (keep_root / "catalog.db").is_file()
+    assert keep.catalog.schema_revision() == keep.catalog.head_revision()
+    with pytest.raises(KeepExists):
+        Keep.init(keep_root)
+
+
+def test_open_finds_keep_from_env_and_parents(keep: Keep, keep_root: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    monkeypatch.setenv("LABKEEP_ROOT", str(keep_root))
+    with Keep.open() as k:
+        assert k.root == keep_root
+    monkeypatch.delenv("LABKEEP_ROOT")
+    monkeypatch.chdir(keep_root / "data")
+    with Keep.open() as k:
+        assert k.root == keep_root
+    monkeypatch.chdir(keep_root.parent)
+    with pytest.raises(KeepNotFound):
+        Keep.open()
+
+
+def test_ingest_copies_hashes_and_registers(keep: Keep, tmp_path: Path) -> None:
+    src = tmp_path / "buffer"
+    files = make_files(src, 30)
+    report = keep.ingest(src, "proj/s001")
+    assert report.counts() == {"ok": 30}
+    assert report.info["version"] == 1
+    tree = keep.tree.dataset_dir("proj", "s001")
+    listing = {e["path"]: e for e in keep.ls("proj/s001").items}
+    assert set(listing) == {f"raw/{rel}" for rel in files}
+    for rel, data in files.items():
+        assert (tree / "raw" / rel).read_bytes() == data
+        assert listing[f"raw/{rel}"]["sha256"] == hashlib.sha256(data).hexdigest()
+        assert listing[f"raw/{rel}"]["size"] == len(data)
+        assert (tree / "raw" / rel).stat().st_mtime_ns == (src / rel).stat().st_mtime_ns
+    # the source is untouched, the partial folder is empty
+    assert all((src / rel).read_bytes() == data for rel, data in files.items())
+    assert list((tree / ".labkeep" / "partial").iterdir()) == []
+    info = keep.get_dataset("proj/s001")
+    assert (info.files, info.bytes, info.kind) == (30, sum(map(len, files.values())), "session")
+
+
+def test_ingest_again_is_idempotent(keep: Keep, tmp_path: Path) -> None:
+    src = tmp_path / "buffer"
+    make_files(src, 12)
+    keep.ingest(src, "proj/s001")
+    tree = keep.tree.dataset_dir("proj", "s001")
+    inode_before = {p: p.stat().st_ino for p in (tree / "raw").rglob("*") if p.is_file()}
+    again = keep.ingest(src, "proj/s001")
+    assert again.counts() == {"notneeded": 12}
+    assert "version" not in again.info
+    inode_after = {p: p.stat().st_ino for p in (tree / "raw").rglob("*") if p.is_file()}
+    assert inode_after == inode_before  # nothing copied again
+    assert len(keep.ls("proj/s001").items) == 12
+    assert [v["version"] for v in keep.versions("proj/s001")] == [1]
+
+
+def test_ingest_adds_new_files_as_a_new_version(keep: Keep, tmp_path: Path) -> None:
+    src = tmp_path / "buffer"
+    make_files(src, 5)
+    keep.ingest(src, "proj/s001")
+    (src / "late.txt").write_bytes(b"acquired later")
+    report = keep.ingest(src, "proj/s001")
+    assert report.counts() == {"ok": 1, "notneeded": 5}
+    assert report.info["version"] == 2
+    assert len(keep.ls("proj/s001@1").items) == 5
+    assert len(keep.ls("proj/s001@2").items) == 6
+    assert len(keep.ls("proj/s001").items) == 6
+
+
+def test_changed_content_at_same_path_is_refused(keep: Keep, tmp_path: Path) -> None:
+    src = tmp_path / "buffer"
+    src.mkdir()
+    (src / "a.txt").write_bytes(b"first")
+    keep.ingest(src, "proj/s001")
+    (src / "a.txt").write_bytes(b"second, longer")
+    report = keep.ingest(src, "proj/s001")
+    assert report.counts() == {"error": 1}
+    assert "different content" in (report.results[0].message or "")
+    assert (keep.tree.dataset_dir("proj", "s001") / "raw/a.txt").read_bytes() == b"first"
+
+
+def test_same_content_with_new_mtime_is_notneeded(keep: Keep, tmp_path: Path) -> None:
+    src = tmp_path / "buffer"
+    src.mkdir()
+    (src / "a.txt").write_bytes(b"same")
+    keep.ingest(src, "proj/s001")
+    os.utime(src / "a.txt", ns=(1, 1_000_000_000))
+    assert keep.ingest(src, "proj/s001").counts() == {"notneeded": 1}
+
+
+def test_ingest_refuses_bad_sources(keep: Keep, tmp_path: Path, keep_root: Path) -> None:
+    from labkeep.errors import SourceError
+
+    with pytest.raises(SourceError, match="does not exist"):
+        keep.ingest(tmp_path / "missing", "proj/s001")
+    with pytest.raises(SourceError, match="overlaps"):
+        keep.ingest(keep_root / "data", "proj/s001")
+    with pytest.raises(SourceError, match="overlaps"):
+        keep.ingest(keep_root, "proj/s001")
+    (tmp_path / "b").mkdir()
+    with pytest.raises(NotFound, match="no project 'nope'"):
+        keep.ingest(tmp_path / "b", "nope/s001")
+    with pytest.raises(UsageError):
+        keep.ingest(tmp_path / "b", "proj")
+    with pytest.raises(UsageError):
+        keep.ingest(tmp_path / "b", "proj/Bad Name")
+
+
+def test_odd_sources_get_records_and_the_rest_goes_on(keep: Keep, tmp_path: Path) -> None:
+    src = tmp_path / "buffer"
+    src.mkdir()
+    (src / "good.txt").write_bytes(b"good")
+    (src / "link").symlink_to("good.txt")
+    os.mkfifo(src / "fifo")
+    bad_name = os.fsencode(str(src)) + b"/bad-\xff-name"
+    with open(bad_name, "wb") as handle:
+        handle.write(b"x")
+    (src / "noread").mkdir()
+    (src / "noread" / "x").write_bytes(b"x")
+    report = keep.ingest(src, "proj/s001")
+    by_path = {r.path: r for r in report.results}
+    assert by_path["raw/good.txt"].status == "ok"
+    assert by_path["raw/link"].status == "impossible"
+    assert "symbolic link" in (by_path["raw/link"].message or "")
+    assert by_path["raw/fifo"].status == "impossible"
+    bad = [r for r in report.results if "UTF-8" in (r.message or "")]
+    assert len(bad) == 1 and bad[0].status == "impossible"
+    assert report.failed
+    assert {e["path"] for e in keep.ls("proj/s001").items} == {"raw/good.txt", "raw/noread/x"}
+
+
+def test_files_that_vanish_or_change_while_read_get_error_records(
+    keep: Keep, tmp_path: Path
+) -> None:
+    import threading
+
+    src = tmp_path / "buffer"
+    src.mkdir()
+    for i in range(5):
+        (src / f"ok{i}.txt").write_bytes(b"fine %d" % i)
+    (src / "vanishing.txt").write_bytes(b"here at scan time")
+    growing = src / "growing.bin"
+    growing.write_bytes(os.urandom(32 << 20))
+    stop = threading.Event()
+
+    def append_forever() -> None:
+        with open(growing, "ab") as handle:
+            while not stop.is_set():
+                handle.write(b"x" * 4096)
+                handle.flush()
+
+    class Hook:
+        """Runs between the scan and the copies, as a slow instrument would."""
+
+        def start(self, total_files: int, total_bytes: int) -> None:
+            (src / "vanishing.txt").unlink()
+            threading.Thread(target=append_forever, daemon=True).start()
+
+        def advance(self, files: int, nbytes: int) -> None:
+            pass
+
+    try:
+        report = keep.ingest(src, "proj/s001", progress=Hook())
+    finally:
+        stop.set()
+    by_path = {r.path: r for r in report.results}
+    assert by_path["raw/vanishing.txt"].status == "error"
+    assert "vanished" in (by_path["raw/vanishing.txt"].message or "")
+    assert by_path["raw/growing.bin"].status == "error"
+    assert "changed while it was read" in (by_path["raw/growing.bin"].message or "")
+    assert sum(r.status == "ok" for r in report.results) == 5
+    tree = keep.tree.dataset_dir("proj", "s001")
+    assert not (tree / "raw/growing.bin").exists()
+    assert list((tree / ".labkeep/partial").iterdir()) == []
+
+
+def test_manifest_is_checked_by_coreutils(keep: Keep, tmp_path: Path) -> None:
+    src = tmp_path / "buffer"
+    make_files(src, 9)
+    for name in ["with space.txt", "back\\slash", "new\nline", "carriage\rreturn", "ünïcode.txt",
+                 "-dash", "*star"]:  # fmt: skip
+        (src / name).write_bytes(name.encode())
+    keep.ingest(src, "proj/s001")
+    folder = keep.tree.dataset_dir("proj", "s001")
+    result = subprocess.run(["sha256sum", "--strict", "-c", "MANIFEST.sha256"], cwd=folder,
+                            capture_output=True, text=True)  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.count(": OK") == 16
+
+
+def test_seal_makes_raw_write_once(keep: Keep, tmp_path: Path) -> None:
+    src = tmp_path / "buffer"
+    make_files(src, 4)
+    keep.ingest(src, "proj/s001")
+    result = keep.seal("proj/s001")
+    assert result.status == "ok" and result.version == 2
+    raw = keep.tree.dataset_dir("proj", "s001") / "raw"
+    for path in [raw, *raw.rglob("*")]:
+        assert path.stat().st_mode & 0o222 == 0, path
+    if result.immutable:
+        with pytest.raises(PermissionError):
+            (raw / "top0000.dat").write_bytes(b"overwrite")
+        with pytest.raises(PermissionError):
+            (raw / "new-file").write_bytes(b"new")
+        with pytest.raises(PermissionError):
+            (raw / "top0000.dat").unlink()
+    else:
+        assert result.warnings
+    # every labkeep write path refuses
+    (src / "more.txt").write_bytes(b"more")
+    with pytest.raises(SealedError, match="sealed"):
+        keep.ingest(src, "proj/s001")
+    assert keep.seal("proj/s001").status == "notneeded"
+    versions = keep.versions("proj/s001")
+    assert [v["kind"] for v in versions] == ["ingest", "seal"]
+    seal_event = keep.events(action="seal")[0]
+    assert seal_event["details"]["manifest_sha256"] == result.manifest_sha256
+    manifest = (raw.parent / "MANIFEST.sha256").read_bytes()
+    assert hashlib.sha256(manifest).hexdigest() == result.manifest_sha256
+
+
+def test_unseal_needs_force_and_is_audited(keep: Keep, tmp_path: Path) -> None:
+    src = tmp_path / "buffer"
+    make_files(src, 3)
+    keep.ingest(src, "proj/s001", seal=True)
+    with pytest.raises(UsageError, match="--force"):
+        keep.unseal("proj/s001")
+    result = keep.unseal("proj/s001", force=True, reason="fix a mislabelled file")
+    assert result.status == "ok"
+    raw = keep.tree.dataset_dir("proj", "s001") / "raw"
+    (raw / "top0000.dat").chmod(0o644)
+    event = keep.events(action="unseal")[0]
+    assert event["details"]["reason"] == "fix a mislabelled file"
+    (src / "more.txt").write_bytes(b"more")
+    assert keep.ingest(src, "proj/s001").counts() == {"ok": 1, "notneeded": 3}
+
+
+def test_verify_finds_and_names_every_problem(keep: Keep, tmp_path: Path) -> None:
+    src = tmp_path / "buffer"
+    make_files(src, 10, min_size=10)
+    keep.ingest(src, "proj/s001")
+    assert not keep.verify("proj/s001").failed
+    raw = keep.tree.dataset_dir("proj", "s001") / "raw"
+    flip = raw / "d1/sub1/f0001.bin"
+    data = bytearray(flip.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    flip.write_bytes(bytes(data))
+    (raw / "d2/sub0/f0002.bin").unlink()
+    (raw / "stray.txt").write_bytes(b"not ingested")
+    (raw / "d2/sub1/f0005.bin").write_bytes(b"short")
+    report = keep.verify("proj")
+    states = {(r.path, r.state) for r in report.results if r.state != "ok"}
+    assert states == {
+        ("raw/d1/sub1/f0001.bin", "modified"),
+        ("raw/d2/sub0/f0002.bin", "missing"),
+        ("raw/stray.txt", "extra"),
+        ("raw/d2/sub1/f0005.bin", "modified"),
+    }
+    assert report.failed
+    assert report.info["states"] == {"ok": 7, "modified": 2, "missing": 1, "extra": 1}
+    log = Path(report.info["log"]).read_text()
+    assert "MODIFIED proj/s001/raw/d1/sub1/f0001.bin" in log
+    assert "MISSING  proj/s001/raw/d2/sub0/f0002.bin" in log
+    assert "EXTRA    proj/s001/raw/stray.txt" in log
+    statuses = {e["path"]: e["verify_status"] for e in keep.ls("proj/s001").items}
+    assert statuses["raw/d1/sub1/f0001.bin"] == "modified"
+    assert statuses["raw/top0000.dat"] == "ok"
+    assert all(e["verified_at"] for e in keep.ls("proj/s001").items)
+    assert keep.events(action="verify")[0]["details"]["modified"] == 2
+    assert keep.status()["failed_verification"] == 3
+
+
+def test_verify_reports_a_tampered_manifest(keep: Keep, tmp_path: Path) -> None:
+    src = tmp_path / "buffer"
+    make_files(src, 3)
+    keep.ingest(src, "proj/s001")
+    manifest = keep.tree.manifest_path("proj", "s001")
+    manifest.write_text(manifest.read_text().replace("raw/", "raw/x", 1))
+    report = keep.verify("proj/s001")
+    assert [(r.path, r.state) for r in report.results if r.state != "ok"] == [
+        ("MANIFEST.sha256", "modified")
+    ]
+    keep.write_manifest("proj/s001")
+    assert not keep.verify("proj/s001").failed
+
+
+def test_events_chain_detects_tampering(keep: Keep, tmp_path: Path) -> None:
+    from sqlalchemy import text
+
+    src = tmp_path / "buffer"
+    make_files(src, 3)
+    keep.ingest(src, "proj/s001", seal=True)
+    check = keep.check_events()
+    assert check.ok and check.checked == len(keep.events(limit=None))
+    # the database itself refuses updates and deletes
+    from sqlalchemy.exc import DBAPIError
+
+    with pytest.raises(DBAPIError, match="append-only"), keep.catalog.write() as session:
+        session.execute(text("UPDATE events SET actor = 'mallory' WHERE id = 2"))
+    with pytest.raises(DBAPIError, match="append-only"), keep.catalog.write() as session:
+        session.execute(text("DELETE FROM events WHERE id = 2"))
+    # someone with database rights drops the trigger and rewrites history: the chain shows it
+    with keep.catalog.write() as session:
+        session.execute(
+            text(
+                "DROP TRIGGER events_no_update"
+                + (" ON events" if keep.catalog.dialect == "postgresql" else "")
+            )
+        )
+        session.execute(text("UPDATE events SET actor = 'mallory' WHERE id = 2"))
+    check = keep.check_events()
+    assert not check.ok and check.first_bad_id == 2
+
+
+def test_projects_and_datasets(keep: Keep) -> None:
+    with pytest.raises(AlreadyExists):
+        keep.create_project("proj")
+    with pytest.raises(UsageError, match="invalid project name"):
+        keep.create_project("Bad/Name")
+    keep.create_dataset("proj/analysis-1", kind="analysis", title="Segmentation")
+    with pytest.raises(AlreadyExists):
+        keep.create_dataset("proj/analysis-1")
+    with pytest.raises(UsageError, match="kind"):
+        keep.create_dataset("proj/x", kind="bogus")
+    assert [d.name for d in keep.list_datasets("proj")] == ["analysis-1"]
+    with pytest.raises(NotFound):
+        keep.ls("proj/nope")
+    with pytest.raises(NotFound):
+        keep.ls("proj/analysis-1@7")

@@ -88,7 +88,15 @@ def human_size(n: int | None) -> str:
     return f"{n} B"
 
 
-STATUS_STYLE = {"ok": "green", "notneeded": "dim", "impossible": "yellow", "error": "red"}
+STATUS_STYLE = {
+    "ok": "green",
+    "notneeded": "dim",
+    "impossible": "yellow",
+    "error": "red",
+    "modified": "red",
+    "missing": "red",
+    "extra": "yellow",
+}
 
 
 def print_result(result: Result, *, json_out: bool, show_ok: bool) -> None:
@@ -98,7 +106,7 @@ def print_result(result: Result, *, json_out: bool, show_ok: bool) -> None:
         return
     if result.status in ("ok", "notneeded") and not show_ok:
         return
-    style = STATUS_STYLE.get(result.status, "")
+    style = STATUS_STYLE.get(result.state or result.status, "bold")
     label = (result.state or result.status).upper()
     where = f"{result.dataset}/{result.path}" if result.path else (result.dataset or "")
     message = f"  [dim]{result.message}[/]" if result.message else ""
@@ -112,7 +120,7 @@ def _escape(text: str) -> str:
 
 
 def print_summary(action: str, counts: dict[str, int], extra: str = "") -> None:
-    parts = [f"[{STATUS_STYLE.get(k, '')}]{k} {v}[/]" for k, v in counts.items()]
+    parts = [f"[{STATUS_STYLE.get(k.lower(), 'bold')}]{k} {v}[/]" for k, v in counts.items()]
     err.print(f"[bold]{action}[/]: " + (", ".join(parts) or "nothing to do") + extra)
 
 

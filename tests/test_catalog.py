@@ -1,0 +1,75 @@
+"""The catalog schema: migrations create exactly the models, on both engines."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from labkeep import Keep
+from labkeep.catalog import Base, Catalog
+from labkeep.catalog._db import SCHEMA_HEAD
+from labkeep.errors import CatalogError
+
+
+def test_migrations_match_models(keep: Keep) -> None:
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    with keep.catalog.engine.connect() as connection:
+        diffs = compare_metadata(MigrationContext.configure(connection), Base.metadata)
+    assert diffs == []
+    assert keep.catalog.schema_revision() == SCHEMA_HEAD == keep.catalog.head_revision()
+
+
+def test_sqlite_runs_in_wal_mode(tmp_path: Path) -> None:
+    with Keep.init(tmp_path / "k") as keep, keep.catalog.engine.connect() as connection:
+        assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert connection.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+
+
+def test_refuses_a_catalog_at_another_schema(keep: Keep, keep_root: Path) -> None:
+    with keep.catalog.write() as session:
+        session.execute(text("UPDATE alembic_version SET version_num = '0000'"))
+    with pytest.raises(CatalogError, match="labkeep upgrade"):
+        Keep.open(keep_root)
+
+
+def test_refuses_an_empty_catalog(tmp_path: Path) -> None:
+    catalog = Catalog(f"sqlite:///{tmp_path / 'empty.db'}")
+    try:
+        with pytest.raises(CatalogError, match="empty"):
+            catalog.check_schema()
+    finally:
+        catalog.close()
+
+
+def test_unreachable_postgresql_is_a_clear_error(tmp_path: Path) -> None:
+    catalog = Catalog("postgresql+psycopg://nobody:secret@127.0.0.1:9/labkeep")
+    try:
+        with pytest.raises(CatalogError, match="cannot reach catalog") as info:
+            catalog.check_schema()
+        assert "secret" not in str(info.value)
+    finally:
+        catalog.close()
+
+
+def test_entries_are_temporal_rows(keep: Keep, tmp_path: Path) -> None:
+    """A version costs rows only for what changed; any version's list is one query."""
+    from sqlalchemy import func, select
+
+    from labkeep.catalog import Entry
+
+    src = tmp_path / "buffer"
+    src.mkdir()
+    for i in range(5):
+        (src / f"f{i}").write_bytes(b"%d" % i)
+    keep.ingest(src, "proj/s001")
+    (src / "f5").write_bytes(b"5")
+    keep.ingest(src, "proj/s001")
+    keep.seal("proj/s001")
+    with keep.catalog.read() as session:
+        rows = session.execute(select(func.count(Entry.id))).scalar_one()
+    assert rows == 6  # three versions, six rows
+    assert [len(keep.ls(f"proj/s001@{v}").items) for v in (1, 2, 3)] == [5, 6, 6]

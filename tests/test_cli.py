@@ -1,0 +1,169 @@
+"""The command line end to end: real processes, real temp folders, both catalogs."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import make_files, unseal_tree
+
+
+def run(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
+        check: int | None = 0) -> subprocess.CompletedProcess[str]:  # fmt: skip
+    """Run ``labkeep ARGS`` as a user would; assert its exit code unless *check* is None."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("LABKEEP_")}
+    full_env.update(env or {})
+    result = subprocess.run(
+        [sys.executable, "-m", "labkeep", *args],
+        cwd=cwd, env=full_env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    if check is not None:
+        assert result.returncode == check, (result.returncode, result.stdout, result.stderr)
+    return result
+
+
+def records(result: subprocess.CompletedProcess[str]) -> list[dict[str, object]]:
+    return [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
+
+
+def test_new_user_journey(tmp_path: Path, catalog_url: str | None) -> None:
+    """The sequence from the issue, as a new user types it."""
+    root = tmp_path / "srv" / "keep"
+    buffer = tmp_path / "mnt" / "buffer" / "run-17"
+    files = make_files(buffer, 25)
+    init_args = ["init", str(root)] + (["--catalog", catalog_url] if catalog_url else [])
+    out = run(*init_args)
+    assert "created keep" in out.stdout and "next:" in out.stderr
+    if catalog_url:
+        assert "postgresql" in (root / "labkeep.toml").read_text()
+    try:
+        run("project", "create", "imaging-2026", "--title", "Confocal screen 2026", cwd=root)
+        ingest = run("ingest", str(buffer), "imaging-2026/s017-confocal", cwd=root)
+        assert "ok 25" in ingest.stderr and "version 1" in ingest.stderr
+        listing = run("ls", "imaging-2026/s017-confocal", cwd=root)
+        assert "raw/top0000.dat" in listing.stdout
+        seal = run("seal", "imaging-2026/s017-confocal", cwd=root)
+        assert "sealed imaging-2026/s017-confocal as version 2" in seal.stdout
+        verify = run("verify", "imaging-2026/s017-confocal", cwd=root)
+        assert "OK 25" in verify.stderr
+        status = run("status", cwd=root)
+        assert "1 sealed" in status.stdout and "25 files" in status.stdout
+        # the same from anywhere with --root or LABKEEP_ROOT
+        run("ls", "--root", str(root), cwd=tmp_path)
+        run("ls", cwd=tmp_path, env={"LABKEEP_ROOT": str(root)})
+        # a folder with no keep says what to do
+        lost = run("ls", cwd=tmp_path, check=2)
+        assert "no keep found" in lost.stderr and "labkeep init" in lost.stderr
+        # the manifest checks with coreutils alone
+        dataset = root / "data" / "imaging-2026" / "s017-confocal"
+        check = subprocess.run(["sha256sum", "-c", "MANIFEST.sha256"], cwd=dataset,
+                               capture_output=True, text=True)  # fmt: skip
+        assert check.returncode == 0 and check.stdout.count(": OK") == len(files)
+    finally:
+        unseal_tree(root)
+
+
+@pytest.fixture
+def cli_keep(tmp_path: Path) -> Path:
+    root = tmp_path / "keep"
+    run("init", str(root))
+    run("project", "create", "proj", "--root", str(root))
+    yield root
+    unseal_tree(root)
+
+
+def test_every_command_speaks_json(cli_keep: Path, tmp_path: Path) -> None:
+    buffer = tmp_path / "buffer"
+    make_files(buffer, 6)
+    root = ["--root", str(cli_keep), "--json"]
+    ingest = records(run("ingest", str(buffer), "proj/s001", *root))
+    assert [r["status"] for r in ingest[:-1]] == ["ok"] * 6
+    assert ingest[-1]["summary"] == {"ok": 6} and ingest[-1]["version"] == 1
+    assert all(len(str(r["sha256"])) == 64 for r in ingest[:-1])
+    entries = records(run("ls", "proj/s001", *root))
+    assert len(entries) == 6 and {"path", "size", "sha256"} <= set(entries[0])
+    assert records(run("ls", *root))[0]["project"] == "proj"
+    assert records(run("ls", "proj", *root))[0]["dataset"] == "proj/s001"
+    assert records(run("versions", "proj/s001", *root))[0]["version"] == 1
+    assert records(run("seal", "proj/s001", *root))[0]["status"] == "ok"
+    verify = records(run("verify", "proj/s001", *root))
+    assert verify[-1]["states"]["ok"] == 6
+    assert records(run("status", *root))[0]["sealed_datasets"] == 1
+    events = records(run("events", *root))
+    assert [e["action"] for e in events][:3] == ["verify", "seal", "ingest"]
+    assert records(run("events", "--check", *root))[0]["status"] == "ok"
+    assert records(run("manifest", "proj/s001", *root))[0]["status"] == "ok"
+    assert records(run("project", "list", *root))[0]["project"] == "proj"
+    assert records(run("dataset", "create", "proj/a1", "--kind", "analysis", *root))[0]["kind"] == (
+        "analysis"
+    )
+    assert records(run("upgrade", *root))[0]["status"] == "notneeded"
+    unseal = records(run("unseal", "proj/s001", "--force", *root))
+    assert unseal[0]["status"] == "ok"
+    # errors are records too, with exit code 2
+    error = run("ls", "proj/nope", *root, check=2)
+    assert records(error)[0] == {
+        "status": "error",
+        "error": "not-found",
+        "message": "no dataset proj/nope",
+        "hint": "see 'labkeep ls proj' for its datasets",
+    }
+
+
+def test_exit_codes(cli_keep: Path, tmp_path: Path) -> None:
+    buffer = tmp_path / "buffer"
+    make_files(buffer, 4, min_size=1)
+    root = ["--root", str(cli_keep)]
+    run("ingest", str(buffer), "proj/s001", "--seal", *root)
+    run("verify", *root)  # 0: all is well
+    # 2: usage and input errors
+    run("ingest", str(tmp_path / "missing"), "proj/s002", *root, check=2)
+    run("ingest", str(buffer), "Bad Name/x", *root, check=2)
+    run("ingest", str(buffer), "proj/s001", *root, check=2)  # sealed
+    run("unseal", "proj/s001", *root, check=2)  # without --force
+    run("nosuchcommand", check=2)
+    # 1: problems found
+    target = cli_keep / "data/proj/s001/raw/top0000.dat"
+    from labkeep.integrity.immutable import set_immutable
+
+    set_immutable(str(target), False)
+    target.chmod(0o644)
+    target.write_bytes(b"tampered" + target.read_bytes()[8:])
+    bad = run("verify", *root, check=1)
+    assert "MODIFIED" in bad.stderr and "proj/s001/raw/top0000.dat" in bad.stderr
+    assert "problems found" in bad.stderr
+    (buffer / "link").symlink_to("top0000.dat")
+    partial = run("ingest", str(buffer), "proj/s002", *root, check=1)
+    assert "symbolic link" in partial.stderr
+    assert "run the same command again" in partial.stderr
+
+
+def test_events_check_fails_on_tampering(cli_keep: Path) -> None:
+    import sqlite3
+
+    db = sqlite3.connect(cli_keep / "catalog.db")
+    with db:
+        db.execute("DROP TRIGGER events_no_update")
+        db.execute("UPDATE events SET target = 'elsewhere' WHERE id = 1")
+    db.close()
+    result = run("events", "--check", "--root", str(cli_keep), check=1)
+    assert "BROKEN" in result.stderr and "event 1" in result.stderr
+
+
+def test_help_does_not_import_heavy_modules() -> None:
+    code = (
+        "import sys\n"
+        "from labkeep.cli import app\n"
+        "heavy = [m for m in ('sqlalchemy', 'alembic', 'fastapi', 'boto3', 'psycopg') "
+        "if m in sys.modules]\n"
+        "print(','.join(heavy))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True)  # fmt: skip
+    assert result.stdout.strip() == ""
+    assert "ingest" in run("--help").stdout

@@ -39,7 +39,25 @@ batch_files = 2000
 [verify]
 # where verify_YYYY-MM-DD.log files are written
 log_dir = "logs"
+
+# Accounts created with 'labkeep user add NAME --ldap' (and LDAP users signing in for the
+# first time) check their passwords against this directory:
+# [ldap]
+# url = "ldaps://ldap.example.org"
+# user_dn = "uid={{user}},ou=people,dc=example,dc=org"
+# start_tls = false
 """
+
+
+@dataclass(frozen=True)
+class LdapConfig:
+    """An LDAP directory that checks passwords of accounts with source ``ldap``."""
+
+    url: str
+    #: DN of a user, with {user} for the (escaped) user name
+    user_dn: str
+    start_tls: bool = False
+    timeout: float = 5.0
 
 
 @dataclass
@@ -51,6 +69,7 @@ class Config:
     durability: str = "batch"
     batch_files: int = 2000
     verify_log_dir: Path = field(default_factory=lambda: Path("logs"))
+    ldap: LdapConfig | None = None
 
     @classmethod
     def load(cls, root: Path) -> Config:
@@ -69,6 +88,7 @@ class Config:
             tree = data.get("tree", {})
             ingest = data.get("ingest", {})
             verify = data.get("verify", {})
+            ldap = data.get("ldap")
             url = str(catalog.get("url", "sqlite:///catalog.db"))
             config = cls(
                 root=root,
@@ -78,6 +98,7 @@ class Config:
                 durability=str(ingest.get("durability", "batch")),
                 batch_files=int(ingest.get("batch_files", 2000)),
                 verify_log_dir=_resolve(root, str(verify.get("log_dir", "logs"))),
+                ldap=_ldap(ldap) if ldap else None,
             )
         except (TypeError, ValueError, AttributeError) as exc:
             raise ConfigError(f"{path}: {exc}") from None
@@ -86,6 +107,18 @@ class Config:
         if config.batch_files < 1:
             raise ConfigError(f"{path}: ingest.batch_files must be at least 1")
         return config
+
+
+def _ldap(section: dict[str, object]) -> LdapConfig:
+    url, user_dn = section.get("url"), section.get("user_dn")
+    if not isinstance(url, str) or not isinstance(user_dn, str) or "{user}" not in user_dn:
+        raise ValueError("[ldap] needs url and user_dn (a DN containing {user})")
+    return LdapConfig(
+        url=url,
+        user_dn=user_dn,
+        start_tls=bool(section.get("start_tls", False)),
+        timeout=float(section.get("timeout", 5.0)),  # type: ignore[arg-type]
+    )
 
 
 def _resolve(root: Path, value: str) -> Path:

@@ -90,3 +90,20 @@ class CatalogError(LabkeepError):
 
 class ConfigError(LabkeepError):
     code = "config"
+
+
+class Forbidden(LabkeepError, PermissionError):
+    """The principal may see the resource but not do this to it."""
+
+    code = "forbidden"
+    http_status = 403
+
+
+class AuthenticationFailed(LabkeepError, PermissionError):
+    """Wrong password, unknown or disabled account, expired or revoked token or link.
+
+    One message for all of them, so that nobody learns which accounts exist.
+    """
+
+    code = "unauthenticated"
+    http_status = 401

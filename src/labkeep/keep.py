@@ -10,6 +10,7 @@ method, so the CLI, the web server, workers and scripts share one implementation
 
 from __future__ import annotations
 
+import copy
 import getpass
 import os
 import uuid
@@ -17,6 +18,7 @@ from pathlib import Path
 from types import TracebackType
 
 from labkeep import ops
+from labkeep.access import Principal
 from labkeep.catalog import Catalog, KeepState, Store
 from labkeep.clock import utcnow
 from labkeep.config import CONFIG_NAME, Config, find_root, render_template
@@ -27,20 +29,55 @@ from labkeep.storage import TreeStore
 class Keep:
     """An open keep: its config, catalog and primary tree store."""
 
-    def __init__(self, config: Config, *, actor: str | None = None) -> None:
+    def __init__(self, config: Config, *, principal: Principal | None = None) -> None:
         self.config = config
         self.root = config.root
         self.catalog = Catalog(config.catalog_url)
         self.tree = TreeStore(config.data_path)
-        #: who is acting: recorded in versions and events
-        self.actor = actor or _os_user()
+        self._principal = principal
+        self._owns_catalog = True
+
+    # -- who is acting -------------------------------------------------------------------
+    @property
+    def principal(self) -> Principal:
+        """Who is acting. Defaults to the labkeep user mapped to the OS account."""
+        if self._principal is None:
+            self._principal = ops.accounts.local_principal(self, _os_user())
+        return self._principal
+
+    @property
+    def actor(self) -> str:
+        """The name recorded in versions and events."""
+        p = self.principal
+        if p.kind == "user":
+            return p.name
+        if p.kind == "share" and p.share is not None:
+            return f"share:{p.share.link_id}"
+        return p.name
+
+    def acting_as(self, principal: Principal) -> Keep:
+        """The same keep (same catalog connection pool) acting as *principal*.
+
+        This is how the web server and workers act for the people they serve; closing the
+        returned Keep does not close the shared catalog.
+        """
+        other = copy.copy(self)
+        other._principal = principal
+        other._owns_catalog = False
+        return other
 
     # -- opening ---------------------------------------------------------------------
     @classmethod
-    def open(cls, root: str | os.PathLike[str] | None = None, *, actor: str | None = None) -> Keep:
-        """Open an existing keep (see :func:`labkeep.config.find_root` for *root*)."""
+    def open(
+        cls, root: str | os.PathLike[str] | None = None, *, principal: Principal | None = None
+    ) -> Keep:
+        """Open an existing keep (see :func:`labkeep.config.find_root` for *root*).
+
+        Without *principal* the keep acts as the labkeep user mapped to the OS account
+        (see :func:`labkeep.ops.accounts.local_principal`).
+        """
         config = Config.load(find_root(root))
-        keep = cls(config, actor=actor)
+        keep = cls(config, principal=principal)
         try:
             keep.catalog.check_schema()
         except BaseException:
@@ -55,9 +92,13 @@ class Keep:
         *,
         catalog_url: str | None = None,
         data_path: str | None = None,
-        actor: str | None = None,
+        admin: str | None = None,
     ) -> Keep:
-        """Create a keep at *root*: ``labkeep.toml``, the catalog and the tree folder."""
+        """Create a keep at *root*: ``labkeep.toml``, the catalog and the tree folder.
+
+        The OS account running this becomes the first site admin (labkeep user *admin*,
+        by default named after the OS account).
+        """
         root_path = Path(root).expanduser().absolute()
         if (root_path / CONFIG_NAME).exists():
             raise KeepExists(
@@ -67,7 +108,7 @@ class Keep:
         root_path.mkdir(parents=True, exist_ok=True)
         text = render_template(catalog_url or "sqlite:///catalog.db", data_path or "data")
         (root_path / CONFIG_NAME).write_text(text, encoding="utf-8")
-        keep = cls(Config.load(root_path), actor=actor)
+        keep = cls(Config.load(root_path))
         try:
             keep.tree.base.mkdir(parents=True, exist_ok=True)
             keep.config.verify_log_dir.mkdir(parents=True, exist_ok=True)
@@ -84,8 +125,9 @@ class Keep:
                             created_at=utcnow(),
                         )
                     )
+                    user = ops.accounts.create_first_admin(session, _os_user(), admin)
                     ops.audit.append_event(
-                        session, keep.actor, "init", str(root_path), {"catalog": "created"}
+                        session, user.name, "init", str(root_path), {"site_admin": user.name}
                     )
         except BaseException:
             keep.close()
@@ -93,7 +135,8 @@ class Keep:
         return keep
 
     def close(self) -> None:
-        self.catalog.close()
+        if self._owns_catalog:
+            self.catalog.close()
 
     def __enter__(self) -> Keep:
         return self
@@ -112,6 +155,7 @@ class Keep:
     # -- use cases -------------------------------------------------------------------
     create_project = ops.projects.create_project
     list_projects = ops.projects.list_projects
+    get_project = ops.projects.get_project
     create_dataset = ops.projects.create_dataset
     list_datasets = ops.projects.list_datasets
     get_dataset = ops.projects.get_dataset
@@ -125,6 +169,30 @@ class Keep:
     events = ops.audit.events
     check_events = ops.audit.check_events
     status = ops.status.status
+    # accounts and access
+    add_user = ops.accounts.add_user
+    list_users = ops.accounts.list_users
+    set_user_disabled = ops.accounts.set_disabled
+    set_password = ops.accounts.set_password
+    whoami = ops.accounts.whoami
+    create_group = ops.accounts.create_group
+    set_member = ops.accounts.set_member
+    list_groups = ops.accounts.list_groups
+    authenticate_password = ops.accounts.authenticate_password
+    principal_for = ops.accounts.principal_for
+    grant = ops.grants.grant
+    revoke = ops.grants.revoke
+    list_grants = ops.grants.list_grants
+    set_public = ops.grants.set_public
+    create_share = ops.shares.create_share
+    list_shares = ops.shares.list_shares
+    revoke_share = ops.shares.revoke_share
+    open_share = ops.shares.open_share
+    count_download = ops.shares.count_download
+    create_token = ops.tokens.create_token
+    list_tokens = ops.tokens.list_tokens
+    revoke_token = ops.tokens.revoke_token
+    authenticate_token = ops.tokens.authenticate_token
 
 
 def _os_user() -> str:

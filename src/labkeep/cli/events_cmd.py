@@ -56,6 +56,12 @@ def events(
         return
     grid = table("id", "when", "actor", "action", "target", "details")
     for row in rows:
-        grid.add_row(str(row["id"]), row["at"], row["actor"], row["action"], row["target"],
-                     json.dumps(row["details"], ensure_ascii=False))  # fmt: skip
+        grid.add_row(
+            str(row["id"]),
+            row["at"],
+            row["actor"],
+            row["action"],
+            row["target"],
+            json.dumps(row["details"], ensure_ascii=False),
+        )
     out.print(grid)

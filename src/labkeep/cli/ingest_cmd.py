@@ -48,10 +48,17 @@ def ingest(
     """Copy SOURCE into PROJECT/DATASET/raw/, hashing every file (resumable)."""
     with open_keep(root) as keep, progress_for("ingest", json_out) as bar:
         report = keep.ingest(
-            source, address, jobs=jobs, link=link, seal=seal, delete_source=delete_source,
-            kind=kind, message=message, progress=bar,
+            source,
+            address,
+            jobs=jobs,
+            link=link,
+            seal=seal,
+            delete_source=delete_source,
+            kind=kind,
+            message=message,
+            progress=bar,
             on_result=lambda r: print_result(r, json_out=json_out, show_ok=verbose),
-        )  # fmt: skip
+        )
     if json_out:
         emit_json(report.summary())
     else:
@@ -66,7 +73,9 @@ def ingest(
                 err.print(f"[yellow]warning:[/] {warning}")
             err.print(f"seal: {sealed.get('status')} {sealed.get('message', '')}".rstrip())
         if report.failed:
-            err.print("some files were not ingested (see above); fix them and run the same "
-                      "command again: what is already in is skipped")  # fmt: skip
+            err.print(
+                "some files were not ingested (see above); fix them and run the same "
+                "command again: what is already in is skipped"
+            )
     if report.failed:
         raise typer.Exit(1)

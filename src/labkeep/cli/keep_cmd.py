@@ -102,8 +102,12 @@ def upgrade(root: RootOpt = None, json_out: JsonOpt = False) -> None:
         after = catalog.schema_revision()
     finally:
         catalog.close()
-    record = {"action": "upgrade", "status": "ok" if before != after else "notneeded",
-              "from": before, "to": after}  # fmt: skip
+    record = {
+        "action": "upgrade",
+        "status": "ok" if before != after else "notneeded",
+        "from": before,
+        "to": after,
+    }
     if json_out:
         emit_json(record)
     else:

@@ -50,11 +50,22 @@ def ls(
         grid = table("dataset", "kind", "version", "sealed", "files", "size")
         for d in listing.items:
             sealed = "sealed" if d["sealed"] else ""
-            grid.add_row(d["dataset"], d["kind"], str(d["version"]), sealed, str(d["files"]),
-                         human_size(d["bytes"]))  # fmt: skip
+            grid.add_row(
+                d["dataset"],
+                d["kind"],
+                str(d["version"]),
+                sealed,
+                str(d["files"]),
+                human_size(d["bytes"]),
+            )
     else:
-        grid = table("path", "size", "sha256", "verified", title=f"{listing.address} "
-                     f"(version {listing.version})")  # fmt: skip
+        grid = table(
+            "path",
+            "size",
+            "sha256",
+            "verified",
+            title=f"{listing.address} (version {listing.version})",
+        )
         for e in listing.items:
             verified = e["verify_status"] or "never"
             if e["verified_at"]:
@@ -78,6 +89,13 @@ def versions(
         return
     grid = table("version", "kind", "when", "author", "files", "size", "message")
     for v in rows:
-        grid.add_row(str(v["version"]), v["kind"], v["committed_at"], v["author"], str(v["files"]),
-                     human_size(v["bytes"]), v["message"])  # fmt: skip
+        grid.add_row(
+            str(v["version"]),
+            v["kind"],
+            v["committed_at"],
+            v["author"],
+            str(v["files"]),
+            human_size(v["bytes"]),
+            v["message"],
+        )
     out.print(grid)

@@ -9,8 +9,9 @@ import typer
 from labkeep.cli._common import JsonOpt, RootOpt, emit_json, handle_errors, open_keep, out, table
 
 project_app = typer.Typer(help="Create and list projects.", no_args_is_help=True)
-dataset_app = typer.Typer(help="Create datasets (ingest creates session datasets itself).",
-                          no_args_is_help=True)  # fmt: skip
+dataset_app = typer.Typer(
+    help="Create datasets (ingest creates session datasets itself).", no_args_is_help=True
+)
 
 
 def register(app: typer.Typer) -> None:

@@ -33,8 +33,10 @@ def seal(
         out.print(f"{result.dataset} was already sealed")
     else:
         how = "immutable" if result.immutable else "read-only"
-        out.print(f"sealed {result.dataset} as version {result.version} ({how}); "
-                  f"manifest sha256 {result.manifest_sha256}")  # fmt: skip
+        out.print(
+            f"sealed {result.dataset} as version {result.version} ({how}); "
+            f"manifest sha256 {result.manifest_sha256}"
+        )
 
 
 @handle_errors

@@ -41,9 +41,12 @@ def verify(
     """Re-hash the tree and compare with the catalog. Exit 1 when anything is wrong."""
     with open_keep(root) as keep, progress_for("verify", json_out) as bar:
         report = keep.verify(
-            target, jobs=jobs, log_dir=log_dir, progress=bar,
+            target,
+            jobs=jobs,
+            log_dir=log_dir,
+            progress=bar,
             on_result=lambda r: print_result(r, json_out=json_out, show_ok=verbose),
-        )  # fmt: skip
+        )
     states = report.info["states"]
     if json_out:
         emit_json(report.summary())

@@ -1,5 +1,31 @@
 """Use cases: each module holds operations bound into :class:`labkeep.Keep`."""
 
-from labkeep.ops import audit, ingest, listing, manifests, projects, seal, status, verify
+from labkeep.ops import (
+    accounts,
+    audit,
+    grants,
+    ingest,
+    listing,
+    manifests,
+    projects,
+    seal,
+    shares,
+    status,
+    tokens,
+    verify,
+)
 
-__all__ = ["audit", "ingest", "listing", "manifests", "projects", "seal", "status", "verify"]
+__all__ = [
+    "accounts",
+    "audit",
+    "grants",
+    "ingest",
+    "listing",
+    "manifests",
+    "projects",
+    "seal",
+    "shares",
+    "status",
+    "tokens",
+    "verify",
+]

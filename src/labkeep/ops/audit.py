@@ -87,6 +87,7 @@ def events(
     limit: int | None = 100,
 ) -> list[dict[str, Any]]:
     """The newest events first, optionally only those on *target* (and below it)."""
+    _check_events_access(keep, target)
     query = select(Event).order_by(Event.id.desc())
     if target:
         query = query.where((Event.target == target) | Event.target.startswith(target + "/"))
@@ -96,6 +97,24 @@ def events(
         query = query.limit(limit)
     with keep.catalog.read() as session:
         return [event_record(row) for row in session.execute(query).scalars()]
+
+
+def _check_events_access(keep: Keep, target: str | None) -> None:
+    """Everyone's events are for site admins; a project's or dataset's for its readers."""
+    from labkeep.access import check
+    from labkeep.names import parse_address
+    from labkeep.ops._access import find_dataset, find_project, project_resource
+
+    if not target:
+        check(keep.principal, "events.all")
+        return
+    addr = parse_address(target)
+    with keep.catalog.read() as session:
+        if addr.dataset:
+            find_dataset(keep, session, addr.project, addr.dataset, "events.read")
+        else:
+            project = find_project(keep, session, addr.project)
+            check(keep.principal, "events.read", project_resource(session, project))
 
 
 @dataclass
@@ -117,6 +136,9 @@ class ChainCheck:
 
 def check_events(keep: Keep, *, batch: int = 5000) -> ChainCheck:
     """Recompute the whole chain; report the first row where it breaks."""
+    from labkeep.access import check
+
+    check(keep.principal, "events.all")
     prev = GENESIS
     checked = 0
     last_id = 0

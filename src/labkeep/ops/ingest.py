@@ -132,9 +132,14 @@ def _scan(source: Path, report: Report, address: str) -> list[_Item]:
                 st = child.stat(follow_symlinks=False)
             except OSError as exc:
                 report.add(
-                    Result("ingest", "error", path=f"{RAW}/{rel}", dataset=address,
-                           message=f"cannot stat: {exc.strerror}")
-                )  # fmt: skip
+                    Result(
+                        "ingest",
+                        "error",
+                        path=f"{RAW}/{rel}",
+                        dataset=address,
+                        message=f"cannot stat: {exc.strerror}",
+                    )
+                )
                 continue
             if stat.S_ISDIR(st.st_mode):
                 stack.append((rel + "/", child.path))
@@ -195,7 +200,9 @@ def ingest(
     report = Report("ingest", info={"dataset": target, "source": str(src_root)})
 
     with keep.catalog.write() as session:
-        _, dataset, _created = ensure_dataset(keep, session, project, name, kind)
+        _, dataset, _created = ensure_dataset(
+            keep, session, project, name, kind, action="dataset.ingest"
+        )
         _refuse_sealed(dataset, target)
         dataset_id = dataset.id
 
@@ -456,11 +463,14 @@ class _IngestRun:
             if item.mode == "compare":
                 assert item.known_sha is not None
                 if done.hashed.sha256 != item.known_sha:
-                    self.emit(self.record(
-                        item, "error",
-                        "already in the dataset with different content; not replaced "
-                        "(ingest the new data into a new dataset)",
-                    ))  # fmt: skip
+                    self.emit(
+                        self.record(
+                            item,
+                            "error",
+                            "already in the dataset with different content; not replaced "
+                            "(ingest the new data into a new dataset)",
+                        )
+                    )
                     self._advance(item)
                     continue
                 placed.append(done)

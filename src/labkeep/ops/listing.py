@@ -11,7 +11,8 @@ from labkeep.catalog import Entry, Version
 from labkeep.clock import isoformat
 from labkeep.errors import NotFound
 from labkeep.names import parse_address
-from labkeep.ops.projects import find_dataset, list_datasets, list_projects
+from labkeep.ops._access import find_dataset
+from labkeep.ops.projects import list_datasets, list_projects
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -66,7 +67,15 @@ def ls(
             "datasets", addr.project, [d.to_dict() for d in list_datasets(keep, addr.project)]
         )
     with keep.catalog.read() as session:
-        _, dataset = find_dataset(session, addr.project, addr.dataset)
+        _, dataset = find_dataset(
+            keep,
+            session,
+            addr.project,
+            addr.dataset,
+            "dataset.read",
+            version=addr.version,
+            path=addr.path,
+        )
         version = addr.version
         if version is not None:
             _check_version(session, dataset.id, addr.dataset_address, version)
@@ -112,7 +121,7 @@ def versions(keep: Keep, address: str) -> list[dict[str, Any]]:
     addr = parse_address(address, need_dataset=True)
     assert addr.dataset is not None
     with keep.catalog.read() as session:
-        _, dataset = find_dataset(session, addr.project, addr.dataset)
+        _, dataset = find_dataset(keep, session, addr.project, addr.dataset, "dataset.read")
         rows = session.execute(
             select(Version)
             .where(Version.dataset_id == dataset.id, Version.state == "committed")

@@ -37,10 +37,10 @@ def store_manifest(
 
 def write_manifest(keep: Keep, address: str) -> str:
     """Rewrite ``MANIFEST.sha256`` of *address* from the catalog; return its SHA-256."""
-    from labkeep.ops.projects import find_dataset
+    from labkeep.ops._access import find_dataset
 
     addr = parse_address(address, need_dataset=True)
     assert addr.dataset is not None
     with keep.catalog.read() as session:
-        _, dataset = find_dataset(session, addr.project, addr.dataset)
+        _, dataset = find_dataset(keep, session, addr.project, addr.dataset, "dataset.edit")
         return store_manifest(keep, session, addr.project, addr.dataset, dataset.id)

@@ -9,10 +9,18 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from labkeep.catalog import Dataset, Entry, Project
+from labkeep.access import Resource, check
+from labkeep.catalog import Dataset, Entry, Group, Project
 from labkeep.clock import isoformat, utcnow
 from labkeep.errors import AlreadyExists, NotFound, UsageError
 from labkeep.names import check_slug, parse_address
+from labkeep.ops._access import (
+    dataset_readable,
+    find_dataset,
+    find_project,
+    project_resource,
+    project_visible,
+)
 from labkeep.ops.audit import append_event
 
 if TYPE_CHECKING:
@@ -29,12 +37,16 @@ class ProjectInfo:
     created_at: datetime
     created_by: str
     datasets: int = 0
+    group: str | None = None
+    private: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "project": self.name,
             "title": self.title,
             "description": self.description,
+            "group": self.group,
+            "private": self.private,
             "created_at": isoformat(self.created_at),
             "created_by": self.created_by,
             "datasets": self.datasets,
@@ -54,6 +66,8 @@ class DatasetInfo:
     sealed_at: datetime | None
     files: int = 0
     bytes: int = 0
+    public: bool = False
+    description: str = ""
 
     @property
     def address(self) -> str:
@@ -69,34 +83,11 @@ class DatasetInfo:
             "version": self.head_version,
             "sealed": self.sealed,
             "sealed_at": isoformat(self.sealed_at),
+            "public": self.public,
+            "description": self.description,
             "files": self.files,
             "bytes": self.bytes,
         }
-
-
-def find_project(session: Session, name: str) -> Project:
-    project = session.execute(select(Project).where(Project.name == name)).scalar_one_or_none()
-    if project is None:
-        raise NotFound(
-            f"no project {name!r}",
-            hint=f"create it with 'labkeep project create {name}' or see 'labkeep ls'",
-        )
-    return project
-
-
-def find_dataset(
-    session: Session, project: str, name: str, *, for_update: bool = False
-) -> tuple[Project, Dataset]:
-    proj = find_project(session, project)
-    query = select(Dataset).where(Dataset.project_id == proj.id, Dataset.name == name)
-    if for_update:
-        query = query.with_for_update()
-    dataset = session.execute(query).scalar_one_or_none()
-    if dataset is None:
-        raise NotFound(
-            f"no dataset {project}/{name}", hint=f"see 'labkeep ls {project}' for its datasets"
-        )
-    return proj, dataset
 
 
 def _dataset_info(session: Session, project: Project, dataset: Dataset) -> DatasetInfo:
@@ -117,13 +108,37 @@ def _dataset_info(session: Session, project: Project, dataset: Dataset) -> Datas
         sealed_at=dataset.sealed_at,
         files=int(files),
         bytes=int(size),
+        public=dataset.public,
+        description=dataset.description,
     )
 
 
-def create_project(keep: Keep, name: str, *, title: str = "", description: str = "") -> ProjectInfo:
-    """Create a project (its name is a slug: it becomes a folder and a URL)."""
+def _group_names(session: Session) -> dict[int, str]:
+    return {int(i): str(n) for i, n in session.execute(select(Group.id, Group.name)).all()}
+
+
+def create_project(
+    keep: Keep,
+    name: str,
+    *,
+    title: str = "",
+    description: str = "",
+    group: str | None = None,
+    private: bool = False,
+) -> ProjectInfo:
+    """Create a project in *group* (its name is a slug: it becomes a folder and a URL).
+
+    Members of a group may create projects in it (self-service); projects without a group
+    are for site admins. The creator gets ``manage`` on a private project.
+    """
     check_slug(name, "project name")
     with keep.catalog.write() as session:
+        group_id = None
+        if group is not None:
+            group_id = session.execute(select(Group.id).where(Group.name == group)).scalar()
+            if group_id is None:
+                raise NotFound(f"no group {group!r}", hint="see 'labkeep group list'")
+        check(keep.principal, "project.create", Resource("group", group_id=group_id))
         if session.execute(select(Project.id).where(Project.name == name)).first():
             raise AlreadyExists(f"project {name!r} already exists")
         project = Project(
@@ -132,42 +147,97 @@ def create_project(keep: Keep, name: str, *, title: str = "", description: str =
             description=description,
             created_at=utcnow(),
             created_by=keep.actor,
+            group_id=group_id,
+            private=private,
         )
         session.add(project)
         session.flush()
-        append_event(session, keep.actor, "project-create", name, {"title": title})
+        if private and keep.principal.user_id is not None:
+            from labkeep.catalog import Grant
+
+            session.add(
+                Grant(
+                    project_id=project.id,
+                    user_id=keep.principal.user_id,
+                    permission="manage",
+                    created_at=utcnow(),
+                    created_by=keep.actor,
+                )
+            )
+        append_event(
+            session,
+            keep.actor,
+            "project-create",
+            name,
+            {"title": title, "group": group, "private": private},
+        )
     keep.tree.base.joinpath(name).mkdir(parents=True, exist_ok=True)
-    return ProjectInfo(name, title, description, project.created_at, project.created_by)
+    return ProjectInfo(
+        name, title, description, project.created_at, project.created_by, 0, group, private
+    )
 
 
 def list_projects(keep: Keep) -> list[ProjectInfo]:
+    """The projects the principal may see, by name."""
     with keep.catalog.read() as session:
         counts = dict(
             session.execute(
                 select(Dataset.project_id, func.count(Dataset.id)).group_by(Dataset.project_id)
             ).all()
         )
+        groups = _group_names(session)
         return [
             ProjectInfo(
-                p.name, p.title, p.description, p.created_at, p.created_by, counts.get(p.id, 0)
+                p.name,
+                p.title,
+                p.description,
+                p.created_at,
+                p.created_by,
+                counts.get(p.id, 0),
+                groups.get(p.group_id) if p.group_id else None,
+                p.private,
             )
             for p in session.execute(select(Project).order_by(Project.name)).scalars()
+            if project_visible(session, keep.principal, p)
         ]
 
 
+def get_project(keep: Keep, name: str) -> ProjectInfo:
+    with keep.catalog.read() as session:
+        p = find_project(keep, session, name)
+        count = session.execute(
+            select(func.count(Dataset.id)).where(Dataset.project_id == p.id)
+        ).scalar_one()
+        group = _group_names(session).get(p.group_id) if p.group_id else None
+        return ProjectInfo(
+            p.name, p.title, p.description, p.created_at, p.created_by, count, group, p.private
+        )
+
+
 def ensure_dataset(
-    keep: Keep, session: Session, project: str, name: str, kind: str, title: str = ""
+    keep: Keep,
+    session: Session,
+    project: str,
+    name: str,
+    kind: str,
+    title: str = "",
+    action: str = "dataset.edit",
 ) -> tuple[Project, Dataset, bool]:
-    """The dataset, created (with an event) if it does not exist yet."""
+    """The dataset, created (with an event) if it does not exist yet.
+
+    Creating needs ``dataset.create`` on the project; an existing dataset needs *action*.
+    """
     if kind not in DATASET_KINDS:
         raise UsageError(f"unknown dataset kind {kind!r}", hint=f"use one of {DATASET_KINDS}")
     check_slug(name, "dataset name")
-    proj = find_project(session, project)
+    proj = find_project(keep, session, project)
     dataset = session.execute(
         select(Dataset).where(Dataset.project_id == proj.id, Dataset.name == name)
     ).scalar_one_or_none()
     if dataset is not None:
+        find_dataset(keep, session, project, name, action)
         return proj, dataset, False
+    check(keep.principal, "dataset.create", project_resource(session, proj))
     dataset = Dataset(
         project_id=proj.id,
         name=name,
@@ -177,6 +247,8 @@ def ensure_dataset(
         created_by=keep.actor,
         head_version=0,
         sealed=False,
+        public=False,
+        description="",
     )
     session.add(dataset)
     session.flush()
@@ -204,13 +276,14 @@ def get_dataset(keep: Keep, address: str) -> DatasetInfo:
     addr = parse_address(address, need_dataset=True)
     assert addr.dataset is not None
     with keep.catalog.read() as session:
-        proj, dataset = find_dataset(session, addr.project, addr.dataset)
+        proj, dataset = find_dataset(keep, session, addr.project, addr.dataset, "dataset.read")
         return _dataset_info(session, proj, dataset)
 
 
 def list_datasets(keep: Keep, project: str) -> list[DatasetInfo]:
     with keep.catalog.read() as session:
-        proj = find_project(session, project)
+        proj = find_project(keep, session, project)
+        grants = project_resource(session, proj).grants
         stats = {
             row[0]: (int(row[1]), int(row[2]))
             for row in session.execute(
@@ -226,11 +299,24 @@ def list_datasets(keep: Keep, project: str) -> list[DatasetInfo]:
         for d in session.execute(
             select(Dataset).where(Dataset.project_id == proj.id).order_by(Dataset.name)
         ).scalars():
+            if not dataset_readable(session, keep.principal, proj, d, grants):
+                continue
             files, size = stats.get(d.id, (0, 0))
             result.append(
                 DatasetInfo(
-                    proj.name, d.name, d.kind, d.title, d.created_at, d.created_by,
-                    d.head_version, d.sealed, d.sealed_at, files, size,
+                    proj.name,
+                    d.name,
+                    d.kind,
+                    d.title,
+                    d.created_at,
+                    d.created_by,
+                    d.head_version,
+                    d.sealed,
+                    d.sealed_at,
+                    files,
+                    size,
+                    d.public,
+                    d.description,
                 )
-            )  # fmt: skip
+            )
         return result

@@ -15,9 +15,9 @@ from labkeep.clock import utcnow
 from labkeep.errors import UsageError
 from labkeep.integrity.immutable import set_immutable
 from labkeep.names import parse_address
+from labkeep.ops._access import find_dataset
 from labkeep.ops.audit import append_event
 from labkeep.ops.manifests import store_manifest
-from labkeep.ops.projects import find_dataset
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -104,7 +104,7 @@ def seal(keep: Keep, address: str, *, message: str = "") -> SealResult:
     target = addr.dataset_address
     with keep.tree.lock(addr.project, addr.dataset, what="seal"):
         with keep.catalog.read() as session:
-            _, dataset = find_dataset(session, addr.project, addr.dataset)
+            _, dataset = find_dataset(keep, session, addr.project, addr.dataset, "dataset.seal")
             if dataset.sealed:
                 return SealResult(target, "seal", "notneeded", dataset.head_version)
             if session.execute(
@@ -117,7 +117,9 @@ def seal(keep: Keep, address: str, *, message: str = "") -> SealResult:
         raw = keep.tree.dataset_dir(addr.project, addr.dataset) / "raw"
         immutable, warnings = _protect(raw, True)
         with keep.catalog.write() as session:
-            _, dataset = find_dataset(session, addr.project, addr.dataset, for_update=True)
+            _, dataset = find_dataset(
+                keep, session, addr.project, addr.dataset, "dataset.seal", for_update=True
+            )
             manifest_sha = store_manifest(keep, session, addr.project, addr.dataset, dataset.id)
             number = _new_version(
                 session, dataset, "seal", keep.actor, message or "sealed", manifest_sha
@@ -146,13 +148,15 @@ def unseal(keep: Keep, address: str, *, force: bool = False, reason: str = "") -
         )
     with keep.tree.lock(addr.project, addr.dataset, what="unseal"):
         with keep.catalog.read() as session:
-            _, dataset = find_dataset(session, addr.project, addr.dataset)
+            _, dataset = find_dataset(keep, session, addr.project, addr.dataset, "dataset.unseal")
             if not dataset.sealed:
                 return SealResult(target, "unseal", "notneeded", dataset.head_version)
         raw = keep.tree.dataset_dir(addr.project, addr.dataset) / "raw"
         _protect(raw, False)
         with keep.catalog.write() as session:
-            _, dataset = find_dataset(session, addr.project, addr.dataset, for_update=True)
+            _, dataset = find_dataset(
+                keep, session, addr.project, addr.dataset, "dataset.unseal", for_update=True
+            )
             manifest_sha = store_manifest(keep, session, addr.project, addr.dataset, dataset.id)
             number = _new_version(
                 session, dataset, "unseal", keep.actor, reason or "unsealed (forced)", manifest_sha
@@ -160,9 +164,12 @@ def unseal(keep: Keep, address: str, *, force: bool = False, reason: str = "") -
             dataset.sealed = False
             dataset.sealed_at = None
             append_event(
-                session, keep.actor, "unseal", target,
+                session,
+                keep.actor,
+                "unseal",
+                target,
                 {"version": number, "reason": reason, "manifest_sha256": manifest_sha},
-            )  # fmt: skip
+            )
     return SealResult(target, "unseal", "ok", number, manifest_sha)
 
 

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select
 
+from labkeep.access import check
 from labkeep.catalog import Dataset, Entry, Event, Project, Version, safe_url
 from labkeep.clock import isoformat
 
@@ -14,6 +15,8 @@ if TYPE_CHECKING:
 
 
 def status(keep: Keep) -> dict[str, Any]:
+    """Keep-wide counts and what needs attention (site admins)."""
+    check(keep.principal, "keep.admin")
     with keep.catalog.read() as session:
         projects = session.execute(select(func.count(Project.id))).scalar_one()
         datasets, sealed = session.execute(

@@ -20,15 +20,16 @@ from typing import TYPE_CHECKING, TextIO
 
 from sqlalchemy import select, update
 
+from labkeep.access import allowed, check
 from labkeep.catalog import Dataset, Entry, Project
 from labkeep.clock import isoformat, utcnow
 from labkeep.errors import Busy, LabkeepError
 from labkeep.integrity.hashing import hash_file
 from labkeep.integrity.manifest import MANIFEST_NAME
 from labkeep.names import parse_address
+from labkeep.ops._access import find_dataset, find_project, project_resource
 from labkeep.ops.audit import append_event
 from labkeep.ops.manifests import manifest_text
-from labkeep.ops.projects import find_dataset, find_project
 from labkeep.results import Report, Result
 
 if TYPE_CHECKING:
@@ -39,21 +40,34 @@ STATES = ("ok", "modified", "missing", "extra")
 
 
 def _scope(keep: Keep, target: str | None) -> list[tuple[str, str, int]]:
-    """(project, dataset, id) of every dataset *target* covers."""
+    """(project, dataset, id) of every dataset *target* covers that the principal may verify."""
     with keep.catalog.read() as session:
-        query = select(Project.name, Dataset.name, Dataset.id).join(
-            Project, Project.id == Dataset.project_id
-        )
-        if target:
-            addr = parse_address(target)
-            if addr.dataset:
-                proj, dataset = find_dataset(session, addr.project, addr.dataset)
-                return [(proj.name, dataset.name, dataset.id)]
-            proj = find_project(session, addr.project)
-            query = query.where(Dataset.project_id == proj.id)
-        return [
-            (p, d, i) for p, d, i in session.execute(query.order_by(Project.name, Dataset.name))
+        if not target:
+            check(keep.principal, "keep.admin")
+            query = select(Project.name, Dataset.name, Dataset.id).join(
+                Project, Project.id == Dataset.project_id
+            )
+            return [
+                (p, d, i) for p, d, i in session.execute(query.order_by(Project.name, Dataset.name))
+            ]
+        addr = parse_address(target)
+        if addr.dataset:
+            proj, dataset = find_dataset(
+                keep, session, addr.project, addr.dataset, "dataset.verify"
+            )
+            return [(proj.name, dataset.name, dataset.id)]
+        proj = find_project(keep, session, addr.project)
+        datasets = session.execute(
+            select(Dataset).where(Dataset.project_id == proj.id).order_by(Dataset.name)
+        ).scalars()
+        scope = [
+            (proj.name, d.name, d.id)
+            for d in datasets
+            if allowed(keep.principal, "dataset.verify", project_resource(session, proj, d))
         ]
+        if not scope:
+            check(keep.principal, "dataset.verify", project_resource(session, proj))
+        return scope
 
 
 def verify(
@@ -147,10 +161,26 @@ class _DatasetVerify:
         if self.on_result is not None:
             self.on_result(result)
 
-    def result(self, path: str, state: str, message: str | None = None, **kw: object) -> Result:
+    def result(
+        self,
+        path: str,
+        state: str,
+        message: str | None = None,
+        *,
+        size: int | None = None,
+        sha256: str | None = None,
+    ) -> Result:
         status = "ok" if state == "ok" else "error"
-        return Result("verify", status, path=path, dataset=self.target, state=state,
-                      message=message, **kw)  # type: ignore[arg-type]  # fmt: skip
+        return Result(
+            "verify",
+            status,
+            path=path,
+            dataset=self.target,
+            state=state,
+            message=message,
+            size=size,
+            sha256=sha256,
+        )
 
     def execute(self, pool: ThreadPoolExecutor) -> None:
         with self.keep.catalog.read() as session:
@@ -178,9 +208,11 @@ class _DatasetVerify:
                 updates.append({"id": entry_id, "verify_status": "modified"})
                 self._advance(size)
             elif st.st_size != size:
-                self.emit(self.result(
-                    path, "modified", f"size {st.st_size}, catalog says {size}", size=size
-                ))  # fmt: skip
+                self.emit(
+                    self.result(
+                        path, "modified", f"size {st.st_size}, catalog says {size}", size=size
+                    )
+                )
                 updates.append({"id": entry_id, "verify_status": "modified"})
                 self._advance(size)
             else:
@@ -198,10 +230,14 @@ class _DatasetVerify:
                     self.emit(self.result(path, "ok", size=size, sha256=digest.hex()))
                     updates.append({"id": entry_id, "verify_status": "ok"})
                 else:
-                    self.emit(self.result(
-                        path, "modified",
-                        f"SHA-256 is {actual.hex()}, catalog says {digest.hex()}", size=size,
-                    ))  # fmt: skip
+                    self.emit(
+                        self.result(
+                            path,
+                            "modified",
+                            f"SHA-256 is {actual.hex()}, catalog says {digest.hex()}",
+                            size=size,
+                        )
+                    )
                     updates.append({"id": entry_id, "verify_status": "modified"})
             self._advance(size)
         for path in sorted(set(on_disk) - known):

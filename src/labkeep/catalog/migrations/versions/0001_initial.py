@@ -1,4 +1,5 @@
-"""Initial schema: stores, projects, datasets, versions, entries (temporal), events.
+"""Initial schema: the keep (stores, projects, datasets, versions, temporal entries, events)
+and access (users, groups, memberships, grants, share links, API tokens).
 
 Revision ID: 0001
 Revises:
@@ -52,6 +53,41 @@ def upgrade() -> None:
         sa.Column("created_at", sa.DateTime(), nullable=False),
     )
     op.create_table(
+        "users",
+        sa.Column("id", sa.Integer(), primary_key=True),
+        sa.Column("name", sa.String(64), nullable=False, unique=True),
+        sa.Column("display_name", sa.Text(), nullable=False),
+        sa.Column("email", sa.Text(), nullable=False),
+        sa.Column("password_hash", sa.Text(), nullable=True),
+        sa.Column("source", sa.String(16), nullable=False),
+        sa.Column("site_admin", sa.Boolean(), nullable=False),
+        sa.Column("disabled", sa.Boolean(), nullable=False),
+        sa.Column("os_user", sa.String(255), nullable=True, unique=True),
+        sa.Column("created_at", sa.DateTime(), nullable=False),
+        sa.Column("auth_epoch", sa.Integer(), nullable=False),
+    )
+    op.create_table(
+        "groups",
+        sa.Column("id", sa.Integer(), primary_key=True),
+        sa.Column("name", sa.String(64), nullable=False, unique=True),
+        sa.Column("title", sa.Text(), nullable=False),
+        sa.Column("created_at", sa.DateTime(), nullable=False),
+    )
+    op.create_table(
+        "memberships",
+        sa.Column("id", sa.Integer(), primary_key=True),
+        sa.Column(
+            "group_id", sa.Integer(), sa.ForeignKey("groups.id", ondelete="CASCADE"), nullable=False
+        ),
+        sa.Column(
+            "user_id", sa.Integer(), sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False
+        ),
+        sa.Column("role", sa.String(16), nullable=False),
+        sa.UniqueConstraint("group_id", "user_id"),
+    )
+    op.create_index("ix_memberships_group_id", "memberships", ["group_id"])
+    op.create_index("ix_memberships_user_id", "memberships", ["user_id"])
+    op.create_table(
         "projects",
         sa.Column("id", sa.Integer(), primary_key=True),
         sa.Column("name", sa.String(64), nullable=False, unique=True),
@@ -59,7 +95,12 @@ def upgrade() -> None:
         sa.Column("description", sa.Text(), nullable=False),
         sa.Column("created_at", sa.DateTime(), nullable=False),
         sa.Column("created_by", sa.String(255), nullable=False),
+        sa.Column(
+            "group_id", sa.Integer(), sa.ForeignKey("groups.id", ondelete="RESTRICT"), nullable=True
+        ),
+        sa.Column("private", sa.Boolean(), nullable=False),
     )
+    op.create_index("ix_projects_group_id", "projects", ["group_id"])
     op.create_table(
         "datasets",
         sa.Column("id", sa.Integer(), primary_key=True),
@@ -77,6 +118,8 @@ def upgrade() -> None:
         sa.Column("head_version", sa.Integer(), nullable=False),
         sa.Column("sealed", sa.Boolean(), nullable=False),
         sa.Column("sealed_at", sa.DateTime(), nullable=True),
+        sa.Column("public", sa.Boolean(), nullable=False),
+        sa.Column("description", sa.Text(), nullable=False),
         sa.UniqueConstraint("project_id", "name"),
     )
     op.create_table(
@@ -140,6 +183,7 @@ def upgrade() -> None:
         sa.Column("prev_hash", sa.String(64), nullable=False),
         sa.Column("hash", sa.String(64), nullable=False, unique=True),
     )
+    _create_access_tables()
     op.create_index("ix_events_action", "events", ["action"])
     op.create_index("ix_events_target", "events", ["target"])
     if op.get_context().dialect.name == "postgresql":
@@ -149,9 +193,83 @@ def upgrade() -> None:
             op.execute(statement)
 
 
+def _fk(table: str, nullable: bool = False) -> sa.Column:  # type: ignore[type-arg]
+    return sa.Column(
+        f"{table[:-1]}_id",
+        sa.Integer(),
+        sa.ForeignKey(f"{table}.id", ondelete="CASCADE"),
+        nullable=nullable,
+    )
+
+
+def _create_access_tables() -> None:
+    op.create_table(
+        "grants",
+        sa.Column("id", sa.Integer(), primary_key=True),
+        _fk("projects"),
+        _fk("datasets", nullable=True),
+        _fk("users", nullable=True),
+        _fk("groups", nullable=True),
+        sa.Column("permission", sa.String(16), nullable=False),
+        sa.Column("created_at", sa.DateTime(), nullable=False),
+        sa.Column("created_by", sa.String(255), nullable=False),
+    )
+    op.create_index("ix_grants_project", "grants", ["project_id"])
+    op.create_index("ix_grants_user", "grants", ["user_id"])
+    op.create_index("ix_grants_group", "grants", ["group_id"])
+    op.create_table(
+        "share_links",
+        sa.Column("id", sa.Integer(), primary_key=True),
+        sa.Column("token_hash", sa.String(64), nullable=False, unique=True),
+        _fk("projects"),
+        _fk("datasets", nullable=True),
+        sa.Column("version", sa.Integer(), nullable=True),
+        sa.Column("path", PathText, nullable=True),
+        sa.Column("label", sa.Text(), nullable=False),
+        sa.Column(
+            "created_by",
+            sa.Integer(),
+            sa.ForeignKey("users.id", ondelete="CASCADE"),
+            nullable=False,
+        ),
+        sa.Column("created_at", sa.DateTime(), nullable=False),
+        sa.Column("expires_at", sa.DateTime(), nullable=False),
+        sa.Column("max_downloads", sa.Integer(), nullable=True),
+        sa.Column("downloads", sa.Integer(), nullable=False),
+        sa.Column("revoked_at", sa.DateTime(), nullable=True),
+    )
+    op.create_table(
+        "api_tokens",
+        sa.Column("id", sa.Integer(), primary_key=True),
+        sa.Column("token_hash", sa.String(64), nullable=False, unique=True),
+        _fk("users"),
+        sa.Column("name", sa.Text(), nullable=False),
+        sa.Column("read_only", sa.Boolean(), nullable=False),
+        sa.Column("created_at", sa.DateTime(), nullable=False),
+        sa.Column("expires_at", sa.DateTime(), nullable=False),
+        sa.Column("revoked_at", sa.DateTime(), nullable=True),
+        sa.Column("last_used_at", sa.DateTime(), nullable=True),
+    )
+    op.create_index("ix_api_tokens_user_id", "api_tokens", ["user_id"])
+
+
 def downgrade() -> None:
     if op.get_context().dialect.name == "postgresql":
         op.execute("DROP TRIGGER events_no_update ON events")
         op.execute("DROP FUNCTION labkeep_events_append_only()")
-    for table in ("events", "entries", "versions", "datasets", "projects", "stores", "keep_state"):
+    for table in (
+        "api_tokens",
+        "share_links",
+        "grants",
+        "events",
+        "entries",
+        "versions",
+        "datasets",
+        "projects",
+        "memberships",
+        "groups",
+        "users",
+        "stores",
+        "keep_state",
+    ):
         op.drop_table(table)

@@ -1,0 +1,49 @@
+"""Password checks against an LDAP directory (a simple bind as the user), with ldap3.
+
+ldap3 is an optional dependency (``pip install 'labkeep[ldap]'``), imported here only.
+"""
+
+from __future__ import annotations
+
+from labkeep.config import LdapConfig
+from labkeep.errors import ConfigError, LabkeepError
+
+
+class DirectoryUnavailable(LabkeepError):
+    code = "ldap-unavailable"
+    exit_code = 3
+    http_status = 503
+
+
+def ldap_bind(config: LdapConfig, user: str, password: str) -> bool:
+    """True when the directory accepts *password* for *user*."""
+    if not password:
+        # an empty password is an "unauthenticated bind" that many servers accept
+        return False
+    try:
+        import ldap3
+        from ldap3.core.exceptions import LDAPBindError, LDAPException
+        from ldap3.utils.dn import escape_rdn
+    except ImportError:
+        raise ConfigError(
+            "LDAP is configured but the ldap3 package is missing",
+            hint="pip install 'labkeep[ldap]'",
+        ) from None
+    dn = config.user_dn.format(user=escape_rdn(user))
+    server = ldap3.Server(config.url, connect_timeout=config.timeout)
+    connection = ldap3.Connection(
+        server, user=dn, password=password, receive_timeout=config.timeout
+    )
+    try:
+        if config.start_tls:
+            connection.open()
+            connection.start_tls()
+        return bool(connection.bind())
+    except LDAPBindError:
+        return False
+    except LDAPException as exc:
+        raise DirectoryUnavailable(
+            f"the LDAP directory at {config.url} cannot be reached: {exc}"
+        ) from None
+    finally:
+        connection.unbind()

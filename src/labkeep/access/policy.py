@@ -1,0 +1,252 @@
+"""The one place that decides who may do what: :func:`check`.
+
+Pure logic: the caller loads the facts (who the principal is, what the resource is and
+which grants touch it) and this module decides. Every use case in the Keep calls
+``check``; nothing else makes access decisions.
+
+The model, on one page:
+- **site-admin**: everything.
+- **group roles**: ``admin`` (the group's data steward: manages members and gets
+  ``manage`` on the group's projects) and ``member`` (``write`` on the group's projects,
+  unless a project is private: then only its explicit grants count).
+- **grants** on a project or one dataset, to a user or a group: ``read`` < ``write`` <
+  ``manage``. A project grant covers its datasets; a dataset grant covers that dataset and
+  lets its holder see the project's name and metadata, nothing else of it.
+- **share links**: read-only, within their scope (project, dataset, version or file).
+- **public datasets**: readable by anyone.
+- **API tokens** act as their user, capped at ``read`` when read-only.
+- **disabled users** can do nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from enum import IntEnum
+
+from labkeep.errors import Forbidden
+
+
+class Permission(IntEnum):
+    NONE = 0
+    READ = 1
+    WRITE = 2
+    MANAGE = 3
+
+    @classmethod
+    def parse(cls, text: str) -> Permission:
+        try:
+            value = cls[text.upper()]
+        except KeyError:
+            value = cls.NONE
+        if value is cls.NONE:
+            from labkeep.errors import UsageError
+
+            raise UsageError(f"unknown permission {text!r}", hint="use read, write or manage")
+        return value
+
+
+#: what each action on a project or dataset needs
+RESOURCE_ACTIONS: dict[str, Permission] = {
+    "project.read": Permission.READ,
+    "project.edit": Permission.MANAGE,
+    "project.grant": Permission.MANAGE,
+    "dataset.create": Permission.WRITE,
+    "dataset.read": Permission.READ,
+    "dataset.download": Permission.READ,
+    "dataset.ingest": Permission.WRITE,
+    "dataset.edit": Permission.WRITE,
+    "dataset.seal": Permission.WRITE,
+    "dataset.verify": Permission.WRITE,
+    "dataset.publish": Permission.MANAGE,
+    "share.create": Permission.WRITE,
+    "share.manage": Permission.MANAGE,
+    "events.read": Permission.READ,
+}
+#: actions only a site-admin may do
+SITE_ADMIN_ACTIONS = frozenset(
+    {"dataset.unseal", "user.create", "user.manage", "group.create", "keep.admin", "events.all"}
+)
+#: actions for any signed-in user (not anonymous, not a share link)
+USER_ACTIONS = frozenset({"user.self", "group.list", "token.create"})
+ALL_ACTIONS = (
+    frozenset(RESOURCE_ACTIONS)
+    | SITE_ADMIN_ACTIONS
+    | USER_ACTIONS
+    | {"project.create", "group.manage", "user.list"}
+)
+
+
+@dataclass(frozen=True)
+class ShareScope:
+    """What a share link opens: a project, or a dataset (optionally a version or path)."""
+
+    link_id: int
+    project_id: int
+    dataset_id: int | None = None
+    version: int | None = None
+    path: str | None = None
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is asking. Built by authentication, never by front ends."""
+
+    kind: str  # user | anonymous | share
+    name: str = "anonymous"
+    user_id: int | None = None
+    site_admin: bool = False
+    disabled: bool = False
+    #: group id -> role ("admin" or "member")
+    groups: dict[int, str] = field(default_factory=dict)
+    #: an API token marked read-only caps every permission at READ
+    read_only: bool = False
+    share: ShareScope | None = None
+
+    @property
+    def authenticated(self) -> bool:
+        return self.kind == "user" and not self.disabled
+
+
+ANONYMOUS = Principal("anonymous")
+
+
+@dataclass(frozen=True)
+class Grant:
+    permission: Permission
+    user_id: int | None = None
+    group_id: int | None = None
+    dataset_id: int | None = None  # None: on the whole project
+
+
+@dataclass(frozen=True)
+class Resource:
+    """The facts about a project (and optionally one of its datasets) that decide access."""
+
+    kind: str  # site | group | project | dataset
+    project_id: int | None = None
+    project_group_id: int | None = None
+    project_private: bool = False
+    dataset_id: int | None = None
+    dataset_public: bool = False
+    group_id: int | None = None  # for kind == "group"
+    grants: tuple[Grant, ...] = ()
+    #: for share scopes narrower than a dataset
+    version: int | None = None
+    path: str | None = None
+
+
+SITE = Resource("site")
+
+
+def _grant_applies(principal: Principal, grant: Grant, dataset_id: int | None) -> bool:
+    if grant.dataset_id is not None and grant.dataset_id != dataset_id:
+        return False
+    if grant.user_id is not None:
+        return grant.user_id == principal.user_id
+    return grant.group_id is not None and grant.group_id in principal.groups
+
+
+def permission(principal: Principal, resource: Resource) -> Permission:
+    """The principal's effective permission on a project or dataset resource."""
+    if principal.disabled:
+        return Permission.NONE
+    if principal.kind == "share":
+        return _share_permission(principal, resource)
+    level = Permission.NONE
+    if principal.kind == "user":
+        if principal.site_admin:
+            level = Permission.MANAGE
+        else:
+            role = principal.groups.get(resource.project_group_id or -1)
+            if role == "admin":
+                level = Permission.MANAGE
+            elif role == "member" and not resource.project_private:
+                level = Permission.WRITE
+            for grant in resource.grants:
+                if _grant_applies(principal, grant, resource.dataset_id):
+                    level = max(level, grant.permission)
+    if resource.dataset_public and resource.dataset_id is not None:
+        level = max(level, Permission.READ)
+    if principal.read_only:
+        level = min(level, Permission.READ)
+    return level
+
+
+def _share_permission(principal: Principal, resource: Resource) -> Permission:
+    scope = principal.share
+    if scope is None or scope.project_id != resource.project_id:
+        return Permission.NONE
+    if scope.dataset_id is None:
+        return Permission.READ
+    if resource.dataset_id is None:
+        # the project page of a dataset link shows only what the link opens
+        return Permission.NONE
+    if resource.dataset_id != scope.dataset_id:
+        return Permission.NONE
+    if (
+        scope.version is not None
+        and resource.version is not None
+        and resource.version != scope.version
+    ):
+        return Permission.NONE
+    inside = (
+        scope.path is None
+        or resource.path is None
+        or resource.path == scope.path
+        or resource.path.startswith(scope.path + "/")
+    )
+    return Permission.READ if inside else Permission.NONE
+
+
+def can_see_project(principal: Principal, project: Resource, datasets: Iterable[Resource]) -> bool:
+    """May the principal know the project exists (its name and title)?
+
+    Yes with READ on the project, or on any of its datasets (a dataset grant, a share
+    link to one dataset, a public dataset: their landing pages name the project).
+    """
+    return permission(principal, project) >= Permission.READ or any(
+        permission(principal, d) >= Permission.READ for d in datasets
+    )
+
+
+def allowed(principal: Principal, action: str, resource: Resource = SITE) -> bool:
+    if action not in ALL_ACTIONS:
+        raise ValueError(f"unknown action {action!r}")
+    if principal.disabled:
+        return False
+    if action in RESOURCE_ACTIONS:
+        if principal.kind == "share" and RESOURCE_ACTIONS[action] > Permission.READ:
+            return False
+        return permission(principal, resource) >= RESOURCE_ACTIONS[action]
+    if principal.kind != "user":
+        return False
+    if action in USER_ACTIONS:
+        return not (principal.read_only and action == "token.create")
+    if principal.read_only:
+        return False
+    if principal.site_admin:
+        return True
+    if action in SITE_ADMIN_ACTIONS:
+        return False
+    if action == "project.create":
+        return resource.group_id is not None and resource.group_id in principal.groups
+    if action == "group.manage":
+        return principal.groups.get(resource.group_id or -1) == "admin"
+    if action == "user.list":
+        return "admin" in principal.groups.values()
+    return False
+
+
+def check(principal: Principal, action: str, resource: Resource = SITE) -> None:
+    """Raise :class:`Forbidden` unless *principal* may do *action* on *resource*."""
+    if not allowed(principal, action, resource):
+        who = principal.name if principal.kind == "user" else principal.kind
+        hint = None
+        if principal.kind == "anonymous":
+            hint = "sign in (labkeep login) or use a share link"
+        elif principal.read_only:
+            hint = "this API token is read-only"
+        elif action in SITE_ADMIN_ACTIONS:
+            hint = "only a site admin may do this"
+        raise Forbidden(f"{who} may not {action.replace('.', ' ')}", hint=hint)

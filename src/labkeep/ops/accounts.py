@@ -1,0 +1,371 @@
+"""Users and groups: accounts, roles, passwords, and who the local OS user is."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import func, select, update
+
+from labkeep.access import Principal, Resource, check
+from labkeep.access.secrets import hash_password, verify_password
+from labkeep.catalog import ApiToken, Group, Membership, User
+from labkeep.clock import isoformat, utcnow
+from labkeep.errors import AlreadyExists, AuthenticationFailed, NotFound, UsageError
+from labkeep.names import check_slug
+from labkeep.ops._access import load_principal
+from labkeep.ops.audit import append_event
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from labkeep.keep import Keep
+
+ROLES = ("admin", "member")
+MIN_PASSWORD = 10
+
+
+@dataclass
+class UserInfo:
+    name: str
+    display_name: str
+    email: str
+    source: str
+    site_admin: bool
+    disabled: bool
+    os_user: str | None
+    created_at: datetime
+    groups: dict[str, str]
+
+    @classmethod
+    def of(cls, user: User, groups: dict[str, str]) -> UserInfo:
+        return cls(
+            user.name,
+            user.display_name,
+            user.email,
+            user.source,
+            user.site_admin,
+            user.disabled,
+            user.os_user,
+            user.created_at,
+            groups,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "user": self.name,
+            "display_name": self.display_name,
+            "email": self.email,
+            "source": self.source,
+            "site_admin": self.site_admin,
+            "disabled": self.disabled,
+            "os_user": self.os_user,
+            "created_at": isoformat(self.created_at),
+            "groups": self.groups,
+        }
+
+
+def check_username(name: str) -> str:
+    return check_slug(name, "user name")
+
+
+def _user(session: Session, name: str) -> User:
+    user = session.execute(select(User).where(User.name == name)).scalar_one_or_none()
+    if user is None:
+        raise NotFound(f"no user {name!r}", hint="see 'labkeep user list'")
+    return user
+
+
+def _group(session: Session, name: str) -> Group:
+    group = session.execute(select(Group).where(Group.name == name)).scalar_one_or_none()
+    if group is None:
+        raise NotFound(f"no group {name!r}", hint="see 'labkeep group list'")
+    return group
+
+
+def _user_groups(session: Session, user_id: int) -> dict[str, str]:
+    return {
+        str(g): str(r)
+        for g, r in session.execute(
+            select(Group.name, Membership.role)
+            .join(Membership, Membership.group_id == Group.id)
+            .where(Membership.user_id == user_id)
+            .order_by(Group.name)
+        )
+    }
+
+
+def _check_password(password: str) -> None:
+    if len(password) < MIN_PASSWORD:
+        raise UsageError(f"password too short: use at least {MIN_PASSWORD} characters")
+
+
+# -- the local OS user ----------------------------------------------------------------
+def create_first_admin(session: Session, os_user: str, name: str | None) -> User:
+    """The account of whoever ran ``labkeep init``: the first site admin."""
+    candidate = (name or os_user).lower()
+    if not re.match(r"^[a-z0-9][a-z0-9._-]{0,63}$", candidate):
+        candidate = "admin"
+    user = User(
+        name=candidate,
+        display_name="",
+        email="",
+        password_hash=None,
+        source="local",
+        site_admin=True,
+        disabled=False,
+        os_user=os_user,
+        created_at=utcnow(),
+        auth_epoch=0,
+    )
+    session.add(user)
+    session.flush()
+    return user
+
+
+def local_principal(keep: Keep, os_user: str) -> Principal:
+    """The labkeep user that the OS account acts as on this machine.
+
+    A user whose ``os_user`` is the account, else a user of the same name without an
+    ``os_user``; otherwise the local account has no rights (anonymous, named ``os:NAME``).
+    """
+    with keep.catalog.read() as session:
+        user = session.execute(select(User).where(User.os_user == os_user)).scalar_one_or_none()
+        if user is None:
+            user = session.execute(
+                select(User).where(User.name == os_user.lower(), User.os_user.is_(None))
+            ).scalar_one_or_none()
+        if user is None:
+            return Principal("anonymous", name=f"os:{os_user}")
+        return load_principal(session, user)
+
+
+def principal_for(keep: Keep, name: str, *, read_only: bool = False) -> Principal:
+    """The principal of an existing, enabled user (after the caller authenticated them)."""
+    with keep.catalog.read() as session:
+        user = _user(session, name)
+        if user.disabled:
+            raise AuthenticationFailed("this account is disabled")
+        return load_principal(session, user, read_only=read_only)
+
+
+def authenticate_password(keep: Keep, name: str, password: str) -> Principal:
+    """Check a password (local Argon2 hash, or the LDAP directory for LDAP accounts).
+
+    Unknown users, wrong passwords and disabled accounts get the same error. An LDAP user
+    who signs in for the first time gets a labkeep account (with no groups yet).
+    """
+    failed = AuthenticationFailed("wrong user name or password")
+    with keep.catalog.read() as session:
+        user = session.execute(select(User).where(User.name == name)).scalar_one_or_none()
+        stored = user.password_hash if user is not None else None
+        source = user.source if user is not None else None
+    if source == "ldap" or (user is None and keep.config.ldap is not None):
+        from labkeep.access.ldap import ldap_bind
+
+        if keep.config.ldap is None or not ldap_bind(keep.config.ldap, name, password):
+            raise failed
+        if user is None:
+            with keep.catalog.write() as session:
+                user = User(
+                    name=check_username(name),
+                    display_name="",
+                    email="",
+                    password_hash=None,
+                    source="ldap",
+                    site_admin=False,
+                    disabled=False,
+                    os_user=None,
+                    created_at=utcnow(),
+                    auth_epoch=0,
+                )
+                session.add(user)
+                session.flush()
+                append_event(session, name, "user-create", f"user:{name}", {"source": "ldap"})
+    elif not verify_password(stored, password):
+        raise failed
+    with keep.catalog.read() as session:
+        user = _user(session, name)
+        if user.disabled:
+            raise failed
+        return load_principal(session, user)
+
+
+# -- users ------------------------------------------------------------------------------
+def add_user(
+    keep: Keep,
+    name: str,
+    *,
+    password: str | None = None,
+    display_name: str = "",
+    email: str = "",
+    site_admin: bool = False,
+    os_user: str | None = None,
+    ldap: bool = False,
+) -> UserInfo:
+    """Create an account (site admins). LDAP accounts have no password here."""
+    check(keep.principal, "user.create")
+    check_username(name)
+    if password is not None:
+        if ldap:
+            raise UsageError("LDAP accounts have their password in the directory")
+        _check_password(password)
+    with keep.catalog.write() as session:
+        if session.execute(select(User.id).where(User.name == name)).first():
+            raise AlreadyExists(f"user {name!r} already exists")
+        if os_user and session.execute(select(User.id).where(User.os_user == os_user)).first():
+            raise AlreadyExists(f"OS account {os_user!r} is already mapped to a user")
+        user = User(
+            name=name,
+            display_name=display_name,
+            email=email,
+            password_hash=hash_password(password) if password else None,
+            source="ldap" if ldap else "local",
+            site_admin=site_admin,
+            disabled=False,
+            os_user=os_user,
+            created_at=utcnow(),
+            auth_epoch=0,
+        )
+        session.add(user)
+        session.flush()
+        append_event(
+            session,
+            keep.actor,
+            "user-create",
+            f"user:{name}",
+            {"site_admin": site_admin, "source": user.source, "os_user": os_user},
+        )
+        return UserInfo.of(user, {})
+
+
+def list_users(keep: Keep) -> list[UserInfo]:
+    check(keep.principal, "user.list")
+    with keep.catalog.read() as session:
+        return [
+            UserInfo.of(u, _user_groups(session, u.id))
+            for u in session.execute(select(User).order_by(User.name)).scalars()
+        ]
+
+
+def set_disabled(keep: Keep, name: str, disabled: bool = True) -> UserInfo:
+    """Disable (or enable) an account. Disabling ends its sessions and revokes its tokens."""
+    check(keep.principal, "user.manage")
+    with keep.catalog.write() as session:
+        user = _user(session, name)
+        if user.id == keep.principal.user_id and disabled:
+            raise UsageError("you cannot disable your own account")
+        user.disabled = disabled
+        user.auth_epoch += 1
+        if disabled:
+            session.execute(
+                update(ApiToken)
+                .where(ApiToken.user_id == user.id, ApiToken.revoked_at.is_(None))
+                .values(revoked_at=utcnow())
+            )
+        append_event(
+            session, keep.actor, "user-disable" if disabled else "user-enable", f"user:{name}", {}
+        )
+        return UserInfo.of(user, _user_groups(session, user.id))
+
+
+def set_password(keep: Keep, name: str, password: str, *, current: str | None = None) -> None:
+    """Change a local password: your own (giving the current one), or anyone's as site admin."""
+    own = keep.principal.kind == "user" and keep.principal.name == name
+    check(keep.principal, "user.self" if own else "user.manage")
+    _check_password(password)
+    with keep.catalog.write() as session:
+        user = _user(session, name)
+        if user.source != "local":
+            raise UsageError(f"{name} signs in through LDAP: change the password there")
+        needs_current = own and not keep.principal.site_admin and user.password_hash is not None
+        if needs_current and (current is None or not verify_password(user.password_hash, current)):
+            raise AuthenticationFailed("the current password is wrong")
+        user.password_hash = hash_password(password)
+        user.auth_epoch += 1
+        append_event(session, keep.actor, "user-password", f"user:{name}", {})
+
+
+def whoami(keep: Keep) -> dict[str, Any]:
+    p = keep.principal
+    record: dict[str, Any] = {
+        "kind": p.kind,
+        "name": keep.actor,
+        "site_admin": p.site_admin,
+        "read_only": p.read_only,
+    }
+    if p.user_id is not None:
+        with keep.catalog.read() as session:
+            record["groups"] = _user_groups(session, p.user_id)
+    return record
+
+
+# -- groups -----------------------------------------------------------------------------
+def create_group(keep: Keep, name: str, *, title: str = "") -> dict[str, Any]:
+    check(keep.principal, "group.create")
+    check_slug(name, "group name")
+    with keep.catalog.write() as session:
+        if session.execute(select(Group.id).where(Group.name == name)).first():
+            raise AlreadyExists(f"group {name!r} already exists")
+        session.add(Group(name=name, title=title, created_at=utcnow()))
+        append_event(session, keep.actor, "group-create", f"group:{name}", {"title": title})
+    return {"group": name, "title": title, "members": {}}
+
+
+def set_member(keep: Keep, group: str, user: str, role: str | None) -> dict[str, Any]:
+    """Add a member with *role* (``admin`` or ``member``), change it, or remove (None)."""
+    if role is not None and role not in ROLES:
+        raise UsageError(f"unknown role {role!r}", hint="use admin or member")
+    with keep.catalog.write() as session:
+        g = _group(session, group)
+        check(keep.principal, "group.manage", Resource("group", group_id=g.id))
+        u = _user(session, user)
+        row = session.execute(
+            select(Membership).where(Membership.group_id == g.id, Membership.user_id == u.id)
+        ).scalar_one_or_none()
+        if role is None:
+            if row is None:
+                raise NotFound(f"{user} is not a member of {group}")
+            session.delete(row)
+        elif row is None:
+            session.add(Membership(group_id=g.id, user_id=u.id, role=role))
+        else:
+            row.role = role
+        append_event(
+            session, keep.actor, "group-member", f"group:{group}", {"user": user, "role": role}
+        )
+        session.flush()
+        return _group_record(session, g)
+
+
+def _group_record(session: Session, group: Group) -> dict[str, Any]:
+    members = {
+        str(n): str(r)
+        for n, r in session.execute(
+            select(User.name, Membership.role)
+            .join(Membership, Membership.user_id == User.id)
+            .where(Membership.group_id == group.id)
+            .order_by(User.name)
+        )
+    }
+    return {"group": group.name, "title": group.title, "members": members}
+
+
+def list_groups(keep: Keep) -> list[dict[str, Any]]:
+    """Groups; members are listed for site admins and for the group's own members."""
+    check(keep.principal, "group.list")
+    p = keep.principal
+    with keep.catalog.read() as session:
+        result = []
+        for g in session.execute(select(Group).order_by(Group.name)).scalars():
+            record = _group_record(session, g)
+            if not (p.site_admin or g.id in p.groups):
+                count = session.execute(
+                    select(func.count(Membership.id)).where(Membership.group_id == g.id)
+                ).scalar_one()
+                record["members"] = {}
+                record["member_count"] = count
+            result.append(record)
+        return result

@@ -1,0 +1,237 @@
+"""Share links: a secret URL token that opens one project, dataset, version or file
+read-only to anyone holding it, until it expires, runs out of downloads or is revoked."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import select
+
+from labkeep.access import Principal, ShareScope, allowed, check
+from labkeep.access.secrets import SHARE_PREFIX, new_secret, secret_hash
+from labkeep.catalog import Dataset, Project, ShareLink, User
+from labkeep.clock import isoformat, parse_duration, utcnow
+from labkeep.errors import AuthenticationFailed, Forbidden, NotFound, UsageError
+from labkeep.names import parse_address
+from labkeep.ops._access import find_dataset, find_project, project_resource
+from labkeep.ops.audit import append_event
+
+if TYPE_CHECKING:
+    from labkeep.keep import Keep
+
+MAX_EXPIRY = "365d"
+
+
+@dataclass
+class ShareInfo:
+    id: int
+    target: str
+    label: str
+    created_by: str
+    created_at: datetime
+    expires_at: datetime
+    max_downloads: int | None
+    downloads: int
+    revoked_at: datetime | None
+
+    @property
+    def active(self) -> bool:
+        return (
+            self.revoked_at is None
+            and self.expires_at > utcnow()
+            and (self.max_downloads is None or self.downloads < self.max_downloads)
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "target": self.target,
+            "label": self.label,
+            "created_by": self.created_by,
+            "created_at": isoformat(self.created_at),
+            "expires_at": isoformat(self.expires_at),
+            "max_downloads": self.max_downloads,
+            "downloads": self.downloads,
+            "revoked_at": isoformat(self.revoked_at),
+            "active": self.active,
+        }
+
+
+def _target_text(project: str, dataset: str | None, path: str | None, version: int | None) -> str:
+    text = project + (f"/{dataset}" if dataset else "") + (f"/{path}" if path else "")
+    return text + (f"@{version}" if version is not None else "")
+
+
+def _info(link: ShareLink, project: str, dataset: str | None, creator: str) -> ShareInfo:
+    return ShareInfo(
+        link.id,
+        _target_text(project, dataset, link.path, link.version),
+        link.label,
+        creator,
+        link.created_at,
+        link.expires_at,
+        link.max_downloads,
+        link.downloads,
+        link.revoked_at,
+    )
+
+
+def create_share(
+    keep: Keep,
+    address: str,
+    *,
+    expires: str = "7d",
+    max_downloads: int | None = None,
+    label: str = "",
+) -> tuple[str, ShareInfo]:
+    """Create a link; returns the secret token (shown once, stored only hashed) and its info."""
+    if keep.principal.user_id is None:
+        raise Forbidden("only signed-in users create share links")
+    delta = parse_duration(expires)
+    if delta > parse_duration(MAX_EXPIRY):
+        raise UsageError(f"share links expire after at most {MAX_EXPIRY}")
+    if max_downloads is not None and max_downloads < 1:
+        raise UsageError("--max-downloads must be at least 1")
+    addr = parse_address(address)
+    with keep.catalog.write() as session:
+        dataset: Dataset | None = None
+        if addr.dataset:
+            proj, dataset = find_dataset(
+                keep,
+                session,
+                addr.project,
+                addr.dataset,
+                "share.create",
+                version=addr.version,
+                path=addr.path,
+            )
+            if addr.path is not None or addr.version is not None:
+                from labkeep.ops.listing import ls
+
+                ls(keep, address, limit=1)  # the file or version must exist: NotFound otherwise
+        else:
+            if addr.version is not None:
+                raise UsageError("a version belongs to a dataset: use PROJECT/DATASET@VERSION")
+            proj = find_project(keep, session, addr.project, "share.create")
+        token = new_secret(SHARE_PREFIX)
+        now = utcnow()
+        link = ShareLink(
+            token_hash=secret_hash(token),
+            project_id=proj.id,
+            dataset_id=dataset.id if dataset else None,
+            version=addr.version,
+            path=addr.path,
+            label=label,
+            created_by=keep.principal.user_id,
+            created_at=now,
+            expires_at=now + delta,
+            max_downloads=max_downloads,
+            downloads=0,
+            revoked_at=None,
+        )
+        session.add(link)
+        session.flush()
+        info = _info(link, proj.name, dataset.name if dataset else None, keep.actor)
+        append_event(
+            session,
+            keep.actor,
+            "share-create",
+            info.target,
+            {
+                "link": link.id,
+                "expires_at": isoformat(link.expires_at),
+                "max_downloads": max_downloads,
+            },
+        )
+    return token, info
+
+
+def _rows(keep: Keep, session: Any, query: Any) -> list[ShareInfo]:
+    return [
+        _info(link, p, d, u)
+        for link, p, d, u in session.execute(
+            query.join(Project, Project.id == ShareLink.project_id)
+            .outerjoin(Dataset, Dataset.id == ShareLink.dataset_id)
+            .join(User, User.id == ShareLink.created_by)
+            .order_by(ShareLink.id)
+        )
+    ]
+
+
+def list_shares(keep: Keep, target: str | None = None) -> list[ShareInfo]:
+    """Your own links, or with *target* all links on it (for those who manage it)."""
+    query = select(ShareLink, Project.name, Dataset.name, User.name)
+    with keep.catalog.read() as session:
+        if target is None:
+            if keep.principal.user_id is None:
+                raise Forbidden("sign in to list your share links")
+            return _rows(keep, session, query.where(ShareLink.created_by == keep.principal.user_id))
+        addr = parse_address(target)
+        if addr.dataset:
+            proj, dataset = find_dataset(keep, session, addr.project, addr.dataset, "share.manage")
+            query = query.where(ShareLink.dataset_id == dataset.id)
+        else:
+            proj = find_project(keep, session, addr.project, "share.manage")
+        return _rows(keep, session, query.where(ShareLink.project_id == proj.id))
+
+
+def revoke_share(keep: Keep, link_id: int) -> ShareInfo:
+    """Revoke a link: its creator may, and whoever manages what it shares."""
+    with keep.catalog.write() as session:
+        row = session.execute(
+            select(ShareLink, Project, Dataset, User.name)
+            .join(Project, Project.id == ShareLink.project_id)
+            .outerjoin(Dataset, Dataset.id == ShareLink.dataset_id)
+            .join(User, User.id == ShareLink.created_by)
+            .where(ShareLink.id == link_id)
+        ).first()
+        if row is None:
+            raise NotFound(f"no share link {link_id}", hint="see 'labkeep share list'")
+        link, proj, dataset, creator = row
+        own = link.created_by == keep.principal.user_id
+        if not own:
+            resource = project_resource(session, proj, dataset)
+            if not allowed(keep.principal, "project.read", resource):
+                raise NotFound(f"no share link {link_id}", hint="see 'labkeep share list'")
+            check(keep.principal, "share.manage", resource)
+        if link.revoked_at is None:
+            link.revoked_at = utcnow()
+        info = _info(link, proj.name, dataset.name if dataset else None, creator)
+        append_event(session, keep.actor, "share-revoke", info.target, {"link": link.id})
+    return info
+
+
+def open_share(keep: Keep, token: str) -> Principal:
+    """The principal of a share link's holder; one error for unknown, expired and revoked."""
+    failed = AuthenticationFailed(
+        "this share link is invalid, expired or revoked",
+        hint="ask the person who shared it for a new link",
+    )
+    if not token.startswith(SHARE_PREFIX):
+        raise failed
+    with keep.catalog.read() as session:
+        link = session.execute(
+            select(ShareLink).where(ShareLink.token_hash == secret_hash(token))
+        ).scalar_one_or_none()
+        if link is None or link.revoked_at is not None or link.expires_at <= utcnow():
+            raise failed
+        if link.max_downloads is not None and link.downloads >= link.max_downloads:
+            raise failed
+        scope = ShareScope(link.id, link.project_id, link.dataset_id, link.version, link.path)
+    return Principal("share", name=f"share:{link.id}", share=scope)
+
+
+def count_download(keep: Keep) -> None:
+    """Count one download through the acting share link; refuse once its limit is reached."""
+    scope = keep.principal.share
+    if scope is None:
+        return
+    with keep.catalog.write() as session:
+        link = session.execute(
+            select(ShareLink).where(ShareLink.id == scope.link_id).with_for_update()
+        ).scalar_one()
+        if link.max_downloads is not None and link.downloads >= link.max_downloads:
+            raise AuthenticationFailed("this share link has reached its download limit")
+        link.downloads += 1

@@ -156,10 +156,14 @@ class Keep:
     create_project = ops.projects.create_project
     list_projects = ops.projects.list_projects
     get_project = ops.projects.get_project
+    update_project = ops.projects.update_project
+    update_dataset = ops.projects.update_dataset
     create_dataset = ops.projects.create_dataset
     list_datasets = ops.projects.list_datasets
     get_dataset = ops.projects.get_dataset
     ls = ops.listing.ls
+    stat_file = ops.files.stat_file
+    open_file = ops.files.open_file
     versions = ops.listing.versions
     ingest = ops.ingest.ingest
     write_manifest = ops.manifests.write_manifest

@@ -5,6 +5,8 @@ ldap3 is an optional dependency (``pip install 'labkeep[ldap]'``), imported here
 
 from __future__ import annotations
 
+import math
+
 from labkeep.config import LdapConfig
 from labkeep.errors import ConfigError, LabkeepError
 
@@ -17,7 +19,7 @@ class DirectoryUnavailable(LabkeepError):
 
 def ldap_bind(config: LdapConfig, user: str, password: str) -> bool:
     """True when the directory accepts *password* for *user*."""
-    if not password:
+    if not password or not user:
         # an empty password is an "unauthenticated bind" that many servers accept
         return False
     try:
@@ -30,9 +32,17 @@ def ldap_bind(config: LdapConfig, user: str, password: str) -> bool:
             hint="pip install 'labkeep[ldap]'",
         ) from None
     dn = config.user_dn.format(user=escape_rdn(user))
-    server = ldap3.Server(config.url, connect_timeout=config.timeout)
+    try:
+        # ldap3 takes "ldap://host/" as the host name "host/"
+        server = ldap3.Server(config.url.rstrip("/"), connect_timeout=config.timeout)
+    except LDAPException as exc:
+        raise ConfigError(f"[ldap] url {config.url!r} is not a valid LDAP URL: {exc}") from None
     connection = ldap3.Connection(
-        server, user=dn, password=password, receive_timeout=config.timeout
+        server,
+        user=dn,
+        password=password,
+        # whole seconds: ldap3 packs it into SO_RCVTIMEO and fails on a float
+        receive_timeout=max(1, math.ceil(config.timeout)),
     )
     try:
         if config.start_tls:
@@ -47,3 +57,5 @@ def ldap_bind(config: LdapConfig, user: str, password: str) -> bool:
         ) from None
     finally:
         connection.unbind()
+        if connection.socket is not None:  # ldap3 leaves the socket of a failed connect open
+            connection.socket.close()

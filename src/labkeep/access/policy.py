@@ -63,6 +63,8 @@ RESOURCE_ACTIONS: dict[str, Permission] = {
     "share.manage": Permission.MANAGE,
     "events.read": Permission.READ,
 }
+#: all a share link's holder may do
+SHARE_ACTIONS = frozenset({"project.read", "dataset.read", "dataset.download"})
 #: actions only a site-admin may do
 SITE_ADMIN_ACTIONS = frozenset(
     {"dataset.unseal", "user.create", "user.manage", "group.create", "keep.admin", "events.all"}
@@ -184,17 +186,13 @@ def _share_permission(principal: Principal, resource: Resource) -> Permission:
         return Permission.NONE
     if resource.dataset_id != scope.dataset_id:
         return Permission.NONE
-    if (
-        scope.version is not None
-        and resource.version is not None
-        and resource.version != scope.version
-    ):
+    # a link to a version opens that version only; a link to a path opens that file or
+    # folder only (not the listing of the whole dataset)
+    if scope.version is not None and resource.version != scope.version:
         return Permission.NONE
-    inside = (
-        scope.path is None
-        or resource.path is None
-        or resource.path == scope.path
-        or resource.path.startswith(scope.path + "/")
+    inside = scope.path is None or (
+        resource.path is not None
+        and (resource.path == scope.path or resource.path.startswith(scope.path + "/"))
     )
     return Permission.READ if inside else Permission.NONE
 
@@ -206,8 +204,22 @@ def can_see_project(principal: Principal, project: Resource, datasets: Iterable[
     link to one dataset, a public dataset: their landing pages name the project).
     """
     return permission(principal, project) >= Permission.READ or any(
-        permission(principal, d) >= Permission.READ for d in datasets
+        can_see_dataset(principal, d) for d in datasets
     )
+
+
+def can_see_dataset(principal: Principal, dataset: Resource) -> bool:
+    """May the principal know the dataset exists (its name, in listings)?
+
+    READ on it, or a share link into it (even one scoped to a single file or version).
+    """
+    scope = principal.share
+    if principal.kind == "share" and scope is not None and not principal.disabled:
+        return scope.project_id == dataset.project_id and scope.dataset_id in (
+            None,
+            dataset.dataset_id,
+        )
+    return permission(principal, dataset) >= Permission.READ
 
 
 def allowed(principal: Principal, action: str, resource: Resource = SITE) -> bool:
@@ -216,7 +228,7 @@ def allowed(principal: Principal, action: str, resource: Resource = SITE) -> boo
     if principal.disabled:
         return False
     if action in RESOURCE_ACTIONS:
-        if principal.kind == "share" and RESOURCE_ACTIONS[action] > Permission.READ:
+        if principal.kind == "share" and action not in SHARE_ACTIONS:
             return False
         return permission(principal, resource) >= RESOURCE_ACTIONS[action]
     if principal.kind != "user":

@@ -3,6 +3,7 @@
 from labkeep.ops import (
     accounts,
     audit,
+    files,
     grants,
     ingest,
     listing,
@@ -18,6 +19,7 @@ from labkeep.ops import (
 __all__ = [
     "accounts",
     "audit",
+    "files",
     "grants",
     "ingest",
     "listing",

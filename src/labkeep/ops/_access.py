@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING
 from sqlalchemy import select
 
 from labkeep.access import Grant as GrantFact
-from labkeep.access import Permission, Principal, Resource, can_see_project, check, permission
+from labkeep.access import Permission, Principal, Resource, check, permission
+from labkeep.access.policy import can_see_dataset, can_see_project
 from labkeep.catalog import Dataset, Grant, Membership, Project, User
 from labkeep.errors import NotFound
 
@@ -116,7 +117,7 @@ def find_dataset(
     if proj is None or dataset is None:
         raise _no_dataset(keep, session, proj, project, name)
     resource = project_resource(session, proj, dataset, version=version, path=path)
-    if permission(keep.principal, resource) < Permission.READ:
+    if not can_see_dataset(keep.principal, resource):
         raise _no_dataset(keep, session, proj, project, name)
     check(keep.principal, action, resource)
     return proj, dataset
@@ -139,5 +140,4 @@ def dataset_readable(
     dataset: Dataset,
     grants: tuple[GrantFact, ...],
 ) -> bool:
-    resource = project_resource(session, project, dataset, grants=grants)
-    return permission(principal, resource) >= Permission.READ
+    return can_see_dataset(principal, project_resource(session, project, dataset, grants=grants))

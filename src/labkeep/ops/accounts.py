@@ -71,6 +71,14 @@ def check_username(name: str) -> str:
     return check_slug(name, "user name")
 
 
+def _valid_username(name: str) -> bool:
+    try:
+        check_username(name)
+    except UsageError:
+        return False
+    return True
+
+
 def _user(session: Session, name: str) -> User:
     user = session.execute(select(User).where(User.name == name)).scalar_one_or_none()
     if user is None:
@@ -162,6 +170,10 @@ def authenticate_password(keep: Keep, name: str, password: str) -> Principal:
         user = session.execute(select(User).where(User.name == name)).scalar_one_or_none()
         stored = user.password_hash if user is not None else None
         source = user.source if user is not None else None
+    if user is None and keep.config.ldap is not None and not _valid_username(name):
+        # could never become an account; and the directory matches "ALICE", " alice" or
+        # fullwidth letters to alice, so do not ask it
+        raise failed
     if source == "ldap" or (user is None and keep.config.ldap is not None):
         from labkeep.access.ldap import ldap_bind
 

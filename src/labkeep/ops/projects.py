@@ -202,6 +202,38 @@ def list_projects(keep: Keep) -> list[ProjectInfo]:
         ]
 
 
+def update_project(
+    keep: Keep, name: str, *, title: str | None = None, description: str | None = None
+) -> ProjectInfo:
+    """Change a project's title or description (those who manage it)."""
+    with keep.catalog.write() as session:
+        project = find_project(keep, session, name, "project.edit")
+        changes = {
+            k: v for k, v in (("title", title), ("description", description)) if v is not None
+        }
+        for key, value in changes.items():
+            setattr(project, key, value)
+        append_event(session, keep.actor, "project-edit", name, changes)
+    return get_project(keep, name)
+
+
+def update_dataset(
+    keep: Keep, address: str, *, title: str | None = None, description: str | None = None
+) -> DatasetInfo:
+    """Change a dataset's title or description (those who may write to it)."""
+    addr = parse_address(address, need_dataset=True)
+    assert addr.dataset is not None
+    with keep.catalog.write() as session:
+        _, dataset = find_dataset(keep, session, addr.project, addr.dataset, "dataset.edit")
+        changes = {
+            k: v for k, v in (("title", title), ("description", description)) if v is not None
+        }
+        for key, value in changes.items():
+            setattr(dataset, key, value)
+        append_event(session, keep.actor, "dataset-edit", addr.dataset_address, changes)
+    return get_dataset(keep, address)
+
+
 def get_project(keep: Keep, name: str) -> ProjectInfo:
     with keep.catalog.read() as session:
         p = find_project(keep, session, name)

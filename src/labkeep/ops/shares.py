@@ -87,8 +87,6 @@ def create_share(
     label: str = "",
 ) -> tuple[str, ShareInfo]:
     """Create a link; returns the secret token (shown once, stored only hashed) and its info."""
-    if keep.principal.user_id is None:
-        raise Forbidden("only signed-in users create share links")
     delta = parse_duration(expires)
     if delta > parse_duration(MAX_EXPIRY):
         raise UsageError(f"share links expire after at most {MAX_EXPIRY}")
@@ -115,6 +113,8 @@ def create_share(
             if addr.version is not None:
                 raise UsageError("a version belongs to a dataset: use PROJECT/DATASET@VERSION")
             proj = find_project(keep, session, addr.project, "share.create")
+        if keep.principal.user_id is None:
+            raise Forbidden("only signed-in users create share links")
         token = new_secret(SHARE_PREFIX)
         now = utcnow()
         link = ShareLink(
@@ -220,7 +220,7 @@ def open_share(keep: Keep, token: str) -> Principal:
         if link.max_downloads is not None and link.downloads >= link.max_downloads:
             raise failed
         scope = ShareScope(link.id, link.project_id, link.dataset_id, link.version, link.path)
-    return Principal("share", name=f"share:{link.id}", share=scope)
+        return Principal("share", name=f"share:{link.id}", share=scope)
 
 
 def count_download(keep: Keep) -> None:

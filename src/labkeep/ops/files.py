@@ -1,0 +1,122 @@
+"""Reading one file of a dataset (at any version): metadata, and a stream to download."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+from sqlalchemy import select
+
+from labkeep.catalog import Entry
+from labkeep.errors import NotFound, UsageError
+from labkeep.names import parse_address
+from labkeep.ops._access import find_dataset
+from labkeep.ops.listing import entries_at
+
+if TYPE_CHECKING:
+    from labkeep.keep import Keep
+
+
+@dataclass
+class FileInfo:
+    dataset: str
+    path: str
+    version: int
+    size: int
+    sha256: str
+    mtime_ns: int
+    sealed: bool
+    local_path: Path
+
+    @property
+    def name(self) -> str:
+        return self.path.rsplit("/", 1)[-1]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "dataset": self.dataset,
+            "path": self.path,
+            "version": self.version,
+            "size": self.size,
+            "sha256": self.sha256,
+            "mtime_ns": self.mtime_ns,
+            "sealed": self.sealed,
+        }
+
+
+def stat_file(keep: Keep, address: str, *, action: str = "dataset.read") -> FileInfo:
+    """The catalog's record of ``PROJECT/DATASET/PATH[@VERSION]``."""
+    addr = parse_address(address, need_dataset=True)
+    assert addr.dataset is not None
+    if addr.path is None:
+        raise UsageError(
+            f"{address!r} names a dataset, not a file", hint="use PROJECT/DATASET/PATH"
+        )
+    with keep.catalog.read() as session:
+        _, dataset = find_dataset(
+            keep, session, addr.project, addr.dataset, action, version=addr.version, path=addr.path
+        )
+        version = addr.version if addr.version is not None else dataset.head_version
+        if addr.version is not None:
+            from labkeep.ops.listing import _check_version
+
+            _check_version(session, dataset.id, addr.dataset_address, addr.version)
+        row = session.execute(
+            select(Entry.size, Entry.sha256, Entry.mtime_ns, Entry.valid_to).where(
+                entries_at(dataset.id, addr.version), Entry.path == addr.path
+            )
+        ).first()
+        if row is None:
+            raise NotFound(
+                f"no file {addr.path!r} in {addr.dataset_address}"
+                + (f" at version {addr.version}" if addr.version is not None else "")
+            )
+        size, digest, mtime, valid_to = row
+        if valid_to is not None:
+            raise NotFound(
+                f"{addr.path!r} of version {version} is no longer in the tree",
+                hint="its content is kept in other stores only (see 'labkeep whereis')",
+            )
+        return FileInfo(
+            addr.dataset_address,
+            addr.path,
+            version,
+            int(size),
+            digest.hex(),
+            int(mtime),
+            dataset.sealed,
+            keep.tree.file_path(addr.project, addr.dataset, addr.path),
+        )
+
+
+def open_file(keep: Keep, address: str) -> tuple[FileInfo, BinaryIO]:
+    """Open a file for download (counted against a share link's download limit).
+
+    The caller closes the returned stream. A file whose size on disk differs from the
+    catalog is refused: labkeep never serves content it cannot vouch for.
+    """
+    info = stat_file(keep, address, action="dataset.download")
+    try:
+        handle = open(info.local_path, "rb")  # noqa: SIM115 (returned to the caller)
+    except FileNotFoundError:
+        raise NotFound(
+            f"{info.dataset}/{info.path} is missing from the tree",
+            hint="run 'labkeep verify' and repair it from another copy",
+        ) from None
+    import os
+
+    if os.fstat(handle.fileno()).st_size != info.size:
+        handle.close()
+        raise NotFound(
+            f"{info.dataset}/{info.path} on disk does not match the catalog",
+            hint="run 'labkeep verify' and repair it from another copy",
+        )
+    from labkeep.ops.shares import count_download
+
+    try:
+        count_download(keep)
+    except BaseException:
+        handle.close()
+        raise
+    return info, handle

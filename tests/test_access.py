@@ -1,0 +1,378 @@
+"""The authorization matrix (tests/authz_matrix.yaml) walked through the Keep, and the
+rules of share links, API tokens and secrets."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from labkeep import Keep
+from labkeep.access import ALL_ACTIONS, ANONYMOUS, Principal
+from labkeep.errors import AuthenticationFailed, Forbidden, NotFound
+from tests.conftest import unseal_tree
+
+MATRIX = yaml.safe_load((Path(__file__).parent / "authz_matrix.yaml").read_text())
+PASSWORD = "correct horse battery"
+
+
+@dataclass
+class World:
+    """A keep with two labs, their projects and people; fresh datasets on demand."""
+
+    admin: Keep
+    tmp: Path
+    counter: Iterator[int] = field(default_factory=itertools.count)
+    own: str = ""
+    foreign: str = ""
+    share_token: str = ""
+
+    def fresh(self) -> None:
+        """A new dataset in each lab's project (one file each), the external's grant and
+        a share link on the own one."""
+        n = next(self.counter)
+        src = self.tmp / f"src{n}"
+        src.mkdir()
+        (src / "f.txt").write_bytes(b"data %d" % n)
+        self.own, self.foreign = f"a-proj/c{n}", f"b-proj/c{n}"
+        for address in (self.own, self.foreign):
+            self.admin.ingest(src, address)
+        self.admin.grant("ext", "read", self.own)
+        self.share_token, _ = self.admin.create_share(self.own, expires="1d")
+
+    def name(self, prefix: str) -> str:
+        return f"{prefix}{next(self.counter)}"
+
+    def principal(self, kind: str) -> Principal:
+        keep = self.admin
+        if kind == "anonymous":
+            return ANONYMOUS
+        if kind == "share_link":
+            return keep.open_share(self.share_token)
+        if kind == "disabled":
+            from labkeep.catalog import User
+            from labkeep.ops._access import load_principal
+
+            with keep.catalog.read() as session:
+                user = session.query(User).filter_by(name="dis").one()
+                return load_principal(session, user)
+        if kind == "site_admin":
+            return keep.principal
+        return keep.principal_for(
+            {
+                "external": "ext",
+                "member": "alice",
+                "other_admin": "badmin",
+                "group_admin": "gadmin",
+            }[kind]
+        )
+
+
+@pytest.fixture
+def world(keep: Keep, tmp_path: Path) -> Iterator[World]:
+    keep.create_group("lab-a")
+    keep.create_group("lab-b")
+    for name in ("alice", "gadmin", "badmin", "ext", "dis", "zed"):
+        keep.add_user(name, password=PASSWORD)
+    keep.set_member("lab-a", "alice", "member")
+    keep.set_member("lab-a", "dis", "member")
+    keep.set_member("lab-a", "gadmin", "admin")
+    keep.set_member("lab-b", "badmin", "admin")
+    keep.set_user_disabled("dis")
+    keep.create_project("a-proj", group="lab-a")
+    keep.create_project("b-proj", group="lab-b")
+    w = World(keep, tmp_path)
+    w.fresh()
+    yield w
+
+
+def _target(w: World, own: bool) -> str:
+    return w.own if own else w.foreign
+
+
+def _project(w: World, own: bool) -> str:
+    return "a-proj" if own else "b-proj"
+
+
+def _ingest(k: Keep, w: World, own: bool) -> None:
+    src = w.tmp / w.name("more")
+    src.mkdir()
+    (src / "new.txt").write_bytes(b"new")
+    k.ingest(src, _target(w, own))
+
+
+def _unseal(k: Keep, w: World, own: bool) -> None:
+    w.admin.seal(_target(w, own))
+    k.unseal(_target(w, own), force=True)
+
+
+def _list_projects(k: Keep, w: World, own: bool) -> None:
+    if _project(w, own) not in [p.name for p in k.list_projects()]:
+        raise NotFound("not listed")
+
+
+def _download(k: Keep, w: World, own: bool) -> None:
+    info, handle = k.open_file(_target(w, own) + "/raw/f.txt")
+    with handle:
+        assert handle.read() == info.local_path.read_bytes()
+
+
+OPERATIONS: dict[str, Callable[[Keep, World, bool], Any]] = {
+    "read_metadata": lambda k, w, own: k.get_dataset(_target(w, own)),
+    "list_projects": _list_projects,
+    "read_project": lambda k, w, own: k.get_project(_project(w, own)),
+    "list_files": lambda k, w, own: k.ls(_target(w, own)),
+    "download": _download,
+    "create_dataset": lambda k, w, own: k.create_dataset(f"{_project(w, own)}/{w.name('new')}"),
+    "edit_project": lambda k, w, own: k.update_project(_project(w, own), title="New title"),
+    "ingest": _ingest,
+    "write_manifest": lambda k, w, own: k.write_manifest(_target(w, own)),
+    "seal": lambda k, w, own: k.seal(_target(w, own)),
+    "unseal": _unseal,
+    "verify": lambda k, w, own: k.verify(_target(w, own), log_dir=w.tmp / "logs"),
+    "verify_all": lambda k, w, own: k.verify(log_dir=w.tmp / "logs"),
+    "grant": lambda k, w, own: k.grant("zed", "read", _target(w, own)),
+    "list_grants": lambda k, w, own: k.list_grants(_project(w, own)),
+    "make_public": lambda k, w, own: k.set_public(_target(w, own)),
+    "share": lambda k, w, own: k.create_share(_target(w, own)),
+    "list_shares": lambda k, w, own: k.list_shares(_project(w, own)),
+    "read_events": lambda k, w, own: k.events(target=_target(w, own)),
+    "all_events": lambda k, w, own: k.events(),
+    "status": lambda k, w, own: k.status(),
+    "create_project": lambda k, w, own: k.create_project(
+        w.name("p"), group="lab-a" if own else "lab-b"
+    ),
+    "create_group": lambda k, w, own: k.create_group(w.name("g")),
+    "list_groups": lambda k, w, own: k.list_groups(),
+    "manage_members": lambda k, w, own: k.set_member("lab-a" if own else "lab-b", "zed", "member"),
+    "add_user": lambda k, w, own: k.add_user(w.name("u"), password=PASSWORD),
+    "disable_user": lambda k, w, own: k.set_user_disabled("zed"),
+    "list_users": lambda k, w, own: k.list_users(),
+    "whoami_tokens": lambda k, w, own: k.list_tokens(),
+    "create_token": lambda k, w, own: k.create_token("t"),
+}
+#: operations that change what later cells see get fresh datasets before they run
+MUTATING = {"ingest", "seal", "unseal", "make_public", "grant", "disable_user"}
+
+
+def test_matrix_covers_every_action_and_operation() -> None:
+    assert set(MATRIX["operations"]) == set(OPERATIONS), "matrix and test list other operations"
+    covered = {a for op in MATRIX["operations"].values() for a in op["actions"]}
+    assert covered == set(ALL_ACTIONS), f"actions missing from the matrix: {ALL_ACTIONS - covered}"
+    for operation, row in MATRIX["expected"].items():
+        assert set(row) == set(MATRIX["principals"]), operation
+    assert set(MATRIX["expected"]) == set(OPERATIONS)
+
+
+def _outcome(func: Callable[[], Any]) -> str:
+    try:
+        func()
+    except NotFound:
+        return "hidden"
+    except (Forbidden, AuthenticationFailed):
+        return "denied"
+    return "ok"
+
+
+@pytest.mark.parametrize("kind", list(MATRIX["principals"]))
+def test_authorization_matrix(world: World, kind: str) -> None:
+    failures = []
+    try:
+        for operation, func in OPERATIONS.items():
+            for own, expected in zip(
+                (True, False), MATRIX["expected"][operation][kind], strict=True
+            ):
+                if operation in MUTATING:
+                    world.fresh()
+                keep = world.admin.acting_as(world.principal(kind))
+                got = _outcome(lambda f=func, k=keep, o=own: f(k, world, o))  # type: ignore[misc]
+                if got != expected:
+                    where = "own" if own else "foreign"
+                    failures.append(
+                        f"{operation} by {kind} on {where}: expected {expected}, got {got}"
+                    )
+                if operation == "disable_user" and got == "ok":
+                    world.admin.set_user_disabled("zed", False)
+    finally:
+        unseal_tree(world.tmp)
+    assert not failures, "\n".join(failures)
+
+
+def test_share_links_stay_in_scope(world: World) -> None:
+    admin = world.admin
+    src = world.tmp / "scope"
+    (src / "sub").mkdir(parents=True)
+    (src / "a.txt").write_bytes(b"a")
+    (src / "sub" / "b.txt").write_bytes(b"b")
+    admin.ingest(src, "a-proj/ds-a")
+    admin.ingest(src, "a-proj/ds-sibling")
+    token, info = admin.create_share("a-proj/ds-a/raw/sub", expires="1h")
+    holder = admin.acting_as(admin.open_share(token))
+    assert [e["path"] for e in holder.ls("a-proj/ds-a/raw/sub").items] == ["raw/sub/b.txt"]
+    _, handle = holder.open_file("a-proj/ds-a/raw/sub/b.txt")
+    with handle:
+        assert handle.read() == b"b"
+    # inside the shared dataset, outside the shared folder: refused
+    with pytest.raises(Forbidden):
+        holder.ls("a-proj/ds-a")  # the whole dataset's listing
+    with pytest.raises(Forbidden):
+        holder.open_file("a-proj/ds-a/raw/a.txt")
+    with pytest.raises(Forbidden):
+        holder.open_file("a-proj/ds-a/raw/subx/b.txt")  # a prefix that is not the folder
+    # other datasets and projects: not even their existence
+    for address in ("a-proj/ds-sibling/raw/sub/b.txt", "b-proj/c0/raw/f.txt"):
+        with pytest.raises(NotFound):
+            holder.open_file(address)
+    # ".." never gets past the address parser
+    with pytest.raises(Exception, match="'..'"):
+        holder.ls("a-proj/ds-a/raw/sub/../a.txt")
+    assert [p.name for p in holder.list_projects()] == ["a-proj"]
+    assert [d.name for d in holder.list_datasets("a-proj")] == ["ds-a"]
+    # nothing but reading
+    with pytest.raises(Forbidden):
+        holder.seal("a-proj/ds-a")
+
+
+def test_share_links_expire_are_revocable_and_count_downloads(world: World) -> None:
+    from sqlalchemy import update
+
+    from labkeep.catalog import ShareLink
+    from labkeep.clock import utcnow
+
+    admin = world.admin
+    token, info = admin.create_share(world.own + "/raw/f.txt", max_downloads=2)
+    assert token.startswith("lks_") and len(token) > 40
+    holder = admin.acting_as(admin.open_share(token))
+    for _ in range(2):
+        _, handle = holder.open_file(world.own + "/raw/f.txt")
+        handle.close()
+    with pytest.raises(AuthenticationFailed):
+        holder.open_file(world.own + "/raw/f.txt")
+    with pytest.raises(AuthenticationFailed):
+        admin.open_share(token)
+    # expiry
+    token2, info2 = admin.create_share(world.own, expires="1h")
+    admin.open_share(token2)
+    with admin.catalog.write() as session:
+        session.execute(
+            update(ShareLink).where(ShareLink.id == info2.id).values(expires_at=utcnow())
+        )
+    with pytest.raises(AuthenticationFailed, match="expired"):
+        admin.open_share(token2)
+    # revocation
+    token3, info3 = admin.create_share(world.own)
+    admin.revoke_share(info3.id)
+    with pytest.raises(AuthenticationFailed):
+        admin.open_share(token3)
+    # a made-up token
+    with pytest.raises(AuthenticationFailed):
+        admin.open_share("lks_" + "A" * 43)
+    listed = {s.id: s for s in admin.list_shares()}
+    assert not listed[info3.id].active and listed[info3.id].revoked_at is not None
+
+
+def test_api_tokens(world: World) -> None:
+    admin = world.admin
+    alice = admin.acting_as(admin.principal_for("alice"))
+    secret, info = alice.create_token("laptop", expires="1d")
+    principal = admin.authenticate_token(secret)
+    assert principal.name == "alice" and not principal.read_only
+    as_token = admin.acting_as(principal)
+    as_token.seal(world.own)
+    ro_secret, _ = alice.create_token("reader", read_only=True)
+    reader = admin.acting_as(admin.authenticate_token(ro_secret))
+    reader.ls(world.own)
+    with pytest.raises(Forbidden, match="read"):
+        world.fresh()
+        reader.seal(world.own)
+    with pytest.raises(Forbidden):
+        reader.create_token("escalate")
+    alice.revoke_token(info.id)
+    with pytest.raises(AuthenticationFailed):
+        admin.authenticate_token(secret)
+    # a disabled user's tokens die with the account
+    secret2, _ = alice.create_token("other")
+    admin.set_user_disabled("alice")
+    with pytest.raises(AuthenticationFailed):
+        admin.authenticate_token(secret2)
+    with pytest.raises(AuthenticationFailed):
+        admin.authenticate_password("alice", PASSWORD)
+    unseal_tree(world.tmp)
+
+
+def test_passwords(world: World) -> None:
+    admin = world.admin
+    assert admin.authenticate_password("alice", PASSWORD).name == "alice"
+    for name, password in (("alice", "wrong password"), ("nobody", PASSWORD), ("alice", "")):
+        with pytest.raises(AuthenticationFailed, match="wrong user name or password"):
+            admin.authenticate_password(name, password)
+    alice = admin.acting_as(admin.principal_for("alice"))
+    with pytest.raises(AuthenticationFailed):
+        alice.set_password("alice", "a new long password", current="wrong")
+    alice.set_password("alice", "a new long password", current=PASSWORD)
+    assert admin.authenticate_password("alice", "a new long password").name == "alice"
+    with pytest.raises(Forbidden):
+        alice.set_password("gadmin", "taking over gadmin")
+
+
+def test_secrets_never_reach_events_or_records(world: World) -> None:
+    import json
+
+    admin = world.admin
+    admin.add_user("carol", password="carol's secret pw")
+    secret, info = admin.create_token("x")
+    link, share = admin.create_share(world.own)
+    everything = json.dumps(admin.events(limit=None)) + json.dumps(info.to_dict())
+    everything += json.dumps(share.to_dict()) + json.dumps(
+        [u.to_dict() for u in admin.list_users()]
+    )
+    for needle in ("carol's secret pw", secret, link, PASSWORD, "argon2"):
+        assert needle not in everything
+    from sqlalchemy import text
+
+    with admin.catalog.read() as session:
+        stored = json.dumps(
+            [list(map(str, r)) for r in session.execute(text("SELECT * FROM api_tokens"))]
+        )
+        stored += json.dumps(
+            [list(map(str, r)) for r in session.execute(text("SELECT * FROM share_links"))]
+        )
+    assert secret not in stored and link not in stored
+
+
+def test_private_projects_and_public_datasets(world: World) -> None:
+    admin = world.admin
+    gadmin = admin.acting_as(admin.principal_for("gadmin"))
+    gadmin.create_project("a-secret", group="lab-a", private=True)
+    alice = admin.acting_as(admin.principal_for("alice"))
+    assert "a-secret" not in [p.name for p in alice.list_projects()]
+    with pytest.raises(NotFound):
+        alice.get_project("a-secret")
+    gadmin.grant("alice", "read", "a-secret")
+    assert alice.get_project("a-secret").private
+    # public datasets: readable by anyone without an account
+    admin.set_public(world.foreign)
+    anyone = admin.acting_as(ANONYMOUS)
+    assert anyone.get_dataset(world.foreign).public
+    assert [p.name for p in anyone.list_projects()] == ["b-proj"]
+    with pytest.raises(Forbidden):
+        anyone.seal(world.foreign)
+
+
+def test_local_os_user_mapping(keep: Keep, keep_root: Path) -> None:
+    """Whoever ran init is the first site admin; unknown OS users have no rights."""
+    assert keep.principal.site_admin and keep.whoami()["site_admin"]
+    stranger = keep.acting_as(dataclasses.replace(ANONYMOUS, name="os:stranger"))
+    with pytest.raises(Forbidden):
+        stranger.create_project("x")
+    from labkeep.ops.accounts import local_principal
+
+    assert local_principal(keep, "stranger").kind == "anonymous"
+    keep.add_user("bob", password=PASSWORD, os_user="stranger")
+    assert local_principal(keep, "stranger").name == "bob"

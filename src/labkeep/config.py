@@ -11,6 +11,7 @@ import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from labkeep.errors import ConfigError, KeepNotFound
 
@@ -46,6 +47,22 @@ log_dir = "logs"
 # url = "ldaps://ldap.example.org"
 # user_dn = "uid={{user}},ou=people,dc=example,dc=org"
 # start_tls = false
+
+[web]
+# public base URL, used in printed share links and landing pages' metadata
+base_url = ""
+# sub-path when served behind a reverse proxy (e.g. "/labkeep"); "" at the root
+root_path = ""
+# Secure cookies: "auto" (when the request came over https), "true" or "false"
+secure_cookies = "auto"
+# reverse proxies whose X-Forwarded-For/-Proto headers are trusted
+forwarded_allow_ips = "127.0.0.1"
+
+# Buttons on file pages that open a file in another service, e.g.:
+# [[web.links]]
+# name = "Image viewer"
+# pattern = "*.tif"
+# url = "https://viewer.example.org/open?src={{url}}"
 """
 
 
@@ -60,6 +77,32 @@ class LdapConfig:
     timeout: float = 5.0
 
 
+@dataclass(frozen=True)
+class LinkOut:
+    """A button on file pages that opens the file in another service (viewer, Jupyter)."""
+
+    name: str
+    #: glob on the file name, e.g. "*.tif"
+    pattern: str
+    #: URL template: {project} {dataset} {path} {url} (the file's download URL)
+    url: str
+
+
+@dataclass(frozen=True)
+class WebConfig:
+    #: public base URL (for links printed by the CLI and in JSON-LD), e.g. https://data.example.org
+    base_url: str = ""
+    #: path prefix when served behind a reverse proxy under a sub-path, e.g. /labkeep
+    root_path: str = ""
+    #: "auto": Secure cookies when the request came over https; true/false to force
+    secure_cookies: str = "auto"
+    #: addresses of reverse proxies whose X-Forwarded-* headers are trusted
+    forwarded_allow_ips: str = "127.0.0.1"
+    #: largest browser upload, bytes (large data goes through 'labkeep ingest')
+    max_upload_bytes: int = 2 << 30
+    links: tuple[LinkOut, ...] = ()
+
+
 @dataclass
 class Config:
     root: Path
@@ -70,6 +113,7 @@ class Config:
     batch_files: int = 2000
     verify_log_dir: Path = field(default_factory=lambda: Path("logs"))
     ldap: LdapConfig | None = None
+    web: WebConfig = field(default_factory=WebConfig)
 
     @classmethod
     def load(cls, root: Path) -> Config:
@@ -89,6 +133,7 @@ class Config:
             ingest = data.get("ingest", {})
             verify = data.get("verify", {})
             ldap = data.get("ldap")
+            web = data.get("web", {})
             url = str(catalog.get("url", "sqlite:///catalog.db"))
             config = cls(
                 root=root,
@@ -99,6 +144,7 @@ class Config:
                 batch_files=int(ingest.get("batch_files", 2000)),
                 verify_log_dir=_resolve(root, str(verify.get("log_dir", "logs"))),
                 ldap=_ldap(ldap) if ldap else None,
+                web=_web(web),
             )
         except (TypeError, ValueError, AttributeError) as exc:
             raise ConfigError(f"{path}: {exc}") from None
@@ -118,6 +164,21 @@ def _ldap(section: dict[str, object]) -> LdapConfig:
         user_dn=user_dn,
         start_tls=bool(section.get("start_tls", False)),
         timeout=float(section.get("timeout", 5.0)),  # type: ignore[arg-type]
+    )
+
+
+def _web(section: dict[str, Any]) -> WebConfig:
+    links = tuple(
+        LinkOut(str(link["name"]), str(link.get("pattern", "*")), str(link["url"]))
+        for link in section.get("links", [])
+    )
+    return WebConfig(
+        base_url=str(section.get("base_url", "")).rstrip("/"),
+        root_path=str(section.get("root_path", "")).rstrip("/"),
+        secure_cookies=str(section.get("secure_cookies", "auto")).lower(),
+        forwarded_allow_ips=str(section.get("forwarded_allow_ips", "127.0.0.1")),
+        max_upload_bytes=int(section.get("max_upload_bytes", 2 << 30)),
+        links=links,
     )
 
 

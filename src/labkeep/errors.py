@@ -80,6 +80,13 @@ class Busy(LabkeepError):
     http_status = 409
 
 
+class StorageError(LabkeepError, OSError):
+    """A store could not be written (full disk, read-only mount, I/O error)."""
+
+    code = "storage"
+    http_status = 500
+
+
 class CatalogError(LabkeepError):
     """The catalog cannot be opened or is at an unexpected schema version."""
 
@@ -107,3 +114,14 @@ class AuthenticationFailed(LabkeepError, PermissionError):
 
     code = "unauthenticated"
     http_status = 401
+
+
+class TooManyAttempts(LabkeepError):
+    """Sign-ins are slowed down after failures (never locked out for good)."""
+
+    code = "too-many-attempts"
+    http_status = 429
+
+    def __init__(self, message: str, *, retry_after: int, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.retry_after = retry_after

@@ -164,12 +164,16 @@ class Keep:
     ls = ops.listing.ls
     stat_file = ops.files.stat_file
     open_file = ops.files.open_file
+    files_for_download = ops.files.files_for_download
     versions = ops.listing.versions
     ingest = ops.ingest.ingest
     write_manifest = ops.manifests.write_manifest
+    read_manifest = ops.manifests.read_manifest
     seal = ops.seal.seal
     unseal = ops.seal.unseal
     verify = ops.verify.verify
+    verification = ops.verify.verification
+    upload = ops.upload.upload
     events = ops.audit.events
     check_events = ops.audit.check_events
     status = ops.status.status
@@ -197,6 +201,9 @@ class Keep:
     list_tokens = ops.tokens.list_tokens
     revoke_token = ops.tokens.revoke_token
     authenticate_token = ops.tokens.authenticate_token
+    login = ops.sessions.login
+    resume_session = ops.sessions.resume_session
+    logout = ops.sessions.logout
 
 
 def _os_user() -> str:

@@ -3,6 +3,7 @@
 from labkeep.catalog._db import Catalog, safe_url
 from labkeep.catalog.models import (
     ApiToken,
+    AuthFailure,
     Base,
     Dataset,
     Entry,
@@ -16,10 +17,12 @@ from labkeep.catalog.models import (
     Store,
     User,
     Version,
+    WebSession,
 )
 
 __all__ = [
     "ApiToken",
+    "AuthFailure",
     "Base",
     "Catalog",
     "Dataset",
@@ -34,5 +37,6 @@ __all__ = [
     "Store",
     "User",
     "Version",
+    "WebSession",
     "safe_url",
 ]

@@ -10,9 +10,11 @@ from labkeep.ops import (
     manifests,
     projects,
     seal,
+    sessions,
     shares,
     status,
     tokens,
+    upload,
     verify,
 )
 
@@ -26,8 +28,10 @@ __all__ = [
     "manifests",
     "projects",
     "seal",
+    "sessions",
     "shares",
     "status",
     "tokens",
+    "upload",
     "verify",
 ]

@@ -120,3 +120,43 @@ def open_file(keep: Keep, address: str) -> tuple[FileInfo, BinaryIO]:
         handle.close()
         raise
     return info, handle
+
+
+def files_for_download(keep: Keep, address: str) -> list[FileInfo]:
+    """Every file below ``PROJECT/DATASET[/FOLDER][@VERSION]`` for a zip download.
+
+    Counted as one download against a share link's limit.
+    """
+    from labkeep.ops.listing import ls
+    from labkeep.ops.shares import count_download
+
+    addr = parse_address(address, need_dataset=True)
+    assert addr.dataset is not None
+    listing = ls(keep, address)
+    with keep.catalog.read() as session:
+        _, dataset = find_dataset(
+            keep,
+            session,
+            addr.project,
+            addr.dataset,
+            "dataset.download",
+            version=addr.version,
+            path=addr.path,
+        )
+        sealed = dataset.sealed
+    version = listing.version or 0
+    files = [
+        FileInfo(
+            addr.dataset_address,
+            e["path"],
+            version,
+            e["size"],
+            e["sha256"],
+            e["mtime_ns"],
+            sealed,
+            keep.tree.file_path(addr.project, addr.dataset, e["path"]),
+        )
+        for e in listing.items
+    ]
+    count_download(keep)
+    return files

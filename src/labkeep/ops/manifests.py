@@ -44,3 +44,14 @@ def write_manifest(keep: Keep, address: str) -> str:
     with keep.catalog.read() as session:
         _, dataset = find_dataset(keep, session, addr.project, addr.dataset, "dataset.edit")
         return store_manifest(keep, session, addr.project, addr.dataset, dataset.id)
+
+
+def read_manifest(keep: Keep, address: str) -> str:
+    """The manifest text of a dataset's current state (for those who may download it)."""
+    from labkeep.ops._access import find_dataset
+
+    addr = parse_address(address, need_dataset=True)
+    assert addr.dataset is not None
+    with keep.catalog.read() as session:
+        _, dataset = find_dataset(keep, session, addr.project, addr.dataset, "dataset.download")
+        return manifest_text(session, dataset.id)

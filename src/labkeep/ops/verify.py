@@ -278,3 +278,39 @@ class _DatasetVerify:
                 self.target,
                 {s: self.counts.get(s, 0) for s in STATES},
             )
+
+
+def verification(keep: Keep, address: str) -> dict[str, object]:
+    """A dataset's fixity at a glance: counts by last verify result and the last run."""
+    from sqlalchemy import func
+
+    from labkeep.catalog import Event
+
+    addr = parse_address(address, need_dataset=True)
+    assert addr.dataset is not None
+    with keep.catalog.read() as session:
+        _, dataset = find_dataset(keep, session, addr.project, addr.dataset, "dataset.read")
+        counts = {
+            str(state or "never"): int(n)
+            for state, n in session.execute(
+                select(Entry.verify_status, func.count(Entry.id))
+                .where(Entry.dataset_id == dataset.id, Entry.valid_to.is_(None))
+                .group_by(Entry.verify_status)
+            )
+        }
+        last = session.execute(
+            select(Event.at, Event.details)
+            .where(Event.action == "verify", Event.target == addr.dataset_address)
+            .order_by(Event.id.desc())
+            .limit(1)
+        ).first()
+    import json
+
+    return {
+        "dataset": addr.dataset_address,
+        "files": counts,
+        "last_verify": isoformat(last[0]) if last else None,
+        "last_result": json.loads(last[1]) if last else None,
+        "ok": not (counts.get("modified") or counts.get("missing"))
+        and not (last and json.loads(last[1]).get("extra")),
+    }

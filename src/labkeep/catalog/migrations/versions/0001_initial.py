@@ -251,6 +251,25 @@ def _create_access_tables() -> None:
         sa.Column("last_used_at", sa.DateTime(), nullable=True),
     )
     op.create_index("ix_api_tokens_user_id", "api_tokens", ["user_id"])
+    op.create_table(
+        "web_sessions",
+        sa.Column("id", sa.Integer(), primary_key=True),
+        sa.Column("token_hash", sa.String(64), nullable=False, unique=True),
+        _fk("users"),
+        sa.Column("csrf_token", sa.String(64), nullable=False),
+        sa.Column("auth_epoch", sa.Integer(), nullable=False),
+        sa.Column("created_at", sa.DateTime(), nullable=False),
+        sa.Column("last_seen_at", sa.DateTime(), nullable=False),
+        sa.Column("expires_at", sa.DateTime(), nullable=False),
+        sa.Column("revoked_at", sa.DateTime(), nullable=True),
+    )
+    op.create_index("ix_web_sessions_user_id", "web_sessions", ["user_id"])
+    op.create_table(
+        "auth_failures",
+        sa.Column("key", sa.String(320), primary_key=True),
+        sa.Column("failures", sa.Integer(), nullable=False),
+        sa.Column("last_failure_at", sa.DateTime(), nullable=False),
+    )
 
 
 def downgrade() -> None:

@@ -1,0 +1,364 @@
+"""JSON API under /api/v1. Every route is one call into the Keep (acting as the caller)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, File, Form, Query, Request, Response, UploadFile
+from pydantic import BaseModel, Field
+
+from labkeep.keep import Keep
+from labkeep.web import downloads
+from labkeep.web.deps import csrf_protect, resolve
+
+router = APIRouter(prefix="/api/v1", dependencies=[Depends(csrf_protect)])
+Caller = Annotated[Keep, Depends(resolve)]
+Slug = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$")]
+
+
+class ProjectIn(BaseModel):
+    name: Slug
+    title: str = ""
+    description: str = ""
+    group: str | None = None
+    private: bool = False
+
+
+class EditIn(BaseModel):
+    title: str | None = None
+    description: str | None = None
+
+
+class DatasetIn(BaseModel):
+    name: Slug
+    kind: str = Field("session", pattern="^(session|analysis|release)$")
+    title: str = ""
+
+
+class GrantIn(BaseModel):
+    principal: str = Field(..., description="user name, user:NAME or group:NAME")
+    permission: str = Field(..., pattern="^(read|write|manage)$")
+    target: str = Field(..., description="PROJECT or PROJECT/DATASET")
+
+
+class ShareIn(BaseModel):
+    target: str = Field(..., description="PROJECT[/DATASET[/PATH]][@VERSION]")
+    expires: str = Field("7d", description="e.g. 12h, 7d, 2w")
+    max_downloads: int | None = Field(None, ge=1)
+    label: str = ""
+
+
+class TokenIn(BaseModel):
+    name: str = ""
+    expires: str = "90d"
+    read_only: bool = False
+
+
+class UserIn(BaseModel):
+    name: Slug
+    password: str | None = Field(None, min_length=10)
+    display_name: str = ""
+    email: str = ""
+    site_admin: bool = False
+    ldap: bool = False
+
+
+class PasswordIn(BaseModel):
+    password: str = Field(..., min_length=10)
+    current: str | None = None
+
+
+class GroupIn(BaseModel):
+    name: Slug
+    title: str = ""
+
+
+class MemberIn(BaseModel):
+    role: str = Field("member", pattern="^(admin|member)$")
+
+
+class PublicIn(BaseModel):
+    public: bool = True
+
+
+def _dataset(project: str, dataset: str, version: int | None = None) -> str:
+    return f"{project}/{dataset}" + (f"@{version}" if version is not None else "")
+
+
+# -- who am I ---------------------------------------------------------------------------
+@router.get("/whoami", tags=["users"])
+def whoami(keep: Caller) -> dict[str, Any]:
+    return keep.whoami()
+
+
+# -- projects and datasets --------------------------------------------------------------
+@router.get("/projects", tags=["projects"])
+def list_projects(keep: Caller) -> list[dict[str, Any]]:
+    return [p.to_dict() for p in keep.list_projects()]
+
+
+@router.post("/projects", tags=["projects"], status_code=201)
+def create_project(keep: Caller, body: ProjectIn) -> dict[str, Any]:
+    return keep.create_project(
+        body.name,
+        title=body.title,
+        description=body.description,
+        group=body.group,
+        private=body.private,
+    ).to_dict()
+
+
+@router.get("/projects/{project}", tags=["projects"])
+def get_project(keep: Caller, project: str) -> dict[str, Any]:
+    return keep.get_project(project).to_dict()
+
+
+@router.patch("/projects/{project}", tags=["projects"])
+def edit_project(keep: Caller, project: str, body: EditIn) -> dict[str, Any]:
+    return keep.update_project(project, title=body.title, description=body.description).to_dict()
+
+
+@router.get("/projects/{project}/datasets", tags=["datasets"])
+def list_datasets(keep: Caller, project: str) -> list[dict[str, Any]]:
+    return [d.to_dict() for d in keep.list_datasets(project)]
+
+
+@router.post("/projects/{project}/datasets", tags=["datasets"], status_code=201)
+def create_dataset(keep: Caller, project: str, body: DatasetIn) -> dict[str, Any]:
+    return keep.create_dataset(f"{project}/{body.name}", kind=body.kind, title=body.title).to_dict()
+
+
+@router.get("/datasets/{project}/{dataset}", tags=["datasets"])
+def get_dataset(keep: Caller, project: str, dataset: str) -> dict[str, Any]:
+    return keep.get_dataset(_dataset(project, dataset)).to_dict()
+
+
+@router.patch("/datasets/{project}/{dataset}", tags=["datasets"])
+def edit_dataset(keep: Caller, project: str, dataset: str, body: EditIn) -> dict[str, Any]:
+    return keep.update_dataset(
+        _dataset(project, dataset), title=body.title, description=body.description
+    ).to_dict()
+
+
+@router.get("/datasets/{project}/{dataset}/versions", tags=["datasets"])
+def versions(keep: Caller, project: str, dataset: str) -> list[dict[str, Any]]:
+    return keep.versions(_dataset(project, dataset))
+
+
+@router.get("/datasets/{project}/{dataset}/entries", tags=["files"])
+def entries(
+    keep: Caller,
+    project: str,
+    dataset: str,
+    version: Annotated[int | None, Query(ge=1)] = None,
+    path: str | None = None,
+    after: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=5000)] = 500,
+) -> dict[str, Any]:
+    """One page of files in path order; pass the last path as ``after`` for the next page."""
+    address = f"{project}/{dataset}" + (f"/{path}" if path else "")
+    if version is not None:
+        address += f"@{version}"
+    listing = keep.ls(address, limit=limit, after=after)
+    items = listing.items
+    return {
+        "dataset": _dataset(project, dataset),
+        "version": listing.version,
+        "items": items,
+        "next_after": items[-1]["path"] if len(items) == limit else None,
+    }
+
+
+@router.get("/files/{project}/{dataset}/{path:path}", tags=["files"])
+def download(
+    keep: Caller,
+    project: str,
+    dataset: str,
+    path: str,
+    version: Annotated[int | None, Query(ge=1)] = None,
+) -> Response:
+    """The file's bytes (HTTP Range supported; ETag is its SHA-256)."""
+    address = f"{project}/{dataset}/{path}" + (f"@{version}" if version is not None else "")
+    return downloads.file_response(keep, address)
+
+
+@router.get("/datasets/{project}/{dataset}/zip", tags=["files"])
+def download_zip(
+    keep: Caller,
+    project: str,
+    dataset: str,
+    path: str | None = None,
+    version: Annotated[int | None, Query(ge=1)] = None,
+) -> Response:
+    """The dataset (or one folder of it) as a streamed zip."""
+    address = f"{project}/{dataset}" + (f"/{path}" if path else "")
+    address += f"@{version}" if version is not None else ""
+    name = (path.rstrip("/").rsplit("/", 1)[-1] if path else dataset) + ".zip"
+    return downloads.zip_response(keep, address, name)
+
+
+@router.get("/datasets/{project}/{dataset}/manifest", tags=["files"])
+def manifest(keep: Caller, project: str, dataset: str) -> Response:
+    """MANIFEST.sha256 in coreutils format."""
+    return downloads.manifest_response(keep, _dataset(project, dataset))
+
+
+@router.post("/datasets/{project}/{dataset}/files", tags=["files"], status_code=201)
+def upload(
+    keep: Caller,
+    project: str,
+    dataset: str,
+    files: Annotated[list[UploadFile], File(description="the files")],
+    paths: Annotated[list[str] | None, Form(description="relative path of each file")] = None,
+) -> dict[str, Any]:
+    """Upload small files into an open dataset (they go through ingest)."""
+    names = paths if paths and len(paths) == len(files) else [f.filename or "" for f in files]
+    report = keep.upload(_dataset(project, dataset), [(n, f.file) for n, f in zip(names, files)])
+    return {**report.summary(), "results": [r.to_dict() for r in report.results]}
+
+
+@router.post("/datasets/{project}/{dataset}/seal", tags=["datasets"])
+def seal(keep: Caller, project: str, dataset: str) -> dict[str, Any]:
+    return keep.seal(_dataset(project, dataset)).to_dict()
+
+
+@router.post("/datasets/{project}/{dataset}/unseal", tags=["datasets"])
+def unseal(keep: Caller, project: str, dataset: str, reason: str = "") -> dict[str, Any]:
+    return keep.unseal(_dataset(project, dataset), force=True, reason=reason).to_dict()
+
+
+@router.post("/datasets/{project}/{dataset}/verify", tags=["datasets"])
+def verify(keep: Caller, project: str, dataset: str) -> dict[str, Any]:
+    """Re-hash the dataset now; the records name every problem."""
+    report = keep.verify(_dataset(project, dataset))
+    problems = [r.to_dict() for r in report.results if r.status != "ok"]
+    return {**report.summary(), "problems": problems, "ok": not report.failed}
+
+
+@router.get("/datasets/{project}/{dataset}/verification", tags=["datasets"])
+def verification(keep: Caller, project: str, dataset: str) -> dict[str, Any]:
+    """The last verification: counts per result and when it ran."""
+    return keep.verification(_dataset(project, dataset))
+
+
+@router.put("/datasets/{project}/{dataset}/public", tags=["access"])
+def set_public(keep: Caller, project: str, dataset: str, body: PublicIn) -> dict[str, Any]:
+    return keep.set_public(_dataset(project, dataset), body.public)
+
+
+# -- access -------------------------------------------------------------------------------
+@router.get("/grants", tags=["access"])
+def list_grants(keep: Caller, target: str) -> list[dict[str, Any]]:
+    return keep.list_grants(target)
+
+
+@router.post("/grants", tags=["access"], status_code=201)
+def grant(keep: Caller, body: GrantIn) -> dict[str, Any]:
+    return keep.grant(body.principal, body.permission, body.target)
+
+
+@router.delete("/grants", tags=["access"])
+def revoke(keep: Caller, principal: str, target: str) -> dict[str, Any]:
+    return keep.revoke(principal, target)
+
+
+@router.get("/shares", tags=["access"])
+def list_shares(keep: Caller, target: str | None = None) -> list[dict[str, Any]]:
+    return [s.to_dict() for s in keep.list_shares(target)]
+
+
+@router.post("/shares", tags=["access"], status_code=201)
+def create_share(keep: Caller, body: ShareIn, request: Request) -> dict[str, Any]:
+    """Create a share link; its token is in the answer once and never again."""
+    token, info = keep.create_share(
+        body.target, expires=body.expires, max_downloads=body.max_downloads, label=body.label
+    )
+    url = str(request.url_for("share_entry", token=token))
+    return {**info.to_dict(), "token": token, "url": url}
+
+
+@router.delete("/shares/{link_id}", tags=["access"])
+def revoke_share(keep: Caller, link_id: int) -> dict[str, Any]:
+    return keep.revoke_share(link_id).to_dict()
+
+
+@router.get("/tokens", tags=["access"])
+def list_tokens(keep: Caller) -> list[dict[str, Any]]:
+    return [t.to_dict() for t in keep.list_tokens()]
+
+
+@router.post("/tokens", tags=["access"], status_code=201)
+def create_token(keep: Caller, body: TokenIn) -> dict[str, Any]:
+    """Create an API token; its secret is in the answer once and never again."""
+    secret, info = keep.create_token(body.name, expires=body.expires, read_only=body.read_only)
+    return {**info.to_dict(), "token": secret}
+
+
+@router.delete("/tokens/{token_id}", tags=["access"])
+def revoke_token(keep: Caller, token_id: int) -> dict[str, Any]:
+    return keep.revoke_token(token_id).to_dict()
+
+
+# -- users and groups -----------------------------------------------------------------------
+@router.get("/users", tags=["users"])
+def list_users(keep: Caller) -> list[dict[str, Any]]:
+    return [u.to_dict() for u in keep.list_users()]
+
+
+@router.post("/users", tags=["users"], status_code=201)
+def add_user(keep: Caller, body: UserIn) -> dict[str, Any]:
+    return keep.add_user(
+        body.name,
+        password=body.password,
+        display_name=body.display_name,
+        email=body.email,
+        site_admin=body.site_admin,
+        ldap=body.ldap,
+    ).to_dict()
+
+
+@router.post("/users/{name}/disable", tags=["users"])
+def disable_user(keep: Caller, name: str) -> dict[str, Any]:
+    return keep.set_user_disabled(name, True).to_dict()
+
+
+@router.post("/users/{name}/enable", tags=["users"])
+def enable_user(keep: Caller, name: str) -> dict[str, Any]:
+    return keep.set_user_disabled(name, False).to_dict()
+
+
+@router.put("/users/{name}/password", tags=["users"], status_code=204)
+def set_password(keep: Caller, name: str, body: PasswordIn) -> Response:
+    keep.set_password(name, body.password, current=body.current)
+    return Response(status_code=204)
+
+
+@router.get("/groups", tags=["users"])
+def list_groups(keep: Caller) -> list[dict[str, Any]]:
+    return keep.list_groups()
+
+
+@router.post("/groups", tags=["users"], status_code=201)
+def create_group(keep: Caller, body: GroupIn) -> dict[str, Any]:
+    return keep.create_group(body.name, title=body.title)
+
+
+@router.put("/groups/{group}/members/{user}", tags=["users"])
+def set_member(keep: Caller, group: str, user: str, body: MemberIn) -> dict[str, Any]:
+    return keep.set_member(group, user, body.role)
+
+
+@router.delete("/groups/{group}/members/{user}", tags=["users"])
+def remove_member(keep: Caller, group: str, user: str) -> dict[str, Any]:
+    return keep.set_member(group, user, None)
+
+
+# -- audit ------------------------------------------------------------------------------
+@router.get("/events", tags=["audit"])
+def events(
+    keep: Caller,
+    target: str | None = None,
+    action: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> list[dict[str, Any]]:
+    return keep.events(target=target, action=action, limit=limit)

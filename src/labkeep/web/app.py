@@ -1,0 +1,105 @@
+"""The FastAPI application: middleware, error pages, routers."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
+
+from labkeep.errors import AuthenticationFailed, LabkeepError, TooManyAttempts
+from labkeep.keep import Keep
+from labkeep.web.deps import SESSION_COOKIE
+
+HERE = Path(__file__).parent
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "object-src 'none'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    # share links carry their secret in the URL: never send it on as a Referer
+    "Referrer-Policy": "no-referrer",
+    "Cross-Origin-Opener-Policy": "same-origin",
+}
+
+
+class SecurityHeaders(BaseHTTPMiddleware):
+    async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
+        response = await call_next(request)
+        for name, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
+        if getattr(request.state, "auth", "anonymous") in ("session", "share"):
+            response.headers.setdefault("Cache-Control", "private, no-store")
+        if getattr(request.state, "drop_cookie", False):
+            response.delete_cookie(SESSION_COOKIE, path=_cookie_path(request))
+        return response
+
+
+def _cookie_path(request: Request) -> str:
+    return (request.scope.get("root_path") or "") + "/"
+
+
+def wants_json(request: Request) -> bool:
+    path = request.url.path[len(request.scope.get("root_path") or "") :]
+    return path.startswith("/api/") or "application/json" in request.headers.get("accept", "")
+
+
+def create_app(keep: Keep | str | os.PathLike[str] | None = None) -> FastAPI:
+    """The web application for *keep* (a Keep, a keep folder, or found as the CLI does)."""
+    base = keep if isinstance(keep, Keep) else Keep.open(keep)
+    web = base.config.web
+    app = FastAPI(
+        title="labkeep",
+        version=_version(),
+        description="Research data management: projects, datasets, versions, files, "
+        "sharing. Authenticate with 'Authorization: Bearer TOKEN' (labkeep token create).",
+        root_path=web.root_path,
+        openapi_url="/api/v1/openapi.json",
+        docs_url="/api/v1/docs",
+        redoc_url=None,
+    )
+    app.state.keep = base
+    app.add_middleware(SecurityHeaders)
+
+    @app.exception_handler(LabkeepError)
+    async def labkeep_error(request: Request, exc: LabkeepError) -> Response:
+        headers: dict[str, str] = {}
+        if isinstance(exc, TooManyAttempts):
+            headers["Retry-After"] = str(exc.retry_after)
+        if isinstance(exc, AuthenticationFailed) and wants_json(request):
+            headers["WWW-Authenticate"] = "Bearer"
+        if wants_json(request):
+            return JSONResponse(exc.as_record(), status_code=exc.http_status, headers=headers)
+        from labkeep.web.pages import error_page
+
+        return error_page(request, exc, headers)
+
+    @app.get("/healthz", include_in_schema=False)
+    def healthz() -> dict[str, Any]:
+        base.catalog.schema_revision()  # the catalog answers
+        return {"status": "ok"}
+
+    from labkeep.web.api import router as api_router
+    from labkeep.web.ui import router as ui_router
+
+    app.include_router(api_router)
+    app.include_router(ui_router)
+    app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
+    return app
+
+
+def app_from_env() -> FastAPI:
+    """For ``uvicorn --factory`` with several workers: the keep comes from LABKEEP_ROOT."""
+    return create_app(os.environ.get("LABKEEP_ROOT"))
+
+
+def _version() -> str:
+    from labkeep import __version__
+
+    return __version__

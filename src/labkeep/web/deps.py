@@ -1,0 +1,89 @@
+"""Who is asking: bearer API tokens, session cookies, share links, or nobody.
+
+Routes get a Keep already acting as the right principal and never decide access
+themselves: the Keep's use cases call ``access.check``.
+"""
+
+from __future__ import annotations
+
+import hmac
+from typing import TYPE_CHECKING
+
+from fastapi import Request
+
+from labkeep.access import ANONYMOUS
+from labkeep.errors import AuthenticationFailed, Forbidden
+
+if TYPE_CHECKING:
+    from labkeep.keep import Keep
+
+SESSION_COOKIE = "labkeep_session"
+CSRF_HEADER = "x-csrf-token"
+CSRF_FIELD = "csrf_token"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def base_keep(request: Request) -> Keep:
+    keep: Keep = request.app.state.keep
+    return keep
+
+
+def resolve(request: Request) -> Keep:
+    """The Keep acting as the caller; remembers how they authenticated on request.state."""
+    cached = getattr(request.state, "keep", None)
+    if cached is not None:
+        return cached  # type: ignore[no-any-return]
+    base = base_keep(request)
+    request.state.auth = "anonymous"
+    request.state.csrf = None
+    principal = ANONYMOUS
+    header = request.headers.get("authorization", "")
+    cookie = request.cookies.get(SESSION_COOKIE)
+    if header:
+        scheme, _, secret = header.partition(" ")
+        if scheme.lower() != "bearer" or not secret.strip():
+            raise AuthenticationFailed("use 'Authorization: Bearer TOKEN' with an API token")
+        principal = base.authenticate_token(secret.strip())
+        request.state.auth = "token"
+    elif cookie:
+        resumed = base.resume_session(cookie)
+        if resumed is None:
+            request.state.drop_cookie = True
+        else:
+            principal, request.state.csrf = resumed
+            request.state.auth = "session"
+    keep = base.acting_as(principal)
+    request.state.keep = keep
+    return keep
+
+
+def share_keep(request: Request, token: str) -> Keep:
+    """The Keep acting as the holder of a share link (no account needed)."""
+    base = base_keep(request)
+    keep = base.acting_as(base.open_share(token))
+    request.state.auth = "share"
+    request.state.csrf = None
+    request.state.keep = keep
+    return keep
+
+
+async def csrf_protect(request: Request) -> None:
+    """State-changing requests made with a session cookie must carry the session's CSRF
+    token (header or form field). Bearer-token requests carry no ambient credential."""
+    if request.method in SAFE_METHODS:
+        return
+    resolve(request)
+    if request.state.auth != "session":
+        return
+    sent = request.headers.get(CSRF_HEADER)
+    if sent is None:
+        content_type = request.headers.get("content-type", "")
+        if content_type.startswith(("application/x-www-form-urlencoded", "multipart/form-data")):
+            form = await request.form()
+            value = form.get(CSRF_FIELD)
+            sent = value if isinstance(value, str) else None
+    expected = request.state.csrf or ""
+    if not sent or not hmac.compare_digest(sent, expected):
+        raise Forbidden(
+            "missing or wrong CSRF token", hint="reload the page and submit the form again"
+        )

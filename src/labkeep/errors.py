@@ -125,3 +125,11 @@ class TooManyAttempts(LabkeepError):
     def __init__(self, message: str, *, retry_after: int, hint: str | None = None) -> None:
         super().__init__(message, hint=hint)
         self.retry_after = retry_after
+
+
+class IntegrityError(LabkeepError):
+    """Content does not match its recorded SHA-256."""
+
+    code = "integrity"
+    exit_code = 1
+    http_status = 500

@@ -165,6 +165,7 @@ class Keep:
     stat_file = ops.files.stat_file
     open_file = ops.files.open_file
     files_for_download = ops.files.files_for_download
+    export_file = ops.files.export_file
     versions = ops.listing.versions
     ingest = ops.ingest.ingest
     write_manifest = ops.manifests.write_manifest
@@ -183,6 +184,7 @@ class Keep:
     set_user_disabled = ops.accounts.set_disabled
     set_password = ops.accounts.set_password
     whoami = ops.accounts.whoami
+    ensure_admin_password = ops.accounts.ensure_admin_password
     create_group = ops.accounts.create_group
     set_member = ops.accounts.set_member
     list_groups = ops.accounts.list_groups
@@ -202,6 +204,7 @@ class Keep:
     revoke_token = ops.tokens.revoke_token
     authenticate_token = ops.tokens.authenticate_token
     login = ops.sessions.login
+    login_token = ops.sessions.login_token
     resume_session = ops.sessions.resume_session
     logout = ops.sessions.logout
 

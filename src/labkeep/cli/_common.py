@@ -45,6 +45,29 @@ def open_keep(root: str | None) -> Keep:
     return Keep.open(root)
 
 
+def open_keep_or_remote(root: str | None) -> Any:
+    """A local keep, or the server of ``labkeep login`` when there is no local keep here
+    (or LABKEEP_URL is set): for the commands that also work against a server."""
+    import os
+
+    from labkeep.client import RemoteKeep, saved_login
+    from labkeep.config import find_root
+    from labkeep.errors import KeepNotFound
+
+    if root is None:
+        login = saved_login()
+        if login is not None:
+            local = None
+            if not os.environ.get("LABKEEP_URL"):
+                try:
+                    local = find_root(None)
+                except KeepNotFound:
+                    local = None
+            if local is None:
+                return RemoteKeep(login["url"], login["token"])
+    return open_keep(root)
+
+
 def emit_json(record: Any) -> None:
     sys.stdout.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
 
@@ -59,9 +82,9 @@ def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
         except LabkeepError as exc:
             if kwargs.get("json_out"):
                 emit_json(exc.as_record())
-            err.print(f"[bold red]error:[/] {exc.message}", markup=True, highlight=False)
+            err.print(f"[bold red]error:[/] {_escape(exc.message)}", markup=True, highlight=False)
             if exc.hint:
-                err.print(f"[dim]hint:[/] {exc.hint}")
+                err.print(f"[dim]hint:[/] {_escape(exc.hint)}")
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
             err.print("[yellow]interrupted[/]: run the same command again to resume")

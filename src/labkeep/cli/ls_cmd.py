@@ -13,7 +13,7 @@ from labkeep.cli._common import (
     emit_json,
     handle_errors,
     human_size,
-    open_keep,
+    open_keep_or_remote,
     out,
     table,
 )
@@ -36,7 +36,7 @@ def ls(
     json_out: JsonOpt = False,
 ) -> None:
     """List projects, a project's datasets, or a dataset's files (at any version)."""
-    with open_keep(root) as keep:
+    with open_keep_or_remote(root) as keep:
         listing = keep.ls(address, limit=limit, after=after)
     if json_out:
         for item in listing.items:
@@ -81,7 +81,7 @@ def versions(
     json_out: JsonOpt = False,
 ) -> None:
     """List a dataset's versions."""
-    with open_keep(root) as keep:
+    with open_keep_or_remote(root) as keep:
         rows = keep.versions(address)
     if json_out:
         for row in rows:

@@ -13,6 +13,7 @@ from labkeep.cli._common import (
     err,
     handle_errors,
     open_keep,
+    open_keep_or_remote,
     out,
     print_result,
     print_summary,
@@ -35,10 +36,21 @@ def verify(
     ] = None,
     log_dir: Annotated[str | None, typer.Option(help="Folder for verify_YYYY-MM-DD.log.")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="List OK files too.")] = False,
+    show_status: Annotated[
+        bool,
+        typer.Option(
+            "--status",
+            help="Show the last verification instead of running one "
+            "(also works against a server after 'labkeep login').",
+        ),
+    ] = False,
     root: RootOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Re-hash the tree and compare with the catalog. Exit 1 when anything is wrong."""
+    if show_status:
+        _status(target, root, json_out)
+        return
     with open_keep(root) as keep, progress_for("verify", json_out) as bar:
         report = keep.verify(
             target,
@@ -73,3 +85,19 @@ def manifest(
         emit_json({"action": "manifest", "status": "ok", "dataset": address, "sha256": digest})
     else:
         out.print(f"wrote {address}/MANIFEST.sha256 (sha256 {digest})")
+
+
+def _status(target: str | None, root: str | None, json_out: bool) -> None:
+    from labkeep.errors import UsageError
+
+    if not target:
+        raise UsageError("--status needs PROJECT/DATASET")
+    with open_keep_or_remote(root) as keep:
+        info = keep.verification(target)
+    if json_out:
+        emit_json(info)
+    else:
+        files = ", ".join(f"{k.upper()} {v}" for k, v in sorted(info["files"].items()))
+        out.print(f"{info['dataset']}: last verified {info['last_verify'] or 'never'}; {files}")
+    if not info["ok"]:
+        raise typer.Exit(1)

@@ -300,6 +300,26 @@ def set_password(keep: Keep, name: str, password: str, *, current: str | None = 
         append_event(session, keep.actor, "user-password", f"user:{name}", {})
 
 
+def ensure_admin_password(keep: Keep) -> str | None:
+    """Give the acting site admin a random password if they have none; return it (once).
+
+    This is how ``labkeep serve`` on a new keep lets its creator sign in to the web UI.
+    """
+    import secrets
+
+    p = keep.principal
+    if not (p.kind == "user" and p.site_admin):
+        return None
+    with keep.catalog.write() as session:
+        user = _user(session, p.name)
+        if user.password_hash is not None or user.source != "local":
+            return None
+        password = secrets.token_urlsafe(12)
+        user.password_hash = hash_password(password)
+        append_event(session, keep.actor, "user-password", f"user:{p.name}", {"generated": True})
+    return password
+
+
 def whoami(keep: Keep) -> dict[str, Any]:
     p = keep.principal
     record: dict[str, Any] = {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -9,7 +10,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 from sqlalchemy import select
 
 from labkeep.catalog import Entry
-from labkeep.errors import NotFound, UsageError
+from labkeep.errors import IntegrityError, NotFound, UsageError
 from labkeep.names import parse_address
 from labkeep.ops._access import find_dataset
 from labkeep.ops.listing import entries_at
@@ -104,8 +105,6 @@ def open_file(keep: Keep, address: str) -> tuple[FileInfo, BinaryIO]:
             f"{info.dataset}/{info.path} is missing from the tree",
             hint="run 'labkeep verify' and repair it from another copy",
         ) from None
-    import os
-
     if os.fstat(handle.fileno()).st_size != info.size:
         handle.close()
         raise NotFound(
@@ -160,3 +159,36 @@ def files_for_download(keep: Keep, address: str) -> list[FileInfo]:
     ]
     count_download(keep)
     return files
+
+
+def export_file(keep: Keep, address: str, dest: str | os.PathLike[str]) -> FileInfo:
+    """Copy one file out of the keep to *dest* (a file or folder), checking its SHA-256.
+
+    Written to a temporary name beside the destination and renamed only when the bytes
+    match the catalog, so a partial or damaged copy never carries the final name.
+    """
+    import hashlib
+
+    info, handle = open_file(keep, address)
+    target = Path(dest)
+    if target.is_dir():
+        target = target / info.name
+    tmp = target.with_name(f".{target.name}.labkeep-part")
+    digest = hashlib.sha256()
+    try:
+        with handle, open(tmp, "wb") as out:
+            while chunk := handle.read(1 << 20):
+                digest.update(chunk)
+                out.write(chunk)
+        if digest.hexdigest() != info.sha256:
+            raise IntegrityError(
+                f"{info.dataset}/{info.path} does not match its SHA-256 in the catalog",
+                hint="run 'labkeep verify' on the dataset; the copy was not kept",
+            )
+        os.utime(tmp, ns=(info.mtime_ns, info.mtime_ns))
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    info.local_path = target
+    return info

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import secrets
 from datetime import timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select, update
 
@@ -58,8 +58,8 @@ def _record_failure(session: Session, keys: list[str]) -> None:
             row.last_failure_at = now
 
 
-def login(keep: Keep, name: str, password: str, *, client: str = "") -> tuple[str, str, Principal]:
-    """Check a password and open a session; returns (session secret, CSRF token, principal).
+def check_password(keep: Keep, name: str, password: str, *, client: str = "") -> Principal:
+    """A password check slowed down after failures (the only way the web checks passwords).
 
     Raises TooManyAttempts (with the seconds to wait) while slowed down, and one
     AuthenticationFailed for every kind of wrong credential.
@@ -82,6 +82,17 @@ def login(keep: Keep, name: str, password: str, *, client: str = "") -> tuple[st
                 session, "anonymous", "login-failed", f"user:{name[:64]}", {"client": client[:64]}
             )
         raise
+    with keep.catalog.write() as session:
+        for key in keys:
+            row = session.get(AuthFailure, key)
+            if row is not None:
+                session.delete(row)
+    return principal
+
+
+def login(keep: Keep, name: str, password: str, *, client: str = "") -> tuple[str, str, Principal]:
+    """Check a password and open a session; returns (session secret, CSRF token, principal)."""
+    principal = check_password(keep, name, password, client=client)
     secret = new_secret(SESSION_PREFIX)
     csrf = secrets.token_urlsafe(32)
     now = utcnow()
@@ -99,10 +110,6 @@ def login(keep: Keep, name: str, password: str, *, client: str = "") -> tuple[st
                 revoked_at=None,
             )
         )
-        for key in keys:
-            row = session.get(AuthFailure, key)
-            if row is not None:
-                session.delete(row)
         append_event(
             session, principal.name, "login", f"user:{principal.name}", {"client": client[:64]}
         )
@@ -142,3 +149,19 @@ def logout(keep: Keep, secret: str) -> None:
             .where(WebSession.token_hash == secret_hash(secret), WebSession.revoked_at.is_(None))
             .values(revoked_at=utcnow())
         )
+
+
+def login_token(
+    keep: Keep,
+    name: str,
+    password: str,
+    *,
+    client: str = "",
+    token_name: str = "",
+    expires: str = "90d",
+) -> tuple[str, Any]:
+    """Exchange a password for an API token (how ``labkeep login URL`` signs in)."""
+    from labkeep.ops.tokens import create_token
+
+    principal = check_password(keep, name, password, client=client)
+    return create_token(keep.acting_as(principal), token_name or "labkeep login", expires=expires)

@@ -85,6 +85,24 @@ def _dataset(project: str, dataset: str, version: int | None = None) -> str:
     return f"{project}/{dataset}" + (f"@{version}" if version is not None else "")
 
 
+class LoginIn(BaseModel):
+    name: str = Field(..., min_length=1, max_length=64)
+    password: str = Field(..., min_length=1, max_length=1024)
+    token_name: str = ""
+    expires: str = "90d"
+
+
+@router.post("/auth/token", tags=["users"], status_code=201)
+def login_token(body: LoginIn, request: Request) -> dict[str, Any]:
+    """Exchange a user name and password for an API token (slowed down after failures)."""
+    keep = resolve(request)
+    client = request.client.host if request.client else ""
+    secret, info = keep.login_token(
+        body.name, body.password, client=client, token_name=body.token_name, expires=body.expires
+    )
+    return {**info.to_dict(), "token": secret}
+
+
 # -- who am I ---------------------------------------------------------------------------
 @router.get("/whoami", tags=["users"])
 def whoami(keep: Caller) -> dict[str, Any]:
@@ -213,7 +231,8 @@ def upload(
 ) -> dict[str, Any]:
     """Upload small files into an open dataset (they go through ingest)."""
     names = paths if paths and len(paths) == len(files) else [f.filename or "" for f in files]
-    report = keep.upload(_dataset(project, dataset), [(n, f.file) for n, f in zip(names, files)])
+    streams = [(n, f.file) for n, f in zip(names, files, strict=True)]
+    report = keep.upload(_dataset(project, dataset), streams)
     return {**report.summary(), "results": [r.to_dict() for r in report.results]}
 
 

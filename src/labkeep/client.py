@@ -1,0 +1,239 @@
+"""The CLI against a labkeep server: the subset of the Keep's API that a scientist's
+laptop needs (list, download, verification status, share links), over the JSON API.
+
+Credentials come from ``labkeep login URL`` (stored in ``~/.config/labkeep/login.json``,
+readable only by you) or from ``LABKEEP_URL`` and ``LABKEEP_TOKEN``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from labkeep.errors import (
+    AuthenticationFailed,
+    Forbidden,
+    IntegrityError,
+    LabkeepError,
+    NotFound,
+    UsageError,
+)
+from labkeep.names import parse_address
+from labkeep.ops.listing import Listing
+
+_ERRORS: dict[int, type[LabkeepError]] = {401: AuthenticationFailed, 403: Forbidden, 404: NotFound}
+
+
+def login_file() -> Path:
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "labkeep" / "login.json"
+
+
+def save_login(url: str, token: str, user: str) -> Path:
+    path = login_file()
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        json.dump({"url": url.rstrip("/"), "token": token, "user": user}, handle)
+    os.replace(tmp, path)
+    return path
+
+
+def saved_login() -> dict[str, str] | None:
+    url, token = os.environ.get("LABKEEP_URL"), os.environ.get("LABKEEP_TOKEN")
+    if url and token:
+        return {"url": url.rstrip("/"), "token": token, "user": ""}
+    try:
+        data = json.loads(login_file().read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and data.get("url") and data.get("token") else None
+
+
+def forget_login() -> bool:
+    try:
+        login_file().unlink()
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def token_for_password(url: str, name: str, password: str, token_name: str) -> dict[str, Any]:
+    import httpx
+
+    with httpx.Client(base_url=url.rstrip("/"), timeout=30) as http:
+        response = http.post(
+            "/api/v1/auth/token",
+            json={"name": name, "password": password, "token_name": token_name},
+        )
+        _raise_for(response)
+        result: dict[str, Any] = response.json()
+        return result
+
+
+def _raise_for(response: Any) -> None:
+    if response.status_code < 400:
+        return
+    try:
+        body = response.json()
+        message, hint = body.get("message") or str(body), body.get("hint")
+    except ValueError:
+        message, hint = response.text[:200] or response.reason_phrase, None
+    cls = _ERRORS.get(
+        response.status_code, UsageError if response.status_code < 500 else LabkeepError
+    )
+    raise cls(f"server: {message}", hint=hint)
+
+
+@dataclass
+class _ShareInfo:
+    record: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in self.record.items() if k != "token"}
+
+
+class RemoteKeep:
+    """A keep on a server, used through its JSON API with an API token."""
+
+    def __init__(self, url: str, token: str) -> None:
+        import httpx
+
+        self.url = url.rstrip("/")
+        self.http = httpx.Client(
+            base_url=self.url + "/api/v1",
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=60,
+        )
+
+    def close(self) -> None:
+        self.http.close()
+
+    def __enter__(self) -> RemoteKeep:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"RemoteKeep({self.url!r})"
+
+    def __getattr__(self, name: str) -> Any:
+        raise UsageError(
+            f"'{name.replace('_', ' ')}' is not available against a server",
+            hint="run it on the keep's machine, or use the web UI",
+        )
+
+    def _get(self, url: str, **params: Any) -> Any:
+        response = self.http.get(url, params={k: v for k, v in params.items() if v is not None})
+        _raise_for(response)
+        return response.json()
+
+    def ls(
+        self, address: str | None = None, *, limit: int | None = None, after: str | None = None
+    ) -> Listing:
+        if not address:
+            return Listing("projects", None, self._get("/projects"))
+        addr = parse_address(address)
+        if addr.dataset is None:
+            return Listing(
+                "datasets", addr.project, self._get(f"/projects/{addr.project}/datasets")
+            )
+        items: list[dict[str, Any]] = []
+        version = None
+        cursor = after
+        while True:
+            page = self._get(
+                f"/datasets/{addr.project}/{addr.dataset}/entries",
+                path=addr.path,
+                version=addr.version,
+                after=cursor,
+                limit=min(limit - len(items), 5000) if limit else 5000,
+            )
+            items.extend(page["items"])
+            version = page["version"]
+            cursor = page["next_after"]
+            if not cursor or (limit and len(items) >= limit):
+                break
+        return Listing("entries", str(addr), items, version)
+
+    def versions(self, address: str) -> list[dict[str, Any]]:
+        addr = parse_address(address, need_dataset=True)
+        result: list[dict[str, Any]] = self._get(
+            f"/datasets/{addr.project}/{addr.dataset}/versions"
+        )
+        return result
+
+    def verification(self, address: str) -> dict[str, Any]:
+        addr = parse_address(address, need_dataset=True)
+        result: dict[str, Any] = self._get(f"/datasets/{addr.project}/{addr.dataset}/verification")
+        return result
+
+    def whoami(self) -> dict[str, Any]:
+        result: dict[str, Any] = self._get("/whoami")
+        return result
+
+    def create_share(
+        self,
+        address: str,
+        *,
+        expires: str = "7d",
+        max_downloads: int | None = None,
+        label: str = "",
+    ) -> tuple[str, _ShareInfo]:
+        response = self.http.post(
+            "/shares",
+            json={
+                "target": address,
+                "expires": expires,
+                "max_downloads": max_downloads,
+                "label": label,
+            },
+        )
+        _raise_for(response)
+        record = response.json()
+        return record["token"], _ShareInfo(record)
+
+    def export_file(self, address: str, dest: str | os.PathLike[str]) -> dict[str, Any]:
+        """Download one file to *dest*, checking the SHA-256 the server announces."""
+        addr = parse_address(address, need_dataset=True)
+        if not addr.path:
+            raise UsageError("download a file: PROJECT/DATASET/PATH")
+        url = f"/files/{addr.project}/{addr.dataset}/{quote(addr.path)}"
+        params = {"version": addr.version} if addr.version is not None else {}
+        target = Path(dest)
+        if target.is_dir():
+            target = target / addr.path.rsplit("/", 1)[-1]
+        tmp = target.with_name(f".{target.name}.labkeep-part")
+        digest = hashlib.sha256()
+        try:
+            with self.http.stream("GET", url, params=params) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    _raise_for(response)
+                expected = response.headers.get("x-content-sha256", "")
+                with open(tmp, "wb") as out:
+                    for chunk in response.iter_bytes(1 << 20):
+                        digest.update(chunk)
+                        out.write(chunk)
+            if expected and digest.hexdigest() != expected:
+                raise IntegrityError(
+                    f"download of {address} does not match its SHA-256; the copy was not kept"
+                )
+            os.replace(tmp, target)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+        return {
+            "dataset": f"{addr.project}/{addr.dataset}",
+            "path": addr.path,
+            "sha256": digest.hexdigest(),
+            "size": target.stat().st_size,
+            "saved_to": str(target),
+        }

@@ -1,0 +1,147 @@
+"""A scientist's laptop against a facility keep: `labkeep serve` on one side, `labkeep
+login URL`, ls, download, verify --status and share create on the other, real HTTP."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from labkeep import Keep
+from tests.conftest import make_files
+
+PASSWORD = "alice's long password"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[tuple[str, Path, dict[str, bytes]]]:
+    root = tmp_path / "facility"
+    with Keep.init(root) as keep:
+        keep.add_user("alice", password=PASSWORD)
+        keep.create_project("proj")
+        files = make_files(tmp_path / "buffer", 8, min_size=1)
+        keep.ingest(tmp_path / "buffer", "proj/s001")
+        keep.verify("proj/s001")
+        keep.grant("alice", "read", "proj")
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LABKEEP_")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "labkeep", "serve", "--root", str(root), "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+            assert time.monotonic() < deadline, "server did not start"
+            time.sleep(0.2)
+        yield url, root, files
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if proc.stdout:
+            proc.stdout.close()
+
+
+def laptop(
+    tmp_path: Path, *args: str, stdin: str | None = None, check: int = 0
+) -> subprocess.CompletedProcess[str]:
+    home = tmp_path / "laptop"
+    home.mkdir(exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LABKEEP_")}
+    env["XDG_CONFIG_HOME"] = str(home / "config")
+    result = subprocess.run(
+        [sys.executable, "-m", "labkeep", *args],
+        cwd=home,
+        env=env,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == check, (result.returncode, result.stdout, result.stderr)
+    return result
+
+
+def test_laptop_against_a_server(
+    server: tuple[str, Path, dict[str, bytes]], tmp_path: Path
+) -> None:
+    url, root, files = server
+    # a wrong password is refused, with nothing saved
+    bad = laptop(
+        tmp_path,
+        "login",
+        url,
+        "--name",
+        "alice",
+        "--password-stdin",
+        stdin="wrong password\n",
+        check=2,
+    )
+    assert "wrong user name or password" in bad.stderr
+    assert not (tmp_path / "laptop/config/labkeep/login.json").exists()
+    done = laptop(
+        tmp_path, "login", url, "--name", "alice", "--password-stdin", stdin=PASSWORD + "\n"
+    )
+    assert "signed in" in done.stdout and PASSWORD not in done.stdout + done.stderr
+    saved = tmp_path / "laptop/config/labkeep/login.json"
+    assert saved.stat().st_mode & 0o777 == 0o600
+    # ls: projects, datasets, files
+    assert json.loads(laptop(tmp_path, "ls", "--json").stdout.splitlines()[0])["project"] == "proj"
+    entries = [
+        json.loads(line)
+        for line in laptop(tmp_path, "ls", "proj/s001", "--json").stdout.splitlines()
+    ]
+    assert {e["path"] for e in entries} == {f"raw/{rel}" for rel in files}
+    # download, checked against its SHA-256
+    rel = sorted(files)[0]
+    laptop(tmp_path, "download", f"proj/s001/raw/{rel}", "-o", "copy.bin")
+    copied = (tmp_path / "laptop/copy.bin").read_bytes()
+    assert copied == files[rel]
+    assert hashlib.sha256(copied).hexdigest() in {e["sha256"] for e in entries}
+    # verification status
+    status = json.loads(laptop(tmp_path, "verify", "--status", "proj/s001", "--json").stdout)
+    assert status["ok"] and status["files"] == {"ok": len(files)}
+    # alice may read but not share; once she may write, she can
+    refused = laptop(tmp_path, "share", "create", "proj/s001", "--json", check=2)
+    assert "may not" in refused.stderr
+    with Keep.open(root) as keep:
+        keep.grant("alice", "write", "proj")
+    link = json.loads(laptop(tmp_path, "share", "create", "proj/s001", "--json").stdout)
+    assert link["url"].startswith(url + "/s/lks_")
+    # the link works with no account at all
+    page = httpx.get(link["url"], timeout=10)
+    assert page.status_code == 200
+    # commands that need the keep's machine say so
+    refused = laptop(tmp_path, "seal", "proj/s001", check=2)
+    assert "no keep found" in refused.stderr or "not available against a server" in refused.stderr
+    laptop(tmp_path, "logout")
+    assert not saved.exists()

@@ -93,7 +93,15 @@ def _raise_for(response: Any) -> None:
 
 @dataclass
 class _ShareInfo:
+    """A share link as the server describes it (same fields as ShareInfo.to_dict())."""
+
     record: dict[str, Any]
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self.record[name]
+        except KeyError:
+            raise AttributeError(name) from None
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in self.record.items() if k != "token"}

@@ -11,7 +11,6 @@ method, so the CLI, the web server, workers and scripts share one implementation
 from __future__ import annotations
 
 import copy
-import getpass
 import os
 import uuid
 from pathlib import Path
@@ -210,7 +209,11 @@ class Keep:
 
 
 def _os_user() -> str:
+    """The OS account running this process, from the process's uid (not from $USER or
+    $LOGNAME, which anyone can set)."""
+    import pwd
+
     try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return f"uid:{os.getuid()}"
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return f"uid:{os.geteuid()}"

@@ -6,11 +6,18 @@ import typer
 
 from labkeep.cli import (
     events_cmd,
+    grant_cmd,
+    group_cmd,
     ingest_cmd,
     keep_cmd,
     ls_cmd,
     project_cmd,
+    remote_cmd,
     seal_cmd,
+    serve_cmd,
+    share_cmd,
+    token_cmd,
+    user_cmd,
     verify_cmd,
 )
 
@@ -23,7 +30,22 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 
-for module in (keep_cmd, project_cmd, ingest_cmd, ls_cmd, seal_cmd, verify_cmd, events_cmd):
+for module in (
+    keep_cmd,
+    project_cmd,
+    ingest_cmd,
+    ls_cmd,
+    seal_cmd,
+    serve_cmd,
+    verify_cmd,
+    events_cmd,
+    user_cmd,
+    group_cmd,
+    grant_cmd,
+    share_cmd,
+    token_cmd,
+    remote_cmd,
+):
     module.register(app)
 
 

@@ -40,28 +40,38 @@ def init(
             help="Folder of the primary tree (default: data/ in the keep).", show_default=False
         ),
     ] = None,
+    admin: Annotated[
+        str | None,
+        typer.Option(
+            help="Name of the first site admin, the account you act as here "
+            "(default: your OS user name).",
+            show_default=False,
+        ),
+    ] = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Create a keep: labkeep.toml, the catalog and the data/ tree."""
+    """Create a keep: labkeep.toml, the catalog and the data/ tree; you become its site admin."""
     from labkeep.catalog import safe_url
     from labkeep.keep import Keep
 
-    with Keep.init(path, catalog_url=catalog, data_path=data) as keep:
+    with Keep.init(path, catalog_url=catalog, data_path=data, admin=admin) as keep:
         record = {
             "action": "init",
             "status": "ok",
             "root": str(keep.root),
             "catalog": safe_url(keep.config.catalog_url),
             "tree": str(keep.tree.base),
+            "admin": keep.actor,
         }
     if json_out:
         emit_json(record)
         return
     out.print(f"created keep at {record['root']}")
     out.print(f"  catalog: {record['catalog']}\n  tree:    {record['tree']}")
+    out.print(f"  admin:   {record['admin']} (site admin, the account you act as here)")
     err.print(
         f"next: cd {record['root']} && labkeep project create NAME && "
-        "labkeep ingest SOURCE NAME/DATASET"
+        "labkeep ingest SOURCE NAME/DATASET; add people with 'labkeep user add NAME'"
     )
 
 

@@ -5,7 +5,9 @@ ldap3 is an optional dependency (``pip install 'labkeep[ldap]'``), imported here
 
 from __future__ import annotations
 
+import contextlib
 import math
+import ssl
 
 from labkeep.config import LdapConfig
 from labkeep.errors import ConfigError, LabkeepError
@@ -33,8 +35,12 @@ def ldap_bind(config: LdapConfig, user: str, password: str) -> bool:
         ) from None
     dn = config.user_dn.format(user=escape_rdn(user))
     try:
-        # ldap3 takes "ldap://host/" as the host name "host/"
-        server = ldap3.Server(config.url.rstrip("/"), connect_timeout=config.timeout)
+        server = ldap3.Server(
+            config.url.rstrip("/"),  # ldap3 takes "ldap://host/" as the host name "host/"
+            connect_timeout=config.timeout,
+            # ldaps:// and StartTLS: ldap3 checks no certificate unless told to
+            tls=ldap3.Tls(validate=ssl.CERT_REQUIRED),
+        )
     except LDAPException as exc:
         raise ConfigError(f"[ldap] url {config.url!r} is not a valid LDAP URL: {exc}") from None
     connection = ldap3.Connection(
@@ -56,6 +62,7 @@ def ldap_bind(config: LdapConfig, user: str, password: str) -> bool:
             f"the LDAP directory at {config.url} cannot be reached: {exc}"
         ) from None
     finally:
-        connection.unbind()
+        with contextlib.suppress(LDAPException):  # e.g. the socket died with a TLS failure
+            connection.unbind()
         if connection.socket is not None:  # ldap3 leaves the socket of a failed connect open
             connection.socket.close()

@@ -1,0 +1,141 @@
+"""schema.org JSON-LD for landing pages: Project, Dataset (with its downloads), DataDownload.
+
+Search engines and data catalogues (Google Dataset Search, DataCite harvesters) read
+these blocks; pages embed them with the ``json_ld`` filter, which keeps them inert.
+"""
+
+from __future__ import annotations
+
+import mimetypes
+from typing import TYPE_CHECKING, Any
+
+from labkeep.web.pages import Links, iso
+
+if TYPE_CHECKING:
+    from labkeep.ops.files import FileInfo
+    from labkeep.ops.projects import DatasetInfo, ProjectInfo
+
+# file types that instruments and pipelines write and that mimetypes does not know
+_EXTRA_TYPES = {
+    ".tif": "image/tiff",
+    ".tiff": "image/tiff",
+    ".czi": "application/octet-stream",
+    ".nd2": "application/octet-stream",
+    ".lif": "application/octet-stream",
+    ".fastq": "text/plain",
+    ".fq": "text/plain",
+    ".fasta": "text/plain",
+    ".bam": "application/octet-stream",
+    ".csv": "text/csv",
+    ".tsv": "text/tab-separated-values",
+    ".md": "text/markdown",
+    ".sha256": "text/plain",
+    ".zarr": "application/octet-stream",
+    ".h5": "application/x-hdf5",
+    ".hdf5": "application/x-hdf5",
+}
+
+
+def encoding_format(name: str) -> str:
+    """A media type guessed from a file name's extension."""
+    suffix = name[name.rfind(".") :].lower() if "." in name else ""
+    if suffix in _EXTRA_TYPES:
+        return _EXTRA_TYPES[suffix]
+    guessed, _ = mimetypes.guess_type(name, strict=False)
+    return guessed or "application/octet-stream"
+
+
+def project(links: Links, project: ProjectInfo, datasets: list[DatasetInfo]) -> dict[str, Any]:
+    url = links.absolute(links.project(project.name))
+    return {
+        "@context": "https://schema.org",
+        "@type": "Project",
+        "@id": url,
+        "url": url,
+        "identifier": url,
+        "name": project.title or project.name,
+        "alternateName": project.name,
+        "description": project.description,
+        "dateCreated": iso(project.created_at),
+        "hasPart": [
+            {
+                "@type": "Dataset",
+                "@id": links.absolute(links.dataset(d.project, d.name)),
+                "name": d.title or d.name,
+                "url": links.absolute(links.dataset(d.project, d.name)),
+            }
+            for d in datasets
+        ],
+    }
+
+
+def dataset(
+    links: Links,
+    dataset: DatasetInfo,
+    version: int,
+    modified: str | None,
+    *,
+    current: bool,
+) -> dict[str, Any]:
+    pinned = None if current else version
+    url = links.absolute(links.dataset(dataset.project, dataset.name, pinned))
+    distribution = [
+        {
+            "@type": "DataDownload",
+            "name": f"{dataset.name}.zip",
+            "encodingFormat": "application/zip",
+            "contentUrl": links.absolute(links.zip(dataset.project, dataset.name, pinned)),
+        }
+    ]
+    if current:
+        distribution.append(
+            {
+                "@type": "DataDownload",
+                "name": "MANIFEST.sha256",
+                "encodingFormat": "text/plain",
+                "contentUrl": links.absolute(links.manifest(dataset.project, dataset.name)),
+            }
+        )
+    return {
+        "@context": "https://schema.org",
+        "@type": "Dataset",
+        "@id": url,
+        "url": url,
+        "identifier": url,
+        "name": dataset.title or dataset.name,
+        "alternateName": dataset.address,
+        "description": dataset.description or dataset.title or dataset.address,
+        "version": str(version),
+        "dateCreated": iso(dataset.created_at),
+        "dateModified": modified or iso(dataset.created_at),
+        "isPartOf": {
+            "@type": "Project",
+            "url": links.absolute(links.project(dataset.project)),
+            "name": dataset.project,
+        },
+        "isAccessibleForFree": dataset.public,
+        "distribution": distribution,
+    }
+
+
+def file(
+    links: Links, project: str, dataset: str, info: FileInfo, pinned: int | None
+) -> dict[str, Any]:
+    url = links.absolute(links.file(project, dataset, info.path, pinned))
+    return {
+        "@context": "https://schema.org",
+        "@type": "DataDownload",
+        "@id": url,
+        "url": url,
+        "identifier": url,
+        "name": info.name,
+        "contentUrl": links.absolute(links.download(project, dataset, info.path, pinned)),
+        "contentSize": f"{info.size} B",
+        "sha256": info.sha256,
+        "encodingFormat": encoding_format(info.name),
+        "version": str(info.version),
+        "isPartOf": {
+            "@type": "Dataset",
+            "url": links.absolute(links.dataset(project, dataset, pinned)),
+        },
+    }

@@ -177,14 +177,16 @@ def create_project(
     )
 
 
+def _visible_datasets(session: Session, keep: Keep, project: Project) -> int:
+    """How many of the project's datasets the principal may see (never more)."""
+    grants = project_resource(session, project).grants
+    datasets = session.execute(select(Dataset).where(Dataset.project_id == project.id)).scalars()
+    return sum(dataset_readable(session, keep.principal, project, d, grants) for d in datasets)
+
+
 def list_projects(keep: Keep) -> list[ProjectInfo]:
-    """The projects the principal may see, by name."""
+    """The projects the principal may see, by name, with the datasets they may see."""
     with keep.catalog.read() as session:
-        counts = dict(
-            session.execute(
-                select(Dataset.project_id, func.count(Dataset.id)).group_by(Dataset.project_id)
-            ).all()
-        )
         groups = _group_names(session)
         return [
             ProjectInfo(
@@ -193,7 +195,7 @@ def list_projects(keep: Keep) -> list[ProjectInfo]:
                 p.description,
                 p.created_at,
                 p.created_by,
-                counts.get(p.id, 0),
+                _visible_datasets(session, keep, p),
                 groups.get(p.group_id) if p.group_id else None,
                 p.private,
             )
@@ -237,9 +239,7 @@ def update_dataset(
 def get_project(keep: Keep, name: str) -> ProjectInfo:
     with keep.catalog.read() as session:
         p = find_project(keep, session, name)
-        count = session.execute(
-            select(func.count(Dataset.id)).where(Dataset.project_id == p.id)
-        ).scalar_one()
+        count = _visible_datasets(session, keep, p)
         group = _group_names(session).get(p.group_id) if p.group_id else None
         return ProjectInfo(
             p.name, p.title, p.description, p.created_at, p.created_by, count, group, p.private

@@ -7,11 +7,17 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import (
+    http_exception_handler,
+    request_validation_exception_handler,
+)
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 
-from labkeep.errors import AuthenticationFailed, LabkeepError, TooManyAttempts
+from labkeep.errors import AuthenticationFailed, LabkeepError, NotFound, TooManyAttempts, UsageError
 from labkeep.keep import Keep
 from labkeep.web.deps import SESSION_COOKIE
 
@@ -61,7 +67,8 @@ def create_app(keep: Keep | str | os.PathLike[str] | None = None) -> FastAPI:
         "sharing. Authenticate with 'Authorization: Bearer TOKEN' (labkeep token create).",
         root_path=web.root_path,
         openapi_url="/api/v1/openapi.json",
-        docs_url="/api/v1/docs",
+        # Swagger UI loads from a CDN, which the CSP (and offline servers) forbid
+        docs_url=None,
         redoc_url=None,
     )
     app.state.keep = base
@@ -79,6 +86,29 @@ def create_app(keep: Keep | str | os.PathLike[str] | None = None) -> FastAPI:
         from labkeep.web.pages import error_page
 
         return error_page(request, exc, headers)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        """Unknown URLs and wrong methods: JSON for programs, the error page for people."""
+        if wants_json(request):
+            return await http_exception_handler(request, exc)
+        from labkeep.web.pages import error_page
+
+        error = (
+            NotFound("no such page") if exc.status_code == 404 else LabkeepError(str(exc.detail))
+        )
+        error.http_status = exc.status_code
+        return error_page(request, error, dict(exc.headers or {}))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> Response:
+        if wants_json(request):
+            return await request_validation_exception_handler(request, exc)
+        from labkeep.web.pages import error_page
+
+        error = UsageError("the request was not understood: check the form or the address")
+        error.http_status = 422
+        return error_page(request, error, {})
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict[str, Any]:

@@ -87,9 +87,11 @@ def share_create(
             address, expires=expires, max_downloads=max_downloads, label=label
         )
         # a server knows its own address; a local keep may have [web] base_url
+        from labkeep.keep import Keep
+
         served = info.to_dict().get("url")
-        local_base = getattr(getattr(keep, "config", None), "web", None)
-        url = served or share_url(base_url or (local_base.base_url if local_base else None), token)
+        local_base = keep.config.web.base_url if isinstance(keep, Keep) else None
+        url = served or share_url(base_url or local_base, token)
     if json_out:
         record = {"action": "share-create", "status": "ok", **info.to_dict()}
         emit_json({**record, "token": token, "url": url})

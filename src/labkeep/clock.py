@@ -29,7 +29,10 @@ def parse_duration(text: str) -> timedelta:
         value = -1
     if not value > 0:
         raise UsageError(f"invalid duration {text!r}", hint="use e.g. 30m, 12h, 7d or 2w")
-    delta = timedelta(**{units[unit]: value})
+    try:
+        delta = timedelta(**{units[unit]: value})
+    except OverflowError:  # "inf", "1e12d": far beyond any limit below
+        delta = timedelta.max
     if delta > timedelta(days=3660):
         raise UsageError(f"duration {text!r} is longer than ten years")
     return delta

@@ -10,10 +10,13 @@ from dataclasses import dataclass
 
 from labkeep.errors import UsageError
 
-SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+#: ``\Z``, not ``$``: ``$`` also matches before a trailing newline
+SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}\Z")
 #: longest path inside a dataset, in UTF-8 bytes (kept under PostgreSQL's btree row limit)
 MAX_PATH_BYTES = 2048
 MAX_NAME_BYTES = 255
+#: largest version number (catalog integers are 32-bit on PostgreSQL)
+MAX_VERSION = 2**31 - 1
 
 
 def check_slug(name: str, what: str = "name") -> str:
@@ -94,9 +97,13 @@ def parse_address(text: str, *, need_dataset: bool = False) -> Address:
     if not text:
         raise UsageError("empty address", hint="use PROJECT or PROJECT/DATASET")
     version: int | None = None
-    match = re.search(r"@(\d+)$", text)
+    match = re.search(r"@([0-9]+)\Z", text)
     if match:
-        version = int(match.group(1))
+        digits = match.group(1)
+        # (a length check first: int() refuses more than 4300 digits with a ValueError)
+        if len(digits) > len(str(MAX_VERSION)) or int(digits) > MAX_VERSION:
+            raise UsageError(f"no version {digits[:20]}: versions go up to {MAX_VERSION}")
+        version = int(digits)
         text = text[: match.start()]
     text = text.rstrip("/") if text.count("/") <= 1 else text
     project, _, rest = text.partition("/")

@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-from labkeep.errors import Busy, UsageError
+from labkeep.errors import Busy, StorageError, UsageError
 from labkeep.integrity.manifest import MANIFEST_NAME
 from labkeep.names import check_relpath
 
@@ -109,8 +109,15 @@ class TreeStore:
 
     def write_manifest(self, project: str, dataset: str, text: str) -> None:
         folder = self.dataset_dir(project, dataset)
-        folder.mkdir(parents=True, exist_ok=True)
-        write_atomic(folder / MANIFEST_NAME, text.encode("utf-8"))
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            write_atomic(folder / MANIFEST_NAME, text.encode("utf-8"))
+        except OSError as exc:
+            raise StorageError(
+                f"cannot write {project}/{dataset}/{MANIFEST_NAME}: {exc.strerror or exc}",
+                hint="free space on the keep's disk (or fix the tree's permissions), then run "
+                "the same command again: nothing that was done is lost",
+            ) from exc
 
     def walk_files(self, project: str, dataset: str) -> Iterator[tuple[str, os.stat_result]]:
         """Every non-directory below the dataset folder except the manifest and .labkeep.

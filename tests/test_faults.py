@@ -1,0 +1,374 @@
+"""Faults are tests: a full disk, a flipped byte in a sealed file, --delete-source with
+failures, --link, and a dataset that another process holds."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from labkeep import Keep
+from labkeep.errors import Busy
+from labkeep.integrity.immutable import get_immutable, set_immutable
+from tests.conftest import make_files, unseal_tree
+
+ADDRESS = "proj/s001"
+
+
+def labkeep(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "labkeep", *args], capture_output=True,
+                          text=True, timeout=timeout)  # fmt: skip
+
+
+def json_records(result: subprocess.CompletedProcess[str]) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
+
+
+def tree_files(keep: Keep, project: str = "proj", dataset: str = "s001") -> dict[str, bytes]:
+    """Every file under the dataset's raw/ folder, read from the disk."""
+    raw = keep.tree.dataset_dir(project, dataset) / "raw"
+    found: dict[str, bytes] = {}
+    for folder, _dirs, names in os.walk(raw):
+        for name in names:
+            path = Path(folder, name)
+            found[path.relative_to(raw).as_posix()] = path.read_bytes()
+    return found
+
+
+def listed(keep: Keep, address: str = ADDRESS) -> dict[str, tuple[int, str]]:
+    return {e["path"]: (e["size"], e["sha256"]) for e in keep.ls(address).items}
+
+
+def expected(files: dict[str, bytes]) -> dict[str, tuple[int, str]]:
+    return {f"raw/{rel}": (len(d), hashlib.sha256(d).hexdigest()) for rel, d in files.items()}
+
+
+def sha256sum_check(folder: Path) -> int:
+    """Run coreutils' check in the dataset folder; return how many files it found OK."""
+    result = subprocess.run(["sha256sum", "--strict", "-c", "MANIFEST.sha256"], cwd=folder,
+                            capture_output=True, text=True)  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout.count(": OK\n")
+
+
+def assert_verifies(keep: Keep, n_files: int, address: str = ADDRESS) -> None:
+    report = keep.verify(address)
+    assert not report.failed, [r.to_dict() for r in report.results if r.state != "ok"]
+    assert report.info["states"]["ok"] == n_files
+
+
+# -- a full disk -----------------------------------------------------------------------
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Callable[[int], Path]]:
+    """Mount small tmpfs file systems (unmounted at the end): ``small_disk(size_kib)``."""
+    mounted: list[Path] = []
+
+    def mount(size_kib: int) -> Path:
+        point = tmp_path / f"disk{len(mounted)}"
+        point.mkdir()
+        result = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size_kib}k,mode=0755", "tmpfs", str(point)],
+            capture_output=True, text=True,
+        )  # fmt: skip
+        if result.returncode != 0:
+            pytest.skip(
+                "cannot fill a disk here: mounting a small tmpfs is not permitted "
+                f"(needs root or CAP_SYS_ADMIN): {result.stderr.strip()}"
+            )
+        mounted.append(point)
+        return point
+
+    yield mount
+    for point in mounted:
+        unseal_tree(point)
+        if subprocess.run(["umount", str(point)]).returncode != 0:
+            subprocess.run(["umount", "--lazy", str(point)], check=True)
+
+
+def test_full_disk_keeps_what_fits_and_reports_the_rest(
+    tmp_path: Path, catalog_url: str | None, small_disk: Callable[[int], Path]
+) -> None:
+    disk = small_disk(5120)
+    filler = disk / "filler"  # something else on the NAS, deleted later to free space
+    filler.write_bytes(b"\0" * (2048 << 10))
+    src = tmp_path / "buffer"
+    src.mkdir()
+    files: dict[str, bytes] = {}
+    for i in range(3):  # 1.2 MB: space is reserved up front (posix_fallocate)
+        files[f"stack{i}.tif"] = os.urandom(1_200_000)
+    for i in range(10):  # 100 kB: the disk fills up while they are written
+        files[f"small/s{i}.bin"] = os.urandom(100_000 + i)
+    for rel, data in files.items():
+        (src / rel).parent.mkdir(exist_ok=True)
+        (src / rel).write_bytes(data)
+
+    with Keep.init(tmp_path / "keep", catalog_url=catalog_url,
+                   data_path=str(disk / "tree")) as keep:  # fmt: skip
+        keep.create_project("proj")
+        keep.config.batch_files = 3
+        report = keep.ingest(src, ADDRESS)
+        status = {r.path: r for r in report.results}
+        assert len(report.results) == len(status) == len(files)
+        fitted = {p for p, r in status.items() if r.status == "ok"}
+        refused = {p for p, r in status.items() if r.status != "ok"}
+        assert fitted and refused, "the test data should only partly fit"
+        for path in refused:
+            assert status[path].status == "error"
+            assert "no space left" in (status[path].message or ""), status[path]
+        # catalog rows and final names only for complete files; no partial file is left
+        kept = {rel: data for rel, data in files.items() if f"raw/{rel}" in fitted}
+        assert listed(keep) == expected(kept)
+        assert tree_files(keep) == kept
+        assert list(keep.tree.partial_dir("proj", "s001").iterdir()) == []
+        assert_verifies(keep, len(kept))
+        assert sha256sum_check(keep.tree.dataset_dir("proj", "s001")) == len(kept)
+        assert [(v["version"], v["files"]) for v in keep.versions(ADDRESS)] == [(1, len(kept))]
+
+        filler.unlink()
+        again = keep.ingest(src, ADDRESS)
+        assert not again.failed, [r.to_dict() for r in again.results if r.status != "ok"]
+        assert {r.path for r in again.results if r.status == "ok"} == refused
+        assert {r.path for r in again.results if r.status == "notneeded"} == fitted
+        assert listed(keep) == expected(files)
+        assert tree_files(keep) == files
+        assert_verifies(keep, len(files))
+        assert sha256sum_check(keep.tree.dataset_dir("proj", "s001")) == len(files)
+        assert [(v["version"], v["files"]) for v in keep.versions(ADDRESS)] == [
+            (1, len(kept)),
+            (2, len(files)),
+        ]
+
+
+def test_disk_full_when_the_manifest_is_written(
+    tmp_path: Path, small_disk: Callable[[int], Path]
+) -> None:
+    """The last file fills the disk to the byte: the manifest cannot be written. The
+    ingest stops with a clear error (not a traceback), nothing is lost, and once space is
+    freed the same command finishes."""
+    disk = small_disk(2048)
+    filler = disk / "filler"
+    filler.write_bytes(b"\0" * (64 << 10))
+    root = tmp_path / "keep"
+    src = tmp_path / "buffer"
+    src.mkdir()
+    (src / "first.txt").write_bytes(b"the first file")
+    with Keep.init(root, data_path=str(disk / "tree")) as keep:
+        keep.create_project("proj")
+        keep.ingest(src, ADDRESS)
+        free = os.statvfs(disk).f_bavail * os.statvfs(disk).f_frsize
+        assert free > 1 << 20
+        last = os.urandom(free)
+        (src / "last.bin").write_bytes(last)
+
+        full = labkeep("ingest", str(src), ADDRESS, "--root", str(root), "--json")
+        assert os.statvfs(disk).f_bavail == 0
+        assert "Traceback" not in full.stderr, full.stderr
+        assert full.returncode == 2, full.stderr
+        assert "no space left" in full.stderr.lower()
+        error = json_records(full)[-1]
+        assert error["status"] == "error" and "no space left" in error["message"].lower()
+        # the file is complete and registered; the version stays open until the re-run
+        assert listed(keep) == expected({"first.txt": b"the first file", "last.bin": last})
+        assert tree_files(keep)["last.bin"] == last
+        assert [v["version"] for v in keep.versions(ADDRESS)] == [1]
+        assert list(keep.tree.dataset_dir("proj", "s001").glob(".MANIFEST*")) == []
+
+        filler.unlink()
+        done = labkeep("ingest", str(src), ADDRESS, "--root", str(root), "--json")
+        assert done.returncode == 0, done.stderr
+        assert json_records(done)[-1]["version"] == 2
+        assert [v["version"] for v in keep.versions(ADDRESS)] == [1, 2]
+        assert_verifies(keep, 2)
+        assert sha256sum_check(keep.tree.dataset_dir("proj", "s001")) == 2
+
+
+# -- a flipped byte in a sealed file ---------------------------------------------------
+def test_verify_names_a_flipped_byte_in_a_sealed_file(
+    keep: Keep, keep_root: Path, tmp_path: Path
+) -> None:
+    src = tmp_path / "buffer"
+    files = make_files(src, 6, min_size=10)
+    report = keep.ingest(src, ADDRESS, seal=True)
+    assert report.info["seal"]["status"] == "ok"
+    victim = keep.tree.dataset_dir("proj", "s001") / "raw/d1/sub1/f0001.bin"
+    # an attacker with root: clear the immutable flag and the read-only bit, flip a byte
+    if get_immutable(str(victim)):
+        set_immutable(str(victim), False)
+    victim.chmod(0o644)
+    with open(victim, "r+b") as handle:
+        handle.seek(5)
+        byte = handle.read(1)
+        handle.seek(5)
+        handle.write(bytes([byte[0] ^ 0x40]))
+    assert victim.read_bytes() != files["d1/sub1/f0001.bin"]
+
+    human = labkeep("verify", ADDRESS, "--root", str(keep_root))
+    assert human.returncode == 1, human.stdout + human.stderr
+    problems = [line for line in human.stderr.splitlines() if line.startswith("MODIFIED")]
+    assert len(problems) == 1 and "proj/s001/raw/d1/sub1/f0001.bin" in problems[0]
+    assert "SHA-256" in problems[0]
+
+    machine = labkeep("verify", ADDRESS, "--root", str(keep_root), "--json")
+    assert machine.returncode == 1
+    records = json_records(machine)
+    bad = [r for r in records if r.get("state") not in (None, "ok")]
+    assert [(r["path"], r["state"], r["status"]) for r in bad] == [
+        ("raw/d1/sub1/f0001.bin", "modified", "error")
+    ]
+    assert records[-1]["states"] == {"ok": 5, "modified": 1, "missing": 0, "extra": 0}
+
+
+# -- --delete-source --------------------------------------------------------------------
+class GrowWhileCopying:
+    """A progress hook that starts appending to a file once the scan is done, as an
+    instrument still writing would."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._append, daemon=True)
+
+    def _append(self) -> None:
+        # a few MB/s, far slower than a copy: the copy reaches the end, then sees the change
+        with open(self.path, "ab") as handle:
+            for _ in range(20_000):
+                if self.stop.wait(0.001):
+                    return
+                handle.write(b"x" * 4096)
+                handle.flush()
+
+    def start(self, total_files: int, total_bytes: int) -> None:
+        self.thread.start()
+
+    def advance(self, files: int, nbytes: int) -> None:
+        pass
+
+    def join(self) -> None:
+        self.stop.set()
+        self.thread.join()
+
+
+def test_delete_source_only_for_registered_and_verified_copies(keep: Keep, tmp_path: Path) -> None:
+    earlier = tmp_path / "earlier"
+    (earlier / "conflict").mkdir(parents=True)
+    (earlier / "conflict/a.txt").write_bytes(b"first")
+    (earlier / "same.txt").write_bytes(b"same content")
+    keep.ingest(earlier, ADDRESS)
+
+    src = tmp_path / "buffer"
+    files = make_files(src, 12)
+    (src / "conflict").mkdir()
+    (src / "conflict/a.txt").write_bytes(b"second, longer")  # conflicts with the dataset
+    (src / "same.txt").write_bytes(b"same content")  # already there, identical
+    (src / "late").mkdir()
+    growing = src / "late/growing.bin"
+    growing.write_bytes(os.urandom(8 << 20))
+    hook = GrowWhileCopying(growing)
+    try:
+        report = keep.ingest(src, ADDRESS, delete_source=True, progress=hook)
+    finally:
+        hook.join()
+    by_path = {r.path: r for r in report.results}
+    assert len(by_path) == len(report.results) == 15
+
+    # copied, registered, re-read: the source is gone
+    for rel in files:
+        record = by_path[f"raw/{rel}"]
+        assert (record.status, record.extra.get("source_deleted")) == ("ok", True), record
+        assert not (src / rel).exists()
+    same = by_path["raw/same.txt"]
+    assert (same.status, same.extra.get("source_deleted")) == ("notneeded", True)
+    assert not (src / "same.txt").exists()
+    # failed: the source stays
+    assert by_path["raw/conflict/a.txt"].status == "error"
+    assert "different content" in (by_path["raw/conflict/a.txt"].message or "")
+    assert (src / "conflict/a.txt").read_bytes() == b"second, longer"
+    assert by_path["raw/late/growing.bin"].status == "error"
+    assert "changed while it was read" in (by_path["raw/late/growing.bin"].message or "")
+    assert growing.stat().st_size > 8 << 20
+    # what was deleted is exactly what the catalog and the tree hold
+    registered = expected({**files, "conflict/a.txt": b"first", "same.txt": b"same content"})
+    assert listed(keep) == registered
+    assert tree_files(keep) == {**files, "conflict/a.txt": b"first", "same.txt": b"same content"}
+    assert_verifies(keep, len(registered))
+    # emptied folders are removed, folders still holding files and the root stay
+    assert sorted(p.relative_to(src).as_posix() for p in src.rglob("*")) == [
+        "conflict", "conflict/a.txt", "late", "late/growing.bin",
+    ]  # fmt: skip
+
+    # the instrument finished; the conflicting file is dealt with; run again
+    (src / "conflict/a.txt").unlink()
+    final = growing.read_bytes()
+    again = keep.ingest(src, ADDRESS, delete_source=True)
+    assert [(r.path, r.status, r.extra.get("source_deleted")) for r in again.results] == [
+        ("raw/late/growing.bin", "ok", True)
+    ]
+    assert src.is_dir() and list(src.iterdir()) == []
+    assert tree_files(keep)["late/growing.bin"] == final
+
+
+# -- --link -----------------------------------------------------------------------------
+def test_link_shares_the_inode_and_delete_source_removes_only_the_source_link(
+    keep: Keep, tmp_path: Path
+) -> None:
+    src = tmp_path / "buffer"
+    files = make_files(src, 6)
+    report = keep.ingest(src, ADDRESS, link=True)
+    assert report.counts() == {"ok": 6}
+    raw = keep.tree.dataset_dir("proj", "s001") / "raw"
+    for rel in files:
+        mine, theirs = (raw / rel).stat(), (src / rel).stat()
+        assert (mine.st_dev, mine.st_ino) == (theirs.st_dev, theirs.st_ino), rel
+        assert mine.st_nlink == 2
+    assert listed(keep) == expected(files)
+    assert_verifies(keep, 6)
+
+    src2 = tmp_path / "buffer2"
+    files2 = make_files(src2, 5, seed=2)
+    inodes = {rel: (src2 / rel).stat().st_ino for rel in files2}
+    report = keep.ingest(src2, "proj/s002", link=True, delete_source=True)
+    assert [r.extra.get("source_deleted") for r in report.results] == [True] * 5
+    raw2 = keep.tree.dataset_dir("proj", "s002") / "raw"
+    for rel, data in files2.items():
+        assert not (src2 / rel).exists()
+        st = (raw2 / rel).stat()
+        assert (st.st_ino, st.st_nlink) == (inodes[rel], 1), rel
+        assert (raw2 / rel).read_bytes() == data
+    assert src2.is_dir() and list(src2.iterdir()) == []
+    assert listed(keep, "proj/s002") == expected(files2)
+    assert_verifies(keep, 5, "proj/s002")
+
+
+# -- busy ---------------------------------------------------------------------------------
+def test_second_ingest_fails_at_once_while_the_dataset_is_locked(
+    keep: Keep, keep_root: Path, tmp_path: Path
+) -> None:
+    src = tmp_path / "buffer"
+    files = make_files(src, 4)
+    keep.create_dataset(ADDRESS)
+    with keep.tree.lock("proj", "s001", what="test"):
+        started = time.monotonic()
+        other = labkeep("ingest", str(src), ADDRESS, "--root", str(keep_root), "--json",
+                        timeout=60)  # fmt: skip
+        elapsed = time.monotonic() - started
+        assert other.returncode == 2, other.stdout + other.stderr
+        assert elapsed < 30
+        [record] = json_records(other)
+        assert (record["status"], record["error"]) == ("error", "busy")
+        assert "proj/s001 is busy: another labkeep process" in record["message"]
+        assert "proj/s001 is busy" in other.stderr
+        with pytest.raises(Busy, match="another labkeep process"):
+            keep.ingest(src, ADDRESS)
+        assert keep.ls(ADDRESS).items == []
+        assert not (keep.tree.dataset_dir("proj", "s001") / "raw").exists()
+    assert keep.versions(ADDRESS) == []
+    assert keep.ingest(src, ADDRESS).counts() == {"ok": len(files)}

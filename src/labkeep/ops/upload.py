@@ -57,6 +57,8 @@ def upload(
             count += 1
         if not count:
             raise UsageError("no files in the upload")
-        return ingest(keep, staging, addr.dataset_address, message="upload from the browser")
+        report = ingest(keep, staging, addr.dataset_address, message="upload from the browser")
+        report.info["source"] = "upload"  # not the server's staging folder
+        return report
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -4,19 +4,73 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, File, Form, Query, Request, Response, UploadFile
-from pydantic import BaseModel, Field
+from fastapi import APIRouter, Depends, File, Form, Path, Query, Request, Response, UploadFile
+from pydantic import BaseModel, Field, field_validator
 
 from labkeep.keep import Keep
 from labkeep.web import downloads
 from labkeep.web.deps import csrf_protect, resolve
 
-router = APIRouter(prefix="/api/v1", dependencies=[Depends(csrf_protect)])
+
+class ErrorOut(BaseModel):
+    """What every error answers (LabkeepError.as_record)."""
+
+    status: str = Field("error", pattern="^error$")
+    error: str = Field(..., description="stable machine-readable code, e.g. not-found")
+    message: str
+    hint: str | None = None
+
+
+def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    text = {
+        400: "Malformed request (bad name, address or option)",
+        401: "No valid credentials (token invalid, expired or revoked; account disabled)",
+        403: "Not allowed for this caller",
+        404: "No such thing, or the caller may not know that it exists",
+        409: "Conflicts with the current state (exists, sealed, busy)",
+        429: "Too many failed sign-ins: wait Retry-After seconds",
+    }
+    return {code: {"model": ErrorOut, "description": text[code]} for code in codes}
+
+
+def _content(media_type: str, description: str, *codes: int) -> dict[int | str, dict[str, Any]]:
+    """Documents a route that answers bytes, not JSON."""
+    schema = {"type": "string", "format": "binary"}
+    content = {media_type: {"schema": schema}}
+    return {code: {"description": description, "content": content} for code in codes}
+
+
+router = APIRouter(
+    prefix="/api/v1",
+    dependencies=[Depends(csrf_protect)],
+    responses=_errors(400, 401, 403, 404, 409),
+)
 Caller = Annotated[Keep, Depends(resolve)]
 Slug = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$")]
+#: catalog integers are 32-bit on PostgreSQL: larger ids and versions are refused (422)
+MAX_INT = 2**31 - 1
+RowId = Annotated[int, Path(ge=1, le=MAX_INT)]
+VersionQuery = Annotated[int | None, Query(ge=1, le=MAX_INT)]
 
 
-class ProjectIn(BaseModel):
+class In(BaseModel):
+    """A request body. JSON may carry lone surrogates (``"\\ud800"``) and NULs, which no
+    catalog can store (SQLite cannot encode the one, PostgreSQL refuses the other): 422."""
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _storable(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            if "\x00" in value:
+                raise ValueError("must not contain NUL characters")
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ValueError("must be valid Unicode (no lone surrogates)") from None
+        return value
+
+
+class ProjectIn(In):
     name: Slug
     title: str = ""
     description: str = ""
@@ -24,37 +78,37 @@ class ProjectIn(BaseModel):
     private: bool = False
 
 
-class EditIn(BaseModel):
+class EditIn(In):
     title: str | None = None
     description: str | None = None
 
 
-class DatasetIn(BaseModel):
+class DatasetIn(In):
     name: Slug
     kind: str = Field("session", pattern="^(session|analysis|release)$")
     title: str = ""
 
 
-class GrantIn(BaseModel):
+class GrantIn(In):
     principal: str = Field(..., description="user name, user:NAME or group:NAME")
     permission: str = Field(..., pattern="^(read|write|manage)$")
     target: str = Field(..., description="PROJECT or PROJECT/DATASET")
 
 
-class ShareIn(BaseModel):
+class ShareIn(In):
     target: str = Field(..., description="PROJECT[/DATASET[/PATH]][@VERSION]")
     expires: str = Field("7d", description="e.g. 12h, 7d, 2w")
-    max_downloads: int | None = Field(None, ge=1)
+    max_downloads: int | None = Field(None, ge=1, le=MAX_INT)
     label: str = ""
 
 
-class TokenIn(BaseModel):
+class TokenIn(In):
     name: str = ""
     expires: str = "90d"
     read_only: bool = False
 
 
-class UserIn(BaseModel):
+class UserIn(In):
     name: Slug
     password: str | None = Field(None, min_length=10)
     display_name: str = ""
@@ -63,21 +117,21 @@ class UserIn(BaseModel):
     ldap: bool = False
 
 
-class PasswordIn(BaseModel):
+class PasswordIn(In):
     password: str = Field(..., min_length=10)
     current: str | None = None
 
 
-class GroupIn(BaseModel):
+class GroupIn(In):
     name: Slug
     title: str = ""
 
 
-class MemberIn(BaseModel):
+class MemberIn(In):
     role: str = Field("member", pattern="^(admin|member)$")
 
 
-class PublicIn(BaseModel):
+class PublicIn(In):
     public: bool = True
 
 
@@ -85,14 +139,14 @@ def _dataset(project: str, dataset: str, version: int | None = None) -> str:
     return f"{project}/{dataset}" + (f"@{version}" if version is not None else "")
 
 
-class LoginIn(BaseModel):
+class LoginIn(In):
     name: str = Field(..., min_length=1, max_length=64)
     password: str = Field(..., min_length=1, max_length=1024)
     token_name: str = ""
     expires: str = "90d"
 
 
-@router.post("/auth/token", tags=["users"], status_code=201)
+@router.post("/auth/token", tags=["users"], status_code=201, responses=_errors(429))
 def login_token(body: LoginIn, request: Request) -> dict[str, Any]:
     """Exchange a user name and password for an API token (slowed down after failures)."""
     keep = resolve(request)
@@ -168,7 +222,7 @@ def entries(
     keep: Caller,
     project: str,
     dataset: str,
-    version: Annotated[int | None, Query(ge=1)] = None,
+    version: VersionQuery = None,
     path: str | None = None,
     after: str | None = None,
     limit: Annotated[int, Query(ge=1, le=5000)] = 500,
@@ -187,26 +241,36 @@ def entries(
     }
 
 
-@router.get("/files/{project}/{dataset}/{path:path}", tags=["files"])
+@router.get(
+    "/files/{project}/{dataset}/{path:path}",
+    tags=["files"],
+    response_class=Response,
+    responses=_content("application/octet-stream", "The file (206: the range asked for)", 200, 206),
+)
 def download(
     keep: Caller,
     project: str,
     dataset: str,
     path: str,
-    version: Annotated[int | None, Query(ge=1)] = None,
+    version: VersionQuery = None,
 ) -> Response:
     """The file's bytes (HTTP Range supported; ETag is its SHA-256)."""
     address = f"{project}/{dataset}/{path}" + (f"@{version}" if version is not None else "")
     return downloads.file_response(keep, address)
 
 
-@router.get("/datasets/{project}/{dataset}/zip", tags=["files"])
+@router.get(
+    "/datasets/{project}/{dataset}/zip",
+    tags=["files"],
+    response_class=Response,
+    responses=_content("application/zip", "The files as a zip", 200),
+)
 def download_zip(
     keep: Caller,
     project: str,
     dataset: str,
     path: str | None = None,
-    version: Annotated[int | None, Query(ge=1)] = None,
+    version: VersionQuery = None,
 ) -> Response:
     """The dataset (or one folder of it) as a streamed zip."""
     address = f"{project}/{dataset}" + (f"/{path}" if path else "")
@@ -215,7 +279,12 @@ def download_zip(
     return downloads.zip_response(keep, address, name)
 
 
-@router.get("/datasets/{project}/{dataset}/manifest", tags=["files"])
+@router.get(
+    "/datasets/{project}/{dataset}/manifest",
+    tags=["files"],
+    response_class=Response,
+    responses=_content("text/plain", "MANIFEST.sha256", 200),
+)
 def manifest(keep: Caller, project: str, dataset: str) -> Response:
     """MANIFEST.sha256 in coreutils format."""
     return downloads.manifest_response(keep, _dataset(project, dataset))
@@ -226,7 +295,7 @@ def upload(
     keep: Caller,
     project: str,
     dataset: str,
-    files: Annotated[list[UploadFile], File(description="the files")],
+    files: Annotated[list[UploadFile], File(description="the files", min_length=1)],
     paths: Annotated[list[str] | None, Form(description="relative path of each file")] = None,
 ) -> dict[str, Any]:
     """Upload small files into an open dataset (they go through ingest)."""
@@ -297,7 +366,7 @@ def create_share(keep: Caller, body: ShareIn, request: Request) -> dict[str, Any
 
 
 @router.delete("/shares/{link_id}", tags=["access"])
-def revoke_share(keep: Caller, link_id: int) -> dict[str, Any]:
+def revoke_share(keep: Caller, link_id: RowId) -> dict[str, Any]:
     return keep.revoke_share(link_id).to_dict()
 
 
@@ -314,7 +383,7 @@ def create_token(keep: Caller, body: TokenIn) -> dict[str, Any]:
 
 
 @router.delete("/tokens/{token_id}", tags=["access"])
-def revoke_token(keep: Caller, token_id: int) -> dict[str, Any]:
+def revoke_token(keep: Caller, token_id: RowId) -> dict[str, Any]:
     return keep.revoke_token(token_id).to_dict()
 
 

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI, Request
-from fastapi.exception_handlers import (
-    http_exception_handler,
-    request_validation_exception_handler,
-)
+from fastapi import Depends, FastAPI, Request
+from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -19,7 +17,7 @@ from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoin
 
 from labkeep.errors import AuthenticationFailed, LabkeepError, NotFound, TooManyAttempts, UsageError
 from labkeep.keep import Keep
-from labkeep.web.deps import SESSION_COOKIE
+from labkeep.web.deps import SESSION_COOKIE, refuse_nul
 
 HERE = Path(__file__).parent
 SECURITY_HEADERS = {
@@ -70,6 +68,7 @@ def create_app(keep: Keep | str | os.PathLike[str] | None = None) -> FastAPI:
         # Swagger UI loads from a CDN, which the CSP (and offline servers) forbid
         docs_url=None,
         redoc_url=None,
+        dependencies=[Depends(refuse_nul)],
     )
     app.state.keep = base
     app.add_middleware(SecurityHeaders)
@@ -90,8 +89,14 @@ def create_app(keep: Keep | str | os.PathLike[str] | None = None) -> FastAPI:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         """Unknown URLs and wrong methods: JSON for programs, the error page for people."""
-        if wants_json(request):
-            return await http_exception_handler(request, exc)
+        if wants_json(request):  # the API's error shape (ErrorOut), not FastAPI's
+            code = {400: "usage", 404: "not-found", 405: "method-not-allowed"}
+            record = {
+                "status": "error",
+                "error": code.get(exc.status_code, "http"),
+                "message": str(exc.detail),
+            }
+            return JSONResponse(record, status_code=exc.status_code, headers=exc.headers)
         from labkeep.web.pages import error_page
 
         error = (
@@ -103,7 +108,10 @@ def create_app(keep: Keep | str | os.PathLike[str] | None = None) -> FastAPI:
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> Response:
         if wants_json(request):
-            return await request_validation_exception_handler(request, exc)
+            # FastAPI's 422, but as ASCII JSON: it echoes the input, which may hold lone
+            # surrogates (valid JSON escapes) that UTF-8 cannot encode
+            body = json.dumps({"detail": jsonable_encoder(exc.errors())}, separators=(",", ":"))
+            return Response(body, status_code=422, media_type="application/json")
         from labkeep.web.pages import error_page
 
         error = UsageError("the request was not understood: check the form or the address")

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from fastapi import Request
 
 from labkeep.access import ANONYMOUS
-from labkeep.errors import AuthenticationFailed, Forbidden
+from labkeep.errors import AuthenticationFailed, Forbidden, UsageError
 
 if TYPE_CHECKING:
     from labkeep.keep import Keep
@@ -21,6 +21,14 @@ SESSION_COOKIE = "labkeep_session"
 CSRF_HEADER = "x-csrf-token"
 CSRF_FIELD = "csrf_token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def refuse_nul(request: Request) -> None:
+    """No name, path, token or other text in a URL may hold NUL: PostgreSQL cannot even
+    compare text with one (a 500 otherwise), and no file or account is named with it."""
+    values = [*request.path_params.values(), *request.query_params.values()]
+    if any("\x00" in value for value in values if isinstance(value, str)):
+        raise UsageError("the address contains a NUL character")
 
 
 def base_keep(request: Request) -> Keep:

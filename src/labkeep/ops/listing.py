@@ -88,9 +88,12 @@ def ls(
             Entry.verify_status,
         ).where(entries_at(dataset.id, version))
         if addr.path:
+            # a file, or a folder: the range [PATH/, PATH0) ('0' follows '/' in byte
+            # order), which the (dataset, path) index answers without a scan
             query = query.where(
                 or_(
-                    Entry.path == addr.path, Entry.path.startswith(addr.path + "/", autoescape=True)
+                    Entry.path == addr.path,
+                    and_(Entry.path >= addr.path + "/", Entry.path < addr.path + "0"),
                 )
             )
         if after is not None:

@@ -6,11 +6,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from labkeep.access import Resource, check
-from labkeep.catalog import Dataset, Entry, Group, Project
+from labkeep.catalog import Dataset, Group, Project, Version
 from labkeep.clock import isoformat, utcnow
 from labkeep.errors import AlreadyExists, NotFound, UsageError
 from labkeep.names import check_slug, parse_address
@@ -90,12 +90,23 @@ class DatasetInfo:
         }
 
 
-def _dataset_info(session: Session, project: Project, dataset: Dataset) -> DatasetInfo:
-    files, size = session.execute(
-        select(func.count(Entry.id), func.coalesce(func.sum(Entry.size), 0)).where(
-            Entry.dataset_id == dataset.id, Entry.valid_to.is_(None)
+def _head_counts(session: Session, dataset_ids: list[int]) -> dict[int, tuple[int, int]]:
+    """Files and bytes of each dataset's newest committed version (one indexed lookup each,
+    not a scan of its entries)."""
+    if not dataset_ids:
+        return {}
+    rows = session.execute(
+        select(Version.dataset_id, Version.n_files, Version.n_bytes)
+        .join(
+            Dataset, (Dataset.id == Version.dataset_id) & (Dataset.head_version == Version.number)
         )
-    ).one()
+        .where(Version.dataset_id.in_(dataset_ids))
+    )
+    return {int(d): (int(f), int(b)) for d, f, b in rows}
+
+
+def _dataset_info(session: Session, project: Project, dataset: Dataset) -> DatasetInfo:
+    files, size = _head_counts(session, [dataset.id]).get(dataset.id, (0, 0))
     return DatasetInfo(
         project=project.name,
         name=dataset.name,
@@ -316,17 +327,12 @@ def list_datasets(keep: Keep, project: str) -> list[DatasetInfo]:
     with keep.catalog.read() as session:
         proj = find_project(keep, session, project)
         grants = project_resource(session, proj).grants
-        stats = {
-            row[0]: (int(row[1]), int(row[2]))
-            for row in session.execute(
-                select(
-                    Entry.dataset_id, func.count(Entry.id), func.coalesce(func.sum(Entry.size), 0)
-                )
-                .join(Dataset, Dataset.id == Entry.dataset_id)
-                .where(Dataset.project_id == proj.id, Entry.valid_to.is_(None))
-                .group_by(Entry.dataset_id)
-            ).all()
-        }
+        stats = _head_counts(
+            session,
+            list(
+                session.execute(select(Dataset.id).where(Dataset.project_id == proj.id)).scalars()
+            ),
+        )
         result = []
         for d in session.execute(
             select(Dataset).where(Dataset.project_id == proj.id).order_by(Dataset.name)

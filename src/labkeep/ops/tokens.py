@@ -4,10 +4,10 @@ user (optionally read-only), expiring, revocable, stored hashed."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from labkeep.access import Principal, check
 from labkeep.access.secrets import TOKEN_PREFIX, new_secret, secret_hash
@@ -19,6 +19,9 @@ from labkeep.ops.audit import append_event
 
 if TYPE_CHECKING:
     from labkeep.keep import Keep
+
+#: how precisely "last used" is kept (one catalog write per token per interval, at most)
+LAST_USED_EVERY = timedelta(minutes=1)
 
 
 @dataclass
@@ -132,7 +135,7 @@ def authenticate_token(keep: Keep, secret: str) -> Principal:
     )
     if not secret.startswith(TOKEN_PREFIX):
         raise failed
-    with keep.catalog.write() as session:
+    with keep.catalog.read() as session:
         row = session.execute(
             select(ApiToken, User)
             .join(User, User.id == ApiToken.user_id)
@@ -144,5 +147,13 @@ def authenticate_token(keep: Keep, secret: str) -> Principal:
         now = utcnow()
         if token.revoked_at is not None or token.expires_at <= now or user.disabled:
             raise failed
-        token.last_used_at = now
-        return load_principal(session, user, read_only=token.read_only)
+        principal = load_principal(session, user, read_only=token.read_only)
+        stale = token.last_used_at is None or now - token.last_used_at > LAST_USED_EVERY
+        token_id = token.id
+    if stale:
+        # a write per request would queue every API call on the catalog's writer
+        with keep.catalog.write() as session:
+            session.execute(
+                update(ApiToken).where(ApiToken.id == token_id).values(last_used_at=now)
+            )
+    return principal

@@ -8,15 +8,20 @@ not change while it was read (size and mtime before and after, and bytes read).
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import hashlib
 import os
 import stat
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from labkeep.errors import LabkeepError
 
 CHUNK = 1 << 20
+#: bytes of a copy after which its write-back to disk is started (see _start_writeback)
+WRITEBACK_BYTES = 8 << 20
+_SYNC_FILE_RANGE_WRITE = 2
 _O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _local = threading.local()
@@ -47,6 +52,30 @@ def _buffer(chunk: int) -> memoryview:
     return buf
 
 
+def _load_sync_file_range() -> Callable[[int, int, int, int], int] | None:
+    try:
+        func = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (OSError, AttributeError):
+        return None
+    func.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    func.restype = ctypes.c_int
+    return func
+
+
+_sync_file_range = _load_sync_file_range()
+
+
+def _start_writeback(fd: int, start: int, end: int) -> int:
+    """Start writing *fd*'s bytes [start, end) to disk, without waiting; returns *end*.
+
+    Only a head start for the ``syncfs`` that later makes the batch durable: the disk
+    works while the CPUs go on hashing, instead of after them.
+    """
+    if _sync_file_range is not None:
+        _sync_file_range(fd, start, end - start, _SYNC_FILE_RANGE_WRITE)
+    return end
+
+
 def _open_regular(path: str) -> tuple[int, os.stat_result]:
     fd = os.open(path, os.O_RDONLY | _O_NOFOLLOW | _O_CLOEXEC)
     try:
@@ -71,15 +100,16 @@ def hash_file(path: str, chunk: int = CHUNK) -> Hashed:
     """SHA-256 of a regular file, without following symlinks."""
     fd, st = _open_regular(path)
     try:
-        if hasattr(os, "posix_fadvise"):
+        if st.st_size > chunk and hasattr(os, "posix_fadvise"):
             os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
         digest = hashlib.sha256()
         buf = _buffer(chunk)
         total = 0
-        with open(fd, "rb", buffering=0, closefd=False) as handle:
-            while n := handle.readinto(buf):
-                digest.update(buf[:n])
-                total += n
+        while n := os.readv(fd, [buf]):
+            digest.update(buf[:n])
+            total += n
+            if total >= st.st_size:
+                break  # no read for the end of file: the fstat below sees any growth
         _check_unchanged(path, fd, st, total)
         return Hashed(digest.digest(), total, st.st_mtime_ns)
     finally:
@@ -96,7 +126,7 @@ def copy_hash(src: str, dst: str, *, chunk: int = CHUNK, fsync: bool = True) -> 
     fd, st = _open_regular(src)
     out = -1
     try:
-        if hasattr(os, "posix_fadvise"):
+        if st.st_size > chunk and hasattr(os, "posix_fadvise"):
             os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
         out = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_CLOEXEC, 0o644)
         if st.st_size >= CHUNK and hasattr(os, "posix_fallocate"):
@@ -104,19 +134,24 @@ def copy_hash(src: str, dst: str, *, chunk: int = CHUNK, fsync: bool = True) -> 
             os.posix_fallocate(out, 0, st.st_size)
         digest = hashlib.sha256()
         buf = _buffer(chunk)
-        total = 0
-        with open(fd, "rb", buffering=0, closefd=False) as handle:
-            while n := handle.readinto(buf):
-                view = buf[:n]
-                digest.update(view)
-                written = 0
-                while written < n:
-                    written += os.write(out, view[written:])
-                total += n
+        total = started = 0
+        while n := os.readv(fd, [buf]):
+            view = buf[:n]
+            digest.update(view)
+            written = 0
+            while written < n:
+                written += os.write(out, view[written:])
+            total += n
+            if total - started >= WRITEBACK_BYTES:
+                started = _start_writeback(out, started, total)
+            if total >= st.st_size:
+                break  # no read for the end of file: the fstat below sees any growth
         _check_unchanged(src, fd, st, total)
         os.utime(out, ns=(st.st_atime_ns, st.st_mtime_ns))
         if fsync:
             os.fsync(out)
+        elif started:  # a big file: start the rest too (small ones wait for the syncfs)
+            _start_writeback(out, started, total)
         return Hashed(digest.digest(), total, st.st_mtime_ns)
     except BaseException:
         if out >= 0:
@@ -151,22 +186,35 @@ def link_hash(src: str, dst: str, *, fsync: bool = True) -> Hashed:
     return hashed
 
 
+def _load_syncfs() -> Callable[[int], int] | None:
+    try:
+        func = ctypes.CDLL(None, use_errno=True).syncfs
+    except (OSError, AttributeError):
+        return None
+    func.argtypes = [ctypes.c_int]
+    func.restype = ctypes.c_int
+    return func
+
+
+_syncfs = _load_syncfs()
+
+
+def can_syncfs() -> bool:
+    """Whether :func:`syncfs` works here (Linux); else callers fsync file by file."""
+    return _syncfs is not None
+
+
 def syncfs(path: str | os.PathLike[str]) -> bool:
     """Flush every dirty page and inode of the filesystem holding *path*.
 
     One call makes a whole batch of files durable; returns False where syncfs(2) is not
     available (callers then fsync file by file).
     """
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        func = libc.syncfs
-    except (OSError, AttributeError):
+    if _syncfs is None:
         return False
     fd = os.open(path, os.O_RDONLY | _O_CLOEXEC)
     try:
-        if func(fd) != 0:
+        if _syncfs(fd) != 0:
             err = ctypes.get_errno()
             raise OSError(err, os.strerror(err), str(path))
     finally:

@@ -4,7 +4,9 @@ Write order (tested in tests/test_crash.py):
 1. each file is copied (or hard-linked) to a unique partial name under the dataset's
    ``.labkeep/partial/`` while it is hashed, in one pass, on a thread pool;
 2. per batch, the partial files are made durable (one ``syncfs`` or an fsync each),
-   renamed to their final names, and the renames made durable;
+   renamed to their final names, and the renames made durable (an fsync of each folder;
+   with durability "batch", the ``syncfs`` that the next batch starts in the background,
+   or a last one);
 3. only then are the batch's catalog rows committed;
 4. only after that are source files deleted (when asked), each after its copy was
    re-read and matched;
@@ -18,12 +20,15 @@ committed rows; never a final name on incomplete content, never a row without co
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
+import queue
 import stat
+import threading
 import time
 import uuid
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -37,6 +42,7 @@ from labkeep.integrity.hashing import (
     FileChanged,
     Hashed,
     NotRegularFile,
+    can_syncfs,
     copy_hash,
     hash_file,
     link_hash,
@@ -58,6 +64,8 @@ RAW = "raw"
 #: flush a batch at least this often, so a long ingest commits as it goes
 FLUSH_SECONDS = 5.0
 FLUSH_BYTES = 4 << 30
+#: below this mean file size one worker thread copies (the main thread renames, commits)
+TINY_FILE = 32 << 10
 
 
 class Progress(Protocol):
@@ -85,6 +93,10 @@ class _Done:
     hashed: Hashed
     partial: str | None  # partial file to rename into place (None: nothing to place)
     verified: bool = False  # copy re-read and matched (needed to delete the source)
+
+
+#: a renamed batch: what to report, and the catalog rows to commit
+_Placed = tuple[list[_Done], list[dict[str, object]]]
 
 
 def _scan(source: Path, report: Report, address: str) -> list[_Item]:
@@ -249,6 +261,7 @@ class _IngestRun:
         self.dataset_id = dataset_id
         self.report = report
         self.jobs = jobs or keep.config.ingest_jobs or os.cpu_count() or 1
+        self.auto_jobs = not (jobs or keep.config.ingest_jobs)
         self.link = link
         self.delete_source = delete_source
         self.progress: Progress | None = None
@@ -256,6 +269,8 @@ class _IngestRun:
         self.dataset_dir = keep.tree.dataset_dir(project, name)
         self.partial_dir = keep.tree.partial_dir(project, name)
         self.batch_sync = keep.config.durability == "batch"
+        #: a full batch whose syncfs runs, and the renamed batch that syncfs makes durable
+        self.syncing: tuple[list[_Done], Future[bool], _Placed | None] | None = None
         self.version: int | None = None
         self.made_dirs: set[str] = set()
         self.deleted_sources: list[str] = []
@@ -344,17 +359,16 @@ class _IngestRun:
             item.mtime_ns,
         )
 
-    def _work(self, item: _Item) -> _Done:
-        """Runs on the thread pool: hash, and copy or link, one file."""
-        dest = str(self.dataset_dir / RAW / item.rel)
+    def _work(self, item: _Item, partial: str) -> _Done:
+        """Runs on the thread pool: hash, and copy or link, one file (to *partial*)."""
         if item.mode in ("adopt", "compare"):
+            dest = str(self.dataset_dir / RAW / item.rel)
             hashed = hash_file(dest if item.mode == "adopt" else item.src)
             verified = False
             if self.delete_source:
                 other = hash_file(item.src if item.mode == "adopt" else dest)
                 verified = other.sha256 == hashed.sha256
             return _Done(item, hashed, None, verified)
-        partial = str(self.partial_dir / uuid.uuid4().hex)
         if item.mode == "link":
             hashed = link_hash(item.src, partial, fsync=not self.batch_sync)
             return _Done(item, hashed, partial, verified=True)
@@ -363,48 +377,73 @@ class _IngestRun:
         return _Done(item, hashed, partial, verified)
 
     def _transfer_all(self, work: list[_Item]) -> None:
-        # many small files: per-file costs dominate, two threads per core hide the waits
-        max_in_flight = self.jobs * 4
+        """Hash and copy (or link) on worker threads; make batches durable as they fill.
+
+        The workers take the next item themselves and run up to two batches ahead of this
+        thread, so copying goes on while batches are synced, renamed and committed.
+        """
+        batch_files = self.keep.config.batch_files
+        jobs = self.jobs
+        if self.auto_jobs and sum(i.size for i in work) < TINY_FILE * len(work):
+            jobs = 1  # per-file costs dominate: more threads only contend (for the GIL)
+        if self.batch_sync and not can_syncfs():
+            self.batch_sync = False
+        results: queue.SimpleQueue[tuple[_Item, _Done | Exception]] = queue.SimpleQueue()
+        ahead = threading.Semaphore(max(2 * batch_files, 4 * jobs))
+        stop = threading.Event()
+        take = threading.Lock()
+        todo = iter(work)
+        # unique partial names (the folder was emptied under the dataset's lock)
+        prefix = os.path.join(self.partial_dir, uuid.uuid4().hex[:12] + "-")
+        numbers = itertools.count()
+
+        def worker() -> None:
+            while True:
+                ahead.acquire()
+                with take:
+                    item = None if stop.is_set() else next(todo, None)
+                    number = next(numbers)
+                if item is None:
+                    return
+                try:
+                    results.put((item, self._work(item, f"{prefix}{number}")))
+                except Exception as exc:  # noqa: BLE001 (re-raised by the main thread)
+                    results.put((item, exc))
+
         batch: list[_Done] = []
         batch_bytes = 0
         last_flush = time.monotonic()
-        todo = iter(work)
-        with ThreadPoolExecutor(self.jobs, thread_name_prefix="labkeep-ingest") as pool:
-            running: set[Future[_Done]] = set()
-            futures: dict[Future[_Done], _Item] = {}
-
-            def refill() -> None:
-                while len(running) < max_in_flight:
-                    item = next(todo, None)
-                    if item is None:
-                        return
-                    future = pool.submit(self._work, item)
-                    futures[future] = item
-                    running.add(future)
-
-            refill()
-            while running:
-                finished, _ = wait(running, return_when=FIRST_COMPLETED)
-                for future in finished:
-                    running.discard(future)
-                    item = futures.pop(future)
-                    try:
-                        done = future.result()
-                    except (OSError, LabkeepError) as exc:
-                        self._failed(item, exc)
+        with (
+            ThreadPoolExecutor(1, thread_name_prefix="labkeep-sync") as syncer,
+            ThreadPoolExecutor(jobs, thread_name_prefix="labkeep-ingest") as pool,
+        ):
+            for _ in range(jobs):
+                pool.submit(worker)
+            try:
+                for _ in range(len(work)):
+                    item, done = results.get()
+                    ahead.release()
+                    if isinstance(done, Exception):
+                        if not isinstance(done, (OSError, LabkeepError)):
+                            raise done
+                        self._failed(item, done)
                         continue
                     batch.append(done)
                     batch_bytes += item.size
-                refill()
-                if batch and (
-                    len(batch) >= self.keep.config.batch_files
-                    or batch_bytes >= FLUSH_BYTES
-                    or time.monotonic() - last_flush >= FLUSH_SECONDS
-                ):
-                    self._flush(batch)
-                    batch, batch_bytes, last_flush = [], 0, time.monotonic()
-        if batch:
-            self._flush(batch)
+                    if (
+                        len(batch) >= batch_files
+                        or batch_bytes >= FLUSH_BYTES
+                        or time.monotonic() - last_flush >= FLUSH_SECONDS
+                    ):
+                        self._flush(batch, syncer)
+                        batch, batch_bytes, last_flush = [], 0, time.monotonic()
+            finally:
+                stop.set()
+                for _ in range(jobs):  # wake workers waiting for room
+                    ahead.release()
+            if batch:
+                self._flush(batch, syncer)
+            self._flush(None, syncer)
 
     def _failed(self, item: _Item, exc: BaseException) -> None:
         if isinstance(exc, FileChanged):
@@ -440,7 +479,7 @@ class _IngestRun:
             if parent not in self.made_dirs:
                 os.makedirs(self.dataset_dir / parent, exist_ok=True)
                 self.made_dirs.add(parent)
-            os.rename(done.partial, self.dataset_dir / rel)
+            os.rename(done.partial, f"{self.dataset_dir}/{rel}")
         except OSError as exc:
             with contextlib.suppress(OSError):
                 os.unlink(done.partial)
@@ -449,13 +488,40 @@ class _IngestRun:
             return f"cannot place file: {exc.strerror}"
         return None
 
-    def _flush(self, batch: list[_Done]) -> None:
-        """Make a batch durable, put it in place, then commit its catalog rows."""
-        if self.batch_sync and not syncfs(self.partial_dir):
-            self.batch_sync = False
-            for done in batch:
-                if done.partial:
-                    _fsync_path(done.partial)
+    def _flush(self, batch: list[_Done] | None, syncer: ThreadPoolExecutor) -> None:
+        """Take a full *batch* (None: the end) along the write order.
+
+        Durability "file": the content was fsynced file by file; rename, fsync the folders,
+        commit. Durability "batch": a ``syncfs`` is started in the background (*syncer*)
+        once the batch is full. When it returns, the batch's content is durable, and so
+        are the renames of the batch before it: those rows are committed, then this batch
+        is renamed, to be made durable by the next batch's ``syncfs`` (or a last one).
+        """
+        if not self.batch_sync:
+            if batch:
+                placed, rows = self._place_all(batch)
+                for folder in {os.path.dirname(str(r["path"])) for r in rows}:
+                    fsync_dir(self.dataset_dir / folder)
+                self._commit(placed, rows)
+            return
+        renamed = None
+        if self.syncing is not None:
+            synced, future, waiting = self.syncing
+            self.syncing = None
+            if not future.result():  # cannot happen after can_syncfs(): never go on unsynced
+                raise LabkeepError("syncfs(2) failed to run")
+            if waiting is not None:
+                self._commit(*waiting)
+            renamed = self._place_all(synced)
+        if batch is not None:
+            self.syncing = (batch, syncer.submit(syncfs, self.partial_dir), renamed)
+        elif renamed is not None:
+            if renamed[1]:
+                syncfs(self.dataset_dir)
+            self._commit(*renamed)
+
+    def _place_all(self, batch: list[_Done]) -> _Placed:
+        """Rename a batch of durable partial files into place; return it and its rows."""
         rows: list[dict[str, object]] = []
         placed: list[_Done] = []
         for done in batch:
@@ -490,12 +556,11 @@ class _IngestRun:
                     "mtime_ns": done.hashed.mtime_ns,
                 }
             )
+        return placed, rows
+
+    def _commit(self, placed: list[_Done], rows: list[dict[str, object]]) -> None:
+        """Commit the rows of a batch whose renames are durable; then report it."""
         if rows:
-            if self.batch_sync:
-                syncfs(self.dataset_dir)
-            else:
-                for folder in {os.path.dirname(str(r["path"])) for r in rows}:
-                    fsync_dir(self.dataset_dir / folder)
             with self.keep.catalog.write() as session:
                 version = self._open_version(session)
                 for row in rows:
@@ -589,14 +654,6 @@ class _IngestRun:
             if self.version is not None or self.report.failed:
                 append_event(session, self.keep.actor, "ingest", self.target, details)
         self.report.info["manifest_sha256"] = manifest_sha
-
-
-def _fsync_path(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _remove_empty_dirs(root: Path) -> None:

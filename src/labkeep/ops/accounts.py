@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -14,7 +13,7 @@ from labkeep.access.secrets import hash_password, verify_password
 from labkeep.catalog import ApiToken, Group, Membership, User
 from labkeep.clock import isoformat, utcnow
 from labkeep.errors import AlreadyExists, AuthenticationFailed, NotFound, UsageError
-from labkeep.names import check_slug
+from labkeep.names import SLUG_RE, check_slug
 from labkeep.ops._access import load_principal
 from labkeep.ops.audit import append_event
 
@@ -110,24 +109,29 @@ def _check_password(password: str) -> None:
         raise UsageError(f"password too short: use at least {MIN_PASSWORD} characters")
 
 
+def _new_user(name: str, **fields: Any) -> User:
+    """A User row with the defaults of a new account (the caller adds it to a session)."""
+    values: dict[str, Any] = {
+        "display_name": "",
+        "email": "",
+        "password_hash": None,
+        "source": "local",
+        "site_admin": False,
+        "disabled": False,
+        "os_user": None,
+        "auth_epoch": 0,
+    }
+    values.update(fields)
+    return User(name=name, created_at=utcnow(), **values)
+
+
 # -- the local OS user ----------------------------------------------------------------
 def create_first_admin(session: Session, os_user: str, name: str | None) -> User:
     """The account of whoever ran ``labkeep init``: the first site admin."""
     candidate = (name or os_user).lower()
-    if not re.match(r"^[a-z0-9][a-z0-9._-]{0,63}$", candidate):
+    if not SLUG_RE.match(candidate):
         candidate = "admin"
-    user = User(
-        name=candidate,
-        display_name="",
-        email="",
-        password_hash=None,
-        source="local",
-        site_admin=True,
-        disabled=False,
-        os_user=os_user,
-        created_at=utcnow(),
-        auth_epoch=0,
-    )
+    user = _new_user(candidate, site_admin=True, os_user=os_user)
     session.add(user)
     session.flush()
     return user
@@ -181,18 +185,7 @@ def authenticate_password(keep: Keep, name: str, password: str) -> Principal:
             raise failed
         if user is None:
             with keep.catalog.write() as session:
-                user = User(
-                    name=check_username(name),
-                    display_name="",
-                    email="",
-                    password_hash=None,
-                    source="ldap",
-                    site_admin=False,
-                    disabled=False,
-                    os_user=None,
-                    created_at=utcnow(),
-                    auth_epoch=0,
-                )
+                user = _new_user(check_username(name), source="ldap")
                 session.add(user)
                 session.flush()
                 append_event(session, name, "user-create", f"user:{name}", {"source": "ldap"})
@@ -229,17 +222,14 @@ def add_user(
             raise AlreadyExists(f"user {name!r} already exists")
         if os_user and session.execute(select(User.id).where(User.os_user == os_user)).first():
             raise AlreadyExists(f"OS account {os_user!r} is already mapped to a user")
-        user = User(
-            name=name,
+        user = _new_user(
+            name,
             display_name=display_name,
             email=email,
             password_hash=hash_password(password) if password else None,
             source="ldap" if ldap else "local",
             site_admin=site_admin,
-            disabled=False,
             os_user=os_user,
-            created_at=utcnow(),
-            auth_epoch=0,
         )
         session.add(user)
         session.flush()

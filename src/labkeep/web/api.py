@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, File, Form, Path, Query, Request, Response, UploadFile
 from pydantic import BaseModel, Field, field_validator
 
+from labkeep.errors import UsageError
 from labkeep.keep import Keep
 from labkeep.web import downloads
 from labkeep.web.deps import csrf_protect, resolve
@@ -299,7 +300,9 @@ def upload(
     paths: Annotated[list[str] | None, Form(description="relative path of each file")] = None,
 ) -> dict[str, Any]:
     """Upload small files into an open dataset (they go through ingest)."""
-    names = paths if paths and len(paths) == len(files) else [f.filename or "" for f in files]
+    if paths is not None and len(paths) != len(files):
+        raise UsageError("give one path per file, or none")
+    names = paths if paths else [f.filename or "" for f in files]
     streams = [(n, f.file) for n, f in zip(names, files, strict=True)]
     report = keep.upload(_dataset(project, dataset), streams)
     return {**report.summary(), "results": [r.to_dict() for r in report.results]}

@@ -171,10 +171,17 @@ def test_files_that_vanish_or_change_while_read_get_error_records(
     stop = threading.Event()
 
     def append_forever() -> None:
+        """Grow the file steadily while it is copied, but boundedly (at most 256 MiB):
+        an unthrottled writer fills the disk of a busy machine before the test ends."""
+        import time
+
         with open(growing, "ab") as handle:
-            while not stop.is_set():
-                handle.write(b"x" * 4096)
+            for _ in range(4096):
+                if stop.is_set():
+                    break
+                handle.write(b"x" * 65536)
                 handle.flush()
+                time.sleep(0.001)
 
     class Hook:
         """Runs between the scan and the copies, as a slow instrument would."""

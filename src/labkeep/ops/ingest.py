@@ -273,7 +273,6 @@ class _IngestRun:
         self.syncing: tuple[list[_Done], Future[bool], _Placed | None] | None = None
         self.version: int | None = None
         self.made_dirs: set[str] = set()
-        self.deleted_sources: list[str] = []
 
     # -- records ------------------------------------------------------------------------
     def emit(self, result: Result) -> None:

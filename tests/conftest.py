@@ -5,7 +5,8 @@ from __future__ import annotations
 import contextlib
 import os
 import random
-from collections.abc import Iterator
+import subprocess
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -86,3 +87,46 @@ def make_files(folder: Path, count: int, *, seed: int = 1, min_size: int = 0,
         path.write_bytes(data)
         made[rel] = data
     return made
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Callable[[int], Path]]:
+    """Mount small tmpfs file systems (unmounted at the end): ``small_disk(size_kib)``."""
+    mounted: list[Path] = []
+
+    def mount(size_kib: int) -> Path:
+        point = tmp_path / f"disk{len(mounted)}"
+        point.mkdir()
+        result = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size_kib}k,mode=0755", "tmpfs", str(point)],
+            capture_output=True, text=True,
+        )  # fmt: skip
+        if result.returncode != 0:
+            pytest.skip(
+                "cannot fill a disk here: mounting a small tmpfs is not permitted "
+                f"(needs root or CAP_SYS_ADMIN): {result.stderr.strip()}"
+            )
+        mounted.append(point)
+        return point
+
+    yield mount
+    for point in mounted:
+        unseal_tree(point)
+        if subprocess.run(["umount", str(point)]).returncode != 0:
+            subprocess.run(["umount", "--lazy", str(point)], check=True)
+
+
+def fill_disk(folder: Path, leave: int = 0) -> Path:
+    """Fill the file system holding *folder* up to *leave* free bytes; returns the filler."""
+    filler = folder / "filler"
+    stat = os.statvfs(folder)
+    free = stat.f_bavail * stat.f_frsize
+    with open(filler, "wb", buffering=0) as handle:
+        remaining = max(0, free - leave)
+        block = b"\0" * (1 << 20)
+        while remaining > 0:
+            try:
+                remaining -= handle.write(block[: min(remaining, len(block))])
+            except OSError:
+                break
+    return filler

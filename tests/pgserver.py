@@ -46,9 +46,9 @@ class PostgresServer:
         self._as_root = os.geteuid() == 0
 
     def _run(self, *args: str) -> subprocess.CompletedProcess[str]:
-        cmd = list(args)
-        if self._as_root:
-            cmd = ["runuser", "-u", "nobody", "--", *cmd]
+        return self._exec(self._as_nobody(*args))
+
+    def _exec(self, cmd: list[str]) -> subprocess.CompletedProcess[str]:
         return subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=self.dir)
 
     def start(self) -> None:
@@ -58,14 +58,25 @@ class PostgresServer:
             _pg_bin("initdb"), "-D", str(self.data), "-U", self.user, "-A", "trust",
             "-E", "UTF8", "--locale=C.UTF-8", "--no-sync",
         )  # fmt: skip
+        self._exec(self.start_command())
+
+    def start_command(self) -> list[str]:
+        """Start the (initialised) server and wait until it accepts connections."""
         options = (
             f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off "
             "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
         )
-        self._run(
+        return self._as_nobody(
             _pg_bin("pg_ctl"), "-D", str(self.data), "-o", options, "-l", str(self.dir / "log"),
             "-w", "-t", "60", "start",
         )  # fmt: skip
+
+    def stop_command(self) -> list[str]:
+        """Stop the server (fast: sessions are disconnected), keeping its data."""
+        return self._as_nobody(_pg_bin("pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop")
+
+    def _as_nobody(self, *args: str) -> list[str]:
+        return ["runuser", "-u", "nobody", "--", *args] if self._as_root else list(args)
 
     def stop(self) -> None:
         with contextlib.suppress(subprocess.CalledProcessError):

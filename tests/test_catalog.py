@@ -10,7 +10,7 @@ from sqlalchemy import text
 from labkeep import Keep
 from labkeep.catalog import Base, Catalog
 from labkeep.catalog._db import SCHEMA_HEAD
-from labkeep.errors import CatalogError
+from labkeep.errors import CatalogError, CatalogUnavailable
 
 
 def test_migrations_match_models(keep: Keep) -> None:
@@ -46,9 +46,9 @@ def test_refuses_an_empty_catalog(tmp_path: Path) -> None:
 
 
 def test_unreachable_postgresql_is_a_clear_error(tmp_path: Path) -> None:
-    catalog = Catalog("postgresql+psycopg://nobody:secret@127.0.0.1:9/labkeep")
+    catalog = Catalog("postgresql+psycopg://nobody:secret@127.0.0.1:9/labkeep", retry_seconds=0.3)
     try:
-        with pytest.raises(CatalogError, match="cannot reach catalog") as info:
+        with pytest.raises(CatalogUnavailable, match="cannot reach the catalog") as info:
             catalog.check_schema()
         assert "secret" not in str(info.value)
     finally:

@@ -141,6 +141,15 @@ def test_exit_codes(cli_keep: Path, tmp_path: Path) -> None:
     partial = run("ingest", str(buffer), "proj/s002", *root, check=1)
     assert "symbolic link" in partial.stderr
     assert "run the same command again" in partial.stderr
+    # 3: the environment broke (here: the catalog's server is unreachable)
+    config = cli_keep / "labkeep.toml"
+    config.write_text(
+        config.read_text()
+        .replace('url = "sqlite:///catalog.db"', 'url = "postgresql+psycopg://x@127.0.0.1:9/x"')
+        .replace("retry_seconds = 30", "retry_seconds = 0")
+    )
+    down = run("ls", *root, check=3)
+    assert "cannot reach the catalog" in down.stderr and "Traceback" not in down.stderr
 
 
 def test_events_check_fails_on_tampering(cli_keep: Path) -> None:

@@ -172,7 +172,7 @@ def test_disk_full_when_the_manifest_is_written(
         full = labkeep("ingest", str(src), ADDRESS, "--root", str(root), "--json")
         assert os.statvfs(disk).f_bavail == 0
         assert "Traceback" not in full.stderr, full.stderr
-        assert full.returncode == 2, full.stderr
+        assert full.returncode == 3, full.stderr
         assert "no space left" in full.stderr.lower()
         error = json_records(full)[-1]
         assert error["status"] == "error" and "no space left" in error["message"].lower()
@@ -360,7 +360,7 @@ def test_second_ingest_fails_at_once_while_the_dataset_is_locked(
         other = labkeep("ingest", str(src), ADDRESS, "--root", str(keep_root), "--json",
                         timeout=60)  # fmt: skip
         elapsed = time.monotonic() - started
-        assert other.returncode == 2, other.stdout + other.stderr
+        assert other.returncode == 4, other.stdout + other.stderr
         assert elapsed < 30
         [record] = json_records(other)
         assert (record["status"], record["error"]) == ("error", "busy")

@@ -24,6 +24,9 @@ TEMPLATE = """\
 # SQLite file in the keep (default), or a PostgreSQL URL such as
 # "postgresql+psycopg://labkeep:SECRET@db.example.org/labkeep"
 url = {catalog_url}
+# how long a command keeps retrying an unreachable catalog (a restart, a network blip)
+# before it stops with exit code 3; the web server waits at most 2 s per request
+retry_seconds = 30
 
 [tree]
 # the human-readable primary store: data/PROJECT/DATASET/raw/...
@@ -108,6 +111,8 @@ class Config:
     root: Path
     catalog_url: str
     data_path: Path
+    #: keep retrying an unreachable catalog this long before giving up
+    catalog_retry_seconds: float = 30.0
     ingest_jobs: int = 0
     durability: str = "batch"
     batch_files: int = 2000
@@ -138,6 +143,7 @@ class Config:
             config = cls(
                 root=root,
                 catalog_url=_resolve_sqlite_url(url, root),
+                catalog_retry_seconds=float(catalog.get("retry_seconds", 30)),
                 data_path=_resolve(root, str(tree.get("path", "data"))),
                 ingest_jobs=int(ingest.get("jobs", 0)),
                 durability=str(ingest.get("durability", "batch")),
@@ -150,6 +156,8 @@ class Config:
             raise ConfigError(f"{path}: {exc}") from None
         if config.durability not in ("batch", "file"):
             raise ConfigError(f"{path}: ingest.durability must be 'batch' or 'file'")
+        if config.catalog_retry_seconds < 0:
+            raise ConfigError(f"{path}: catalog.retry_seconds must not be negative")
         if config.batch_files < 1:
             raise ConfigError(f"{path}: ingest.batch_files must be at least 1")
         return config

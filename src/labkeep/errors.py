@@ -3,15 +3,39 @@
 Every error a user can meet is a :class:`LabkeepError` subclass carrying a message meant
 for people, an exit code for the CLI and an HTTP status for the web server. Front ends
 translate them at their edge and nowhere else.
+
+Exit codes of the ``labkeep`` command (documented in the README):
+
+====  ==========================================================================
+0     all done
+1     problems found: verify found damage, some files could not be ingested
+2     usage or input error: bad name or option, missing source, sealed target,
+      no such project/dataset, not allowed, wrong password
+3     environment: the catalog, a disk, a store or the server is unreachable or
+      full, or the keep's configuration is broken; nothing was lost, run the same
+      command again once it is fixed
+4     busy: another process holds what this one needs; try again later
+70    internal error: a bug in labkeep (logged with a reference id)
+130   interrupted (Ctrl-C); run the same command again to resume
+====  ==========================================================================
 """
 
 from __future__ import annotations
+
+#: exit codes (see the module docstring)
+EXIT_OK = 0
+EXIT_PROBLEMS = 1
+EXIT_USAGE = 2
+EXIT_ENVIRONMENT = 3
+EXIT_BUSY = 4
+EXIT_INTERNAL = 70
+EXIT_INTERRUPTED = 130
 
 
 class LabkeepError(Exception):
     """Root of every error labkeep raises on purpose."""
 
-    exit_code: int = 2
+    exit_code: int = EXIT_USAGE
     http_status: int = 400
     #: short machine-readable name, stable across releases (used in --json output)
     code: str = "error"
@@ -42,6 +66,18 @@ class KeepNotFound(LabkeepError, FileNotFoundError):
 
     code = "no-keep"
     http_status = 500
+
+
+class EnvironmentFailure(LabkeepError):
+    """Something labkeep depends on broke: a database, a disk, a store, a server.
+
+    Not the user's input and not a finding about their data: exit code 3, HTTP 503
+    unless a subclass says otherwise. Whatever was done before it is kept.
+    """
+
+    code = "environment"
+    exit_code = EXIT_ENVIRONMENT
+    http_status = 503
 
 
 class KeepExists(LabkeepError, FileExistsError):
@@ -77,26 +113,55 @@ class Busy(LabkeepError):
     """Another process holds the lock this operation needs."""
 
     code = "busy"
+    exit_code = EXIT_BUSY
     http_status = 409
 
 
-class StorageError(LabkeepError, OSError):
+class StorageError(EnvironmentFailure, OSError):
     """A store could not be written (full disk, read-only mount, I/O error)."""
 
     code = "storage"
-    http_status = 500
+    http_status = 507
 
 
-class CatalogError(LabkeepError):
+class CatalogError(EnvironmentFailure):
     """The catalog cannot be opened or is at an unexpected schema version."""
 
     code = "catalog"
-    exit_code = 3
-    http_status = 500
+    http_status = 503
 
 
-class ConfigError(LabkeepError):
+class CatalogUnavailable(CatalogError):
+    """The catalog database cannot be reached (server down, network, file unreadable)."""
+
+    code = "catalog-unavailable"
+
+
+class CatalogFull(CatalogError):
+    """The catalog's database has no room left (its disk is full)."""
+
+    code = "catalog-full"
+    http_status = 507
+
+
+class CatalogBusy(Busy):
+    """The catalog stayed locked by another writer for longer than we wait."""
+
+    code = "catalog-busy"
+    http_status = 503
+
+
+class Conflict(LabkeepError):
+    """A change collided with another one made at the same moment: run it again."""
+
+    code = "conflict"
+    exit_code = EXIT_BUSY
+    http_status = 409
+
+
+class ConfigError(EnvironmentFailure):
     code = "config"
+    http_status = 500
 
 
 class Forbidden(LabkeepError, PermissionError):
@@ -131,5 +196,58 @@ class IntegrityError(LabkeepError):
     """Content does not match its recorded SHA-256."""
 
     code = "integrity"
-    exit_code = 1
+    exit_code = EXIT_PROBLEMS
     http_status = 500
+
+
+class ServerUnreachable(EnvironmentFailure):
+    """The labkeep server of ``labkeep login`` cannot be reached."""
+
+    code = "server-unreachable"
+
+
+class InternalError(LabkeepError):
+    """A bug: an exception nobody expected. Users see a reference id, the log the rest."""
+
+    code = "internal"
+    exit_code = EXIT_INTERNAL
+    http_status = 500
+
+    def __init__(self, reference: str, *, where: str | None = None) -> None:
+        hint = (
+            f"this is a bug in labkeep; the details are in {where} under reference {reference}"
+            if where
+            else f"this is a bug in labkeep; the server log has the details under {reference}"
+        )
+        super().__init__(f"internal error (reference {reference})", hint=hint)
+        self.reference = reference
+
+    def as_record(self) -> dict[str, object]:
+        return {**super().as_record(), "reference": self.reference}
+
+
+def from_os_error(exc: OSError, doing: str | None = None) -> LabkeepError:
+    """A typed error for an OSError nobody handled where it happened.
+
+    Full disks, read-only mounts, permissions and I/O errors are the environment's
+    problem (exit 3); a missing file named by the user is an input error.
+    """
+    import errno
+
+    where = f" ({exc.filename})" if exc.filename else ""
+    what = f"cannot {doing}: " if doing else ""
+    reason = exc.strerror or str(exc)
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return StorageError(
+            f"{what}no space left on the device{where}",
+            hint="free some space (or raise the quota), then run the same command again: "
+            "nothing that was done is lost",
+        )
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return StorageError(
+            f"{what}{reason}{where}",
+            hint="check the permissions and mount of that path (is it read-only or immutable?)",
+        )
+    if exc.errno == errno.ENOENT:
+        return NotFound(f"{what}{reason}{where}")
+    return StorageError(f"{what}{reason}{where}", hint="check the disk and the path, then retry")

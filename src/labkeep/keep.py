@@ -31,7 +31,7 @@ class Keep:
     def __init__(self, config: Config, *, principal: Principal | None = None) -> None:
         self.config = config
         self.root = config.root
-        self.catalog = Catalog(config.catalog_url)
+        self.catalog = Catalog(config.catalog_url, retry_seconds=config.catalog_retry_seconds)
         self.tree = TreeStore(config.data_path)
         self._principal = principal
         self._owns_catalog = True

@@ -8,21 +8,34 @@ then fail to upgrade to a write lock. PostgreSQL is used as it is.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import logging
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import create_engine, event, inspect
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection, Engine, make_url
-from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from labkeep.errors import CatalogError
+from labkeep.errors import (
+    CatalogBusy,
+    CatalogError,
+    CatalogFull,
+    CatalogUnavailable,
+    Conflict,
+    LabkeepError,
+)
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 #: the newest migration; a test checks it against Alembic's head, so that opening a keep
 #: does not need to import Alembic and read every migration script
 SCHEMA_HEAD = "0001"
+#: how long to keep trying to reach an unreachable catalog before giving up (seconds)
+RETRY_SECONDS = 30.0
+_AGAIN = "run the same command again: nothing that was done is lost"
+log = logging.getLogger("labkeep.catalog")
 
 
 def _configure_sqlite(engine: Engine) -> None:
@@ -48,11 +61,33 @@ def safe_url(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
-class Catalog:
-    """The keep's catalog database: one engine, read and write sessions, migrations."""
+def _first_line(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", None) or exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
-    def __init__(self, url: str) -> None:
+
+def _quiet_close(session: Session) -> None:
+    """Roll back and close, ignoring a connection that is already gone."""
+    with contextlib.suppress(sa_exc.SQLAlchemyError):
+        session.rollback()
+    with contextlib.suppress(sa_exc.SQLAlchemyError):
+        session.close()
+
+
+class Catalog:
+    """The keep's catalog database: one engine, read and write sessions, migrations.
+
+    Database errors never leave this class raw: :meth:`translate` turns the ones that
+    mean "the environment broke" (server down, disk full, locked, a concurrent change)
+    into typed errors, and opening a session retries an unreachable server with
+    backoff for up to *retry_seconds* (a restart or network blip does not fail a long
+    ingest). Errors inside a transaction are not retried here: the use case's own
+    write order makes running it again safe, and the message says so.
+    """
+
+    def __init__(self, url: str, *, retry_seconds: float = RETRY_SECONDS) -> None:
         self.url = url
+        self.retry_seconds = retry_seconds
         parsed = make_url(url)
         self.dialect = parsed.get_backend_name()
         kwargs: dict[str, Any] = {}
@@ -62,7 +97,7 @@ class Catalog:
             kwargs["pool_pre_ping"] = True
         try:
             self.engine = create_engine(url, **kwargs)
-        except (SQLAlchemyError, ImportError) as exc:
+        except (sa_exc.SQLAlchemyError, ImportError) as exc:
             raise CatalogError(f"cannot use catalog {safe_url(url)}: {exc}") from exc
         if self.dialect == "sqlite":
             _configure_sqlite(self.engine)
@@ -74,20 +109,145 @@ class Catalog:
     def close(self) -> None:
         self.engine.dispose()
 
+    # -- errors ---------------------------------------------------------------------------
+    def translate(self, exc: sa_exc.SQLAlchemyError) -> LabkeepError | None:
+        """The typed error for a database error, or None for one that is a bug."""
+        where = safe_url(self.url)
+        if isinstance(exc, sa_exc.TimeoutError):
+            return CatalogBusy(
+                "every connection to the catalog is in use", hint="try again in a moment"
+            )
+        if not isinstance(exc, sa_exc.DBAPIError):
+            return None
+        reason = _first_line(exc)
+        low = reason.lower()
+        if isinstance(exc, sa_exc.IntegrityError):
+            return Conflict(
+                "the catalog refused a change that collides with another one made at the "
+                "same moment",
+                hint=_AGAIN,
+            )
+        if self.dialect == "sqlite":
+            if "locked" in low:
+                return CatalogBusy(
+                    f"the catalog {where} stayed locked by another labkeep process",
+                    hint="wait for the other command to finish, then " + _AGAIN,
+                )
+            if "disk is full" in low:
+                return CatalogFull(
+                    f"the catalog's disk is full ({where})",
+                    hint="free space on the disk that holds the catalog, then " + _AGAIN,
+                )
+            if isinstance(exc, sa_exc.OperationalError) and any(
+                key in low for key in ("unable to open", "disk i/o", "readonly", "read-only")
+            ):
+                return CatalogUnavailable(
+                    f"cannot use the catalog {where}: {reason}",
+                    hint="check the permissions and the disk of the catalog file, then " + _AGAIN,
+                )
+            return None
+        state = str(getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", "") or "")
+        if state in ("40001", "40P01"):
+            return Conflict(
+                "the catalog stopped this change because it collided with another one",
+                hint=_AGAIN,
+            )
+        if state == "53100":
+            return CatalogFull(
+                f"the catalog database's disk is full ({where})",
+                hint="free space on the database server, then " + _AGAIN,
+            )
+        if (
+            exc.connection_invalidated
+            or state.startswith(("08", "57P", "53"))
+            or (not state and isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError)))
+        ):
+            return CatalogUnavailable(
+                f"cannot reach the catalog {where}: {reason}",
+                hint="check that the database server is running and reachable from this "
+                "machine, then " + _AGAIN,
+            )
+        return None
+
+    def _raise_typed(self, exc: sa_exc.SQLAlchemyError) -> None:
+        error = self.translate(exc)
+        if error is not None:
+            raise error from exc
+
+    def _retrying(self, attempt: Callable[[], Any]) -> Any:
+        """Run *attempt* (which opens a connection), retrying an unreachable catalog."""
+        deadline = time.monotonic() + self.retry_seconds
+        delay = 0.1
+        warned = False
+        while True:
+            try:
+                return attempt()
+            except sa_exc.SQLAlchemyError as exc:
+                error = self.translate(exc)
+                if error is None:
+                    raise
+                if not isinstance(error, CatalogUnavailable) or time.monotonic() >= deadline:
+                    raise error from exc
+                if not warned:
+                    log.warning("%s; retrying for up to %.0f s", error.message, self.retry_seconds)
+                    warned = True
+                time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+                delay = min(delay * 2, 2.0)
+
+    def _begun(self, factory: sessionmaker[Session]) -> Session:
+        def attempt() -> Session:
+            session = factory()
+            try:
+                session.connection()  # check out (and ping) a connection; BEGIN
+            except BaseException:
+                _quiet_close(session)
+                raise
+            return session
+
+        session: Session = self._retrying(attempt)
+        return session
+
+    # -- sessions ---------------------------------------------------------------------------
     @contextlib.contextmanager
     def read(self) -> Iterator[Session]:
         """A session for queries; rolled back at the end."""
-        with self._read() as session:
-            try:
-                yield session
-            finally:
-                session.rollback()
+        session = self._begun(self._read)
+        try:
+            yield session
+        except sa_exc.SQLAlchemyError as exc:
+            self._raise_typed(exc)
+            raise
+        finally:
+            _quiet_close(session)
 
     @contextlib.contextmanager
     def write(self) -> Iterator[Session]:
         """A session owning one write transaction: committed on success, else rolled back."""
-        with self._write() as session, session.begin():
+        session = self._begun(self._write)
+        try:
             yield session
+            session.commit()
+        except sa_exc.SQLAlchemyError as exc:
+            self._raise_typed(exc)
+            raise
+        finally:
+            _quiet_close(session)
+
+    @contextlib.contextmanager
+    def _connection(self, *, begin: bool = False) -> Iterator[Connection]:
+        connection: Connection = self._retrying(self.engine.connect)
+        try:
+            if begin:
+                with connection.begin():
+                    yield connection
+            else:
+                yield connection
+        except sa_exc.SQLAlchemyError as exc:
+            self._raise_typed(exc)
+            raise
+        finally:
+            with contextlib.suppress(sa_exc.SQLAlchemyError):
+                connection.close()
 
     # -- schema -----------------------------------------------------------------------
     def _alembic_config(self, connection: Connection) -> Any:
@@ -102,15 +262,12 @@ class Catalog:
         """Create or upgrade the schema to the newest migration."""
         from alembic import command
 
-        try:
-            with self.engine.begin() as connection:
-                command.upgrade(self._alembic_config(connection), "head")
-        except OperationalError as exc:
-            raise CatalogError(f"cannot reach catalog {safe_url(self.url)}: {exc.orig}") from exc
+        with self._connection(begin=True) as connection:
+            command.upgrade(self._alembic_config(connection), "head")
 
     def schema_revision(self) -> str | None:
         """The migration the catalog is at (None: no schema yet)."""
-        with self.engine.connect() as connection:
+        with self._connection() as connection:
             if not inspect(connection).has_table("alembic_version"):
                 return None
             rows = connection.exec_driver_sql("SELECT version_num FROM alembic_version").all()
@@ -119,15 +276,12 @@ class Catalog:
     def head_revision(self) -> str | None:
         from alembic.script import ScriptDirectory
 
-        with self.engine.connect() as connection:
+        with self._connection() as connection:
             return ScriptDirectory.from_config(self._alembic_config(connection)).get_current_head()
 
     def check_schema(self) -> None:
         """Refuse to work on a catalog that is missing or older/newer than this code."""
-        try:
-            current = self.schema_revision()
-        except OperationalError as exc:
-            raise CatalogError(f"cannot reach catalog {safe_url(self.url)}: {exc.orig}") from exc
+        current = self.schema_revision()
         head = SCHEMA_HEAD
         if current != head:
             if current is None:

@@ -50,4 +50,16 @@ for module in (
 
 
 def main() -> None:
-    app()
+    import sys
+
+    import click
+
+    from labkeep.cli._common import report_error
+
+    try:
+        app()
+    except Exception as exc:  # noqa: BLE001 (the last edge: commands catch their own)
+        try:
+            report_error(exc, json_out="--json" in sys.argv)
+        except (click.exceptions.Exit, typer.Exit) as stop:
+            sys.exit(stop.exit_code)

@@ -2,18 +2,32 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
+import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Annotated, Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, ParamSpec, TypeVar
 
+import click
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from labkeep.errors import LabkeepError
+from labkeep.errors import EXIT_INTERRUPTED, LabkeepError
+
+#: exceptions that already carry their exit: Typer's and Click's own
+_PASS_THROUGH = (
+    typer.Exit,
+    typer.Abort,
+    click.exceptions.Exit,
+    click.exceptions.ClickException,
+    click.exceptions.Abort,
+)
+#: what a process killed by SIGPIPE reports (as coreutils do when ``| head`` stops reading)
+EXIT_BROKEN_PIPE = 141
 
 if TYPE_CHECKING:
     from labkeep.keep import Keep
@@ -73,24 +87,62 @@ def emit_json(record: Any) -> None:
 
 
 def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
-    """Turn LabkeepError into a message (or a JSON record) and its exit code."""
+    """The CLI's edge: every exception becomes a message on stderr (and, with --json, a
+    last JSON record on stdout) and its documented exit code; never a traceback."""
 
     @functools.wraps(func)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return func(*args, **kwargs)
-        except LabkeepError as exc:
-            if kwargs.get("json_out"):
-                emit_json(exc.as_record())
-            err.print(f"[bold red]error:[/] {_escape(exc.message)}", markup=True, highlight=False)
-            if exc.hint:
-                err.print(f"[dim]hint:[/] {_escape(exc.hint)}")
-            raise typer.Exit(exc.exit_code) from None
+        except _PASS_THROUGH:
+            raise
+        except BrokenPipeError:
+            _stdout_closed()
         except KeyboardInterrupt:
             err.print("[yellow]interrupted[/]: run the same command again to resume")
-            raise typer.Exit(130) from None
+            raise typer.Exit(EXIT_INTERRUPTED) from None
+        except Exception as exc:  # noqa: BLE001 (the edge: everything becomes a typed error)
+            report_error(exc, json_out=bool(kwargs.get("json_out")))
+        raise AssertionError("unreachable")
 
     return wrapper
+
+
+def report_error(exc: BaseException, *, json_out: bool) -> NoReturn:
+    """Print *exc* for people (stderr) and scripts (a JSON record); exit with its code."""
+    error = as_labkeep_error(exc)
+    if json_out:
+        with contextlib.suppress(BrokenPipeError):
+            emit_json(error.as_record())
+    err.print(f"[bold red]error:[/] {_escape(error.message)}", markup=True, highlight=False)
+    if error.hint:
+        err.print(f"[dim]hint:[/] {_escape(error.hint)}")
+    raise typer.Exit(error.exit_code) from None
+
+
+def as_labkeep_error(exc: BaseException) -> LabkeepError:
+    """The typed error for any exception; unexpected ones are logged as incidents."""
+    from labkeep.errors import InternalError, from_os_error
+
+    if isinstance(exc, LabkeepError):
+        return exc
+    if isinstance(exc, OSError):
+        return from_os_error(exc)
+    from labkeep import incidents
+
+    reference = incidents.new_reference()
+    where = incidents.record_to_file(exc, reference)
+    if incidents.debug_enabled() or where is None:
+        err.print(incidents.format_incident(exc, reference), markup=False, highlight=False)
+    return InternalError(reference, where=str(where) if where else "the output above")
+
+
+def _stdout_closed() -> NoReturn:
+    """The reader of our output went away (``labkeep ls | head``): stop quietly."""
+    with contextlib.suppress(OSError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    raise typer.Exit(EXIT_BROKEN_PIPE)
 
 
 def table(*columns: str, title: str | None = None) -> Table:

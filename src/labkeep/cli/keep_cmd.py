@@ -105,7 +105,7 @@ def upgrade(root: RootOpt = None, json_out: JsonOpt = False) -> None:
     from labkeep.config import Config, find_root
 
     config = Config.load(find_root(root))
-    catalog = Catalog(config.catalog_url)
+    catalog = Catalog(config.catalog_url, retry_seconds=config.catalog_retry_seconds)
     try:
         before = catalog.schema_revision()
         catalog.upgrade()

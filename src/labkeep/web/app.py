@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.encoders import jsonable_encoder
@@ -15,11 +14,21 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 
-from labkeep.errors import AuthenticationFailed, LabkeepError, NotFound, TooManyAttempts, UsageError
+from labkeep.errors import (
+    AuthenticationFailed,
+    LabkeepError,
+    NotFound,
+    StorageError,
+    TooManyAttempts,
+    UsageError,
+)
 from labkeep.keep import Keep
+from labkeep.web.catchall import CatchAll
 from labkeep.web.deps import SESSION_COOKIE, refuse_nul
 
 HERE = Path(__file__).parent
+#: seconds a request waits for an unreachable catalog before it is answered 503
+WEB_CATALOG_RETRY = 2.0
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
         "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -71,20 +80,14 @@ def create_app(keep: Keep | str | os.PathLike[str] | None = None) -> FastAPI:
         dependencies=[Depends(refuse_nul)],
     )
     app.state.keep = base
+    app.add_middleware(CatchAll)  # inside SecurityHeaders: error answers get its headers
     app.add_middleware(SecurityHeaders)
+    # the web waits for an unreachable catalog briefly, then answers 503 (clients retry)
+    base.catalog.retry_seconds = min(base.catalog.retry_seconds, WEB_CATALOG_RETRY)
 
     @app.exception_handler(LabkeepError)
     async def labkeep_error(request: Request, exc: LabkeepError) -> Response:
-        headers: dict[str, str] = {}
-        if isinstance(exc, TooManyAttempts):
-            headers["Retry-After"] = str(exc.retry_after)
-        if isinstance(exc, AuthenticationFailed) and wants_json(request):
-            headers["WWW-Authenticate"] = "Bearer"
-        if wants_json(request):
-            return JSONResponse(exc.as_record(), status_code=exc.http_status, headers=headers)
-        from labkeep.web.pages import error_page
-
-        return error_page(request, exc, headers)
+        return error_response(request, exc)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
@@ -119,9 +122,16 @@ def create_app(keep: Keep | str | os.PathLike[str] | None = None) -> FastAPI:
         return error_page(request, error, {})
 
     @app.get("/healthz", include_in_schema=False)
-    def healthz() -> dict[str, Any]:
-        base.catalog.schema_revision()  # the catalog answers
-        return {"status": "ok"}
+    def healthz() -> Response:
+        """200 when the catalog answers at the expected schema and the tree is there;
+        503 with the reason otherwise (for load balancers and monitoring)."""
+        try:
+            base.catalog.check_schema()
+            if not base.tree.base.is_dir():
+                raise StorageError(f"the tree folder {base.tree.base} is missing")
+        except LabkeepError as exc:
+            return JSONResponse(exc.as_record(), status_code=503, headers={"Retry-After": "5"})
+        return JSONResponse({"status": "ok"})
 
     from labkeep.web.api import router as api_router
     from labkeep.web.ui import router as ui_router
@@ -130,6 +140,22 @@ def create_app(keep: Keep | str | os.PathLike[str] | None = None) -> FastAPI:
     app.include_router(ui_router)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     return app
+
+
+def error_response(request: Request, exc: LabkeepError) -> Response:
+    """*exc* as the documented JSON error shape for programs, the error page for people."""
+    headers: dict[str, str] = {}
+    if isinstance(exc, TooManyAttempts):
+        headers["Retry-After"] = str(exc.retry_after)
+    elif exc.http_status == 503:
+        headers["Retry-After"] = "5"
+    if isinstance(exc, AuthenticationFailed) and wants_json(request):
+        headers["WWW-Authenticate"] = "Bearer"
+    if wants_json(request):
+        return JSONResponse(exc.as_record(), status_code=exc.http_status, headers=headers)
+    from labkeep.web.pages import error_page
+
+    return error_page(request, exc, headers)
 
 
 def app_from_env() -> FastAPI:

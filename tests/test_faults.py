@@ -213,7 +213,7 @@ def test_verify_names_a_flipped_byte_in_a_sealed_file(
 
     human = labkeep("verify", ADDRESS, "--root", str(keep_root))
     assert human.returncode == 1, human.stdout + human.stderr
-    problems = [line for line in human.stderr.splitlines() if line.startswith("MODIFIED")]
+    problems = [line for line in human.stdout.splitlines() if line.startswith("MODIFIED")]
     assert len(problems) == 1 and "proj/s001/raw/d1/sub1/f0001.bin" in problems[0]
     assert "SHA-256" in problems[0]
 

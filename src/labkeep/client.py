@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ from labkeep.errors import (
     UsageError,
 )
 from labkeep.names import parse_address
-from labkeep.ops.listing import Listing
+from labkeep.results import EntryStream, Listing
 
 _ERRORS: dict[int, type[LabkeepError]] = {401: AuthenticationFailed, 403: Forbidden, 404: NotFound}
 
@@ -170,6 +171,29 @@ class RemoteKeep:
             if not cursor or (limit and len(items) >= limit):
                 break
         return Listing("entries", str(addr), items, version)
+
+    def stream_entries(self, address: str, *, after: str | None = None) -> EntryStream:
+        """The files below *address*, fetched from the server a page at a time."""
+        addr = parse_address(address, need_dataset=True)
+        url = f"/datasets/{addr.project}/{addr.dataset}/entries"
+
+        def page(cursor: str | None) -> dict[str, Any]:
+            result: dict[str, Any] = self._get(
+                url, path=addr.path, version=addr.version, after=cursor, limit=5000
+            )
+            return result
+
+        first = page(after)
+
+        def entries() -> Iterator[dict[str, Any]]:
+            current = first
+            while True:
+                yield from current["items"]
+                if not current["next_after"]:
+                    return
+                current = page(current["next_after"])
+
+        return EntryStream(str(addr), first["version"], entries())
 
     def versions(self, address: str) -> list[dict[str, Any]]:
         addr = parse_address(address, need_dataset=True)

@@ -5,24 +5,65 @@
     report = keep.ingest("/mnt/buffer/run-17", "imaging-2026/s017-confocal")
 
 Each use case lives in its own module under ``labkeep.ops`` and is bound here as a
-method, so the CLI, the web server, workers and scripts share one implementation.
+method, so the CLI, the web server, workers and scripts share one implementation. The
+modules are imported on first use (``labkeep ls`` loads no ingest, verify or web code).
 """
 
 from __future__ import annotations
 
 import copy
+import importlib
 import os
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING, Any
 
-from labkeep import ops
 from labkeep.access import Principal
 from labkeep.catalog import Catalog, KeepState, Store
 from labkeep.clock import utcnow
 from labkeep.config import CONFIG_NAME, Config, find_root, render_template
 from labkeep.errors import KeepExists
 from labkeep.storage import TreeStore
+
+
+class _UseCase:
+    """A Keep method whose module is imported when it is first used."""
+
+    def __init__(self, module: str, function: str) -> None:
+        self.module, self.function = module, function
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, obj: object, owner: type) -> Callable[..., Any]:
+        func: Callable[..., Any] = getattr(
+            importlib.import_module(f"labkeep.ops.{self.module}"), self.function
+        )
+        setattr(owner, self.name, func)  # from now on a plain method
+        return func if obj is None else func.__get__(obj, owner)
+
+
+class _LazyOps:
+    """``ops.MODULE.FUNCTION`` as a :class:`_UseCase`, so the list of the Keep's methods
+    below reads (and type-checks) as if it bound the functions themselves."""
+
+    class _Module:
+        def __init__(self, module: str) -> None:
+            self._module = module
+
+        def __getattr__(self, function: str) -> _UseCase:
+            return _UseCase(self._module, function)
+
+    def __getattr__(self, module: str) -> _Module:
+        return self._Module(module)
+
+
+if TYPE_CHECKING:
+    from labkeep import ops
+else:
+    ops = _LazyOps()
 
 
 class Keep:
@@ -41,7 +82,9 @@ class Keep:
     def principal(self) -> Principal:
         """Who is acting. Defaults to the labkeep user mapped to the OS account."""
         if self._principal is None:
-            self._principal = ops.accounts.local_principal(self, _os_user())
+            from labkeep.ops.accounts import local_principal
+
+            self._principal = local_principal(self, _os_user())
         return self._principal
 
     @property
@@ -124,8 +167,11 @@ class Keep:
                             created_at=utcnow(),
                         )
                     )
-                    user = ops.accounts.create_first_admin(session, _os_user(), admin)
-                    ops.audit.append_event(
+                    from labkeep.ops.accounts import create_first_admin
+                    from labkeep.ops.audit import append_event
+
+                    user = create_first_admin(session, _os_user(), admin)
+                    append_event(
                         session, user.name, "init", str(root_path), {"site_admin": user.name}
                     )
         except BaseException:
@@ -161,6 +207,7 @@ class Keep:
     list_datasets = ops.projects.list_datasets
     get_dataset = ops.projects.get_dataset
     ls = ops.listing.ls
+    stream_entries = ops.listing.stream_entries
     stat_file = ops.files.stat_file
     open_file = ops.files.open_file
     files_for_download = ops.files.files_for_download

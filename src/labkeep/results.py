@@ -8,6 +8,7 @@ summarise them and decide the exit code; ``--json`` prints them as they are.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,3 +60,22 @@ class Report:
 
     def summary(self) -> dict[str, Any]:
         return {"action": self.action, "summary": self.counts(), **self.info}
+
+
+@dataclass
+class Listing:
+    """What ``ls`` shows: ``kind`` is projects, datasets or entries."""
+
+    kind: str
+    address: str | None
+    items: list[dict[str, Any]] = field(default_factory=list)
+    version: int | None = None
+
+
+@dataclass
+class EntryStream:
+    """Every file below a dataset address, in path order, fetched page by page."""
+
+    address: str
+    version: int | None
+    entries: Iterator[dict[str, Any]]

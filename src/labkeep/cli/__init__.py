@@ -52,8 +52,6 @@ for module in (
 def main() -> None:
     import sys
 
-    import click
-
     from labkeep.cli._common import report_error
 
     try:
@@ -61,5 +59,5 @@ def main() -> None:
     except Exception as exc:  # noqa: BLE001 (the last edge: commands catch their own)
         try:
             report_error(exc, json_out="--json" in sys.argv)
-        except (click.exceptions.Exit, typer.Exit) as stop:
+        except typer.Exit as stop:
             sys.exit(stop.exit_code)

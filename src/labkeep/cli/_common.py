@@ -11,21 +11,14 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn, ParamSpec, TypeVar
 
-import click
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from labkeep.errors import EXIT_INTERRUPTED, LabkeepError
 
-#: exceptions that already carry their exit: Typer's and Click's own
-_PASS_THROUGH = (
-    typer.Exit,
-    typer.Abort,
-    click.exceptions.Exit,
-    click.exceptions.ClickException,
-    click.exceptions.Abort,
-)
+#: exceptions that already carry their exit: Typer's own
+_PASS_THROUGH = (typer.Exit, typer.Abort, typer.TyperException)
 #: what a process killed by SIGPIPE reports (as coreutils do when ``| head`` stops reading)
 EXIT_BROKEN_PIPE = 141
 
@@ -49,7 +42,9 @@ JsonOpt = Annotated[
     bool, typer.Option("--json", help="Print machine-readable JSON records (one per line).")
 ]
 
-out = Console(highlight=False, soft_wrap=True)
+# Piped output is never wrapped (a path cut at column 80 is a different path): tables get
+# as wide as their rows; on a terminal long names overflow rather than fold.
+out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 1 << 16)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
@@ -145,10 +140,14 @@ def _stdout_closed() -> NoReturn:
     raise typer.Exit(EXIT_BROKEN_PIPE)
 
 
-def table(*columns: str, title: str | None = None) -> Table:
+def table(*columns: str, title: str | None = None, paths: tuple[str, ...] = ()) -> Table:
+    """A borderless table; *paths* name columns that are never wrapped (names, targets)."""
     grid = Table(title=title, box=None, header_style="bold", pad_edge=False)
     for column in columns:
-        grid.add_column(column, overflow="fold")
+        if column in paths:
+            grid.add_column(column, no_wrap=True, overflow="ignore")
+        else:
+            grid.add_column(column, overflow="fold")
     return grid
 
 
@@ -175,7 +174,8 @@ STATUS_STYLE = {
 
 
 def print_result(result: Result, *, json_out: bool, show_ok: bool) -> None:
-    """One record: always in JSON mode, else only problems (and ok lines if asked)."""
+    """One record of a report (stdout): always in JSON mode, else only problems (and ok
+    lines if asked)."""
     if json_out:
         emit_json(result.to_dict())
         return
@@ -184,19 +184,52 @@ def print_result(result: Result, *, json_out: bool, show_ok: bool) -> None:
     style = STATUS_STYLE.get(result.state or result.status, "bold")
     label = (result.state or result.status).upper()
     where = f"{result.dataset}/{result.path}" if result.path else (result.dataset or "")
-    message = f"  [dim]{result.message}[/]" if result.message else ""
-    err.print(f"[{style}]{label:10}[/] {_escape(where)}{message}")
+    message = f"  [dim]{_escape(result.message)}[/]" if result.message else ""
+    out.print(f"[{style}]{label:10}[/] {_escape(where)}{message}")
+
+
+#: characters shown as C escapes in names: the backslash itself and whitespace controls
+_NAMED_ESCAPES = {"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"}
+
+
+def shown(text: str) -> str:
+    r"""*text* as printed in tables: one escaping for every name (paths, targets, labels).
+
+    The backslash, tab, newline and carriage return become ``\\``, ``\t``, ``\n`` and
+    ``\r``; other control and invisible formatting characters (bidirectional overrides,
+    zero-width spaces) and bytes that are not UTF-8 become ``\xNN``/``\uNNNN``. So a name
+    always prints on one line, and two different names never print the same.
+    """
+    if text.isprintable() and "\\" not in text:
+        return text
+    import unicodedata
+
+    parts: list[str] = []
+    for ch in text:
+        code = ord(ch)
+        if ch in _NAMED_ESCAPES:
+            parts.append(_NAMED_ESCAPES[ch])
+        elif 0xDC80 <= code <= 0xDCFF:  # a byte that was not UTF-8 (surrogateescape)
+            parts.append(f"\\x{code - 0xDC00:02x}")
+        elif ch == " " or unicodedata.category(ch) not in ("Cc", "Cf", "Cs", "Zl", "Zp", "Zs"):
+            parts.append(ch)
+        elif code < 0x100:
+            parts.append(f"\\x{code:02x}")
+        else:
+            parts.append(f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}")
+    return "".join(parts)
 
 
 def _escape(text: str) -> str:
+    """*text* for a Rich markup string: shown() plus markup escaping."""
     from rich.markup import escape
 
-    return escape(text.encode("utf-8", "backslashreplace").decode("utf-8").replace("\n", "\\n"))
+    return escape(shown(text))
 
 
 def print_summary(action: str, counts: dict[str, int], extra: str = "") -> None:
     parts = [f"[{STATUS_STYLE.get(k.lower(), 'bold')}]{k} {v}[/]" for k, v in counts.items()]
-    err.print(f"[bold]{action}[/]: " + (", ".join(parts) or "nothing to do") + extra)
+    out.print(f"[bold]{action}[/]: " + (", ".join(parts) or "nothing to do") + extra)
 
 
 class RichProgress:

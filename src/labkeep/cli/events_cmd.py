@@ -10,8 +10,8 @@ import typer
 from labkeep.cli._common import (
     JsonOpt,
     RootOpt,
+    _escape,
     emit_json,
-    err,
     handle_errors,
     open_keep,
     out,
@@ -45,7 +45,7 @@ def events(
             elif result.ok:
                 out.print(f"[green]OK[/] {result.message}")
             else:
-                err.print(f"[bold red]BROKEN[/] {result.message}")
+                out.print(f"[bold red]BROKEN[/] {result.message}")
             if not result.ok:
                 raise typer.Exit(1)
             return
@@ -54,14 +54,14 @@ def events(
         for row in rows:
             emit_json(row)
         return
-    grid = table("id", "when", "actor", "action", "target", "details")
+    grid = table("id", "when", "actor", "action", "target", "details", paths=("target",))
     for row in rows:
         grid.add_row(
             str(row["id"]),
             row["at"],
             row["actor"],
             row["action"],
-            row["target"],
-            json.dumps(row["details"], ensure_ascii=False),
+            _escape(row["target"]),
+            _escape(json.dumps(row["details"], ensure_ascii=False)),
         )
     out.print(grid)

@@ -14,6 +14,7 @@ from labkeep.cli._common import (
     handle_errors,
     human_size,
     open_keep,
+    out,
     print_result,
     print_summary,
     progress_for,
@@ -71,7 +72,7 @@ def ingest(
         if sealed:
             for warning in sealed.get("warnings", []):
                 err.print(f"[yellow]warning:[/] {warning}")
-            err.print(f"seal: {sealed.get('status')} {sealed.get('message', '')}".rstrip())
+            out.print(f"seal: {sealed.get('status')} {sealed.get('message', '')}".rstrip())
         if report.failed:
             err.print(
                 "some files were not ingested (see above); fix them and run the same "

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+import shlex
+import sys
+from typing import Annotated, Any
 
 import typer
 
@@ -11,10 +13,12 @@ from labkeep.cli._common import (
     RootOpt,
     _escape,
     emit_json,
+    err,
     handle_errors,
     human_size,
     open_keep_or_remote,
     out,
+    shown,
     table,
 )
 
@@ -24,30 +28,52 @@ def register(app: typer.Typer) -> None:
     app.command("versions")(versions)
 
 
+#: files shown by a plain ``labkeep ls DATASET`` (--all or --limit for more; --json: all)
+DEFAULT_LIMIT = 1000
+
+
 @handle_errors
 def ls(
     address: Annotated[
         str | None,
         typer.Argument(help="PROJECT, PROJECT/DATASET[/PATH][@VERSION]; none: projects."),
     ] = None,
-    limit: Annotated[int | None, typer.Option(help="Show at most this many files.")] = None,
+    limit: Annotated[
+        int | None,
+        typer.Option(
+            help=f"Show at most this many files (default: {DEFAULT_LIMIT} in a table, "
+            "all with --json).",
+            show_default=False,
+        ),
+    ] = None,
+    show_all: Annotated[bool, typer.Option("--all", help="Show every file.")] = False,
     after: Annotated[str | None, typer.Option(help="Start after this path (next page).")] = None,
     root: RootOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """List projects, a project's datasets, or a dataset's files (at any version)."""
+    """List projects, a project's datasets, or a dataset's files (at any version).
+
+    Files stream in path order: the first line comes at once, however many there are.
+    """
     with open_keep_or_remote(root) as keep:
-        listing = keep.ls(address, limit=limit, after=after)
+        if address and "/" in address:
+            if show_all:
+                limit = None
+            elif limit is None and not json_out:
+                limit = DEFAULT_LIMIT
+            _print_entries(keep, address, limit, after, json_out)
+            return
+        listing = keep.ls(address)
     if json_out:
         for item in listing.items:
             emit_json(item)
         return
     if listing.kind == "projects":
-        grid = table("project", "title", "datasets")
+        grid = table("project", "title", "datasets", paths=("project",))
         for p in listing.items:
-            grid.add_row(p["project"], p["title"], str(p["datasets"]))
-    elif listing.kind == "datasets":
-        grid = table("dataset", "kind", "version", "sealed", "files", "size")
+            grid.add_row(p["project"], _escape(p["title"]), str(p["datasets"]))
+    else:
+        grid = table("dataset", "kind", "version", "sealed", "files", "size", paths=("dataset",))
         for d in listing.items:
             sealed = "sealed" if d["sealed"] else ""
             grid.add_row(
@@ -58,20 +84,38 @@ def ls(
                 str(d["files"]),
                 human_size(d["bytes"]),
             )
-    else:
-        grid = table(
-            "path",
-            "size",
-            "sha256",
-            "verified",
-            title=f"{listing.address} (version {listing.version})",
-        )
-        for e in listing.items:
-            verified = e["verify_status"] or "never"
-            if e["verified_at"]:
-                verified += f" {e['verified_at']}"
-            grid.add_row(_escape(e["path"]), human_size(e["size"]), e["sha256"][:16], verified)
     out.print(grid)
+
+
+def _print_entries(
+    keep: Any, address: str, limit: int | None, after: str | None, json_out: bool
+) -> None:
+    """Stream a dataset's files: one line each (the path last and never cut), or JSON."""
+    stream = keep.stream_entries(address, after=after)
+    write = sys.stdout.write
+    if not json_out:
+        write(f"{shown(stream.address)} (version {stream.version})\n")
+        write(f"{'size':>10}  {'sha256':16}  {'verified':25}  path\n")
+    last = None
+    for count, entry in enumerate(stream.entries):
+        if limit is not None and count >= limit:
+            hint = (
+                f"{count} files shown, more follow: 'labkeep ls {address} "
+                f"--after {shlex.quote(last or '')}' for the next page, --all for every file"
+            )
+            err.print(f"[dim]{_escape(hint)}[/]")
+            break
+        if json_out:
+            emit_json(entry)
+        else:
+            verified = entry["verify_status"] or "never"
+            if entry["verified_at"]:
+                verified += f" {entry['verified_at'][:16]}"
+            write(
+                f"{human_size(entry['size']):>10}  {entry['sha256'][:16]}  {verified:25}  "
+                f"{shown(entry['path'])}\n"
+            )
+        last = entry["path"]
 
 
 @handle_errors
@@ -96,6 +140,6 @@ def versions(
             v["author"],
             str(v["files"]),
             human_size(v["bytes"]),
-            v["message"],
+            _escape(v["message"]),
         )
     out.print(grid)

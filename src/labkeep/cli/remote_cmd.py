@@ -11,7 +11,6 @@ from labkeep.cli._common import (
     JsonOpt,
     RootOpt,
     emit_json,
-    err,
     handle_errors,
     open_keep_or_remote,
     out,
@@ -96,7 +95,8 @@ def download(
     if json_out:
         emit_json({"action": "download", "status": "ok", **record})
     else:
-        err.print(
+        out.print(
             f"saved {record['saved_to']} ({record['size']} bytes, "
-            f"sha256 {record['sha256']} verified)"
+            f"sha256 {record['sha256']} verified)",
+            markup=False,
         )

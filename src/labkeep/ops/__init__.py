@@ -1,22 +1,33 @@
-"""Use cases: each module holds operations bound into :class:`labkeep.Keep`."""
+"""Use cases: each module holds operations bound into :class:`labkeep.Keep`.
 
-from labkeep.ops import (
-    accounts,
-    audit,
-    files,
-    grants,
-    ingest,
-    listing,
-    manifests,
-    projects,
-    seal,
-    sessions,
-    shares,
-    status,
-    tokens,
-    upload,
-    verify,
-)
+Modules are imported when first used (``labkeep.ops.MODULE``), not with the package, so
+a command loads only the use cases it runs.
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from labkeep.ops import (
+        accounts,
+        audit,
+        files,
+        grants,
+        ingest,
+        listing,
+        manifests,
+        projects,
+        seal,
+        sessions,
+        shares,
+        status,
+        tokens,
+        upload,
+        verify,
+    )
 
 __all__ = [
     "accounts",
@@ -35,3 +46,9 @@ __all__ = [
     "upload",
     "verify",
 ]
+
+
+def __getattr__(name: str) -> ModuleType:
+    if name in __all__:
+        return importlib.import_module(f"labkeep.ops.{name}")
+    raise AttributeError(f"module 'labkeep.ops' has no attribute {name!r}")

@@ -2,32 +2,23 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import and_, or_, select
 
 from labkeep.catalog import Entry, Version
 from labkeep.clock import isoformat
-from labkeep.errors import NotFound
+from labkeep.errors import NotFound, UsageError
 from labkeep.names import parse_address
 from labkeep.ops._access import find_dataset
 from labkeep.ops.projects import list_datasets, list_projects
+from labkeep.results import EntryStream, Listing
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
     from labkeep.keep import Keep
-
-
-@dataclass
-class Listing:
-    """What ``ls`` shows: ``kind`` is projects, datasets or entries."""
-
-    kind: str
-    address: str | None
-    items: list[dict[str, Any]] = field(default_factory=list)
-    version: int | None = None
 
 
 def entries_at(dataset_id: int, version: int | None) -> Any:
@@ -112,11 +103,36 @@ def ls(
             }
             for path, size, digest, mtime, verified, vstatus in session.execute(query)
         ]
-        if addr.path and not items:
+        if addr.path and not items and after is None:
             raise NotFound(f"no file or folder {addr.path!r} in {addr.dataset_address}")
         return Listing(
             "entries", str(addr), items, version if version is not None else dataset.head_version
         )
+
+
+#: rows fetched per query when a listing is streamed
+STREAM_PAGE = 5000
+
+
+def stream_entries(
+    keep: Keep, address: str, *, after: str | None = None, page_size: int = STREAM_PAGE
+) -> EntryStream:
+    """List a dataset's files (or a folder's) without holding them: memory is one page
+    however many files there are, and the first page is read (and access checked, so
+    errors come before any output) before this returns."""
+    first = ls(keep, address, limit=page_size, after=after)
+    if first.kind != "entries":
+        raise UsageError(f"{address!r} is not a dataset", hint="use PROJECT/DATASET[/PATH]")
+
+    def pages() -> Iterator[dict[str, Any]]:
+        page = first.items
+        while True:
+            yield from page
+            if len(page) < page_size:
+                return
+            page = ls(keep, address, limit=page_size, after=page[-1]["path"]).items
+
+    return EntryStream(str(first.address), first.version, pages())
 
 
 def versions(keep: Keep, address: str) -> list[dict[str, Any]]:

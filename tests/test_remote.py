@@ -1,5 +1,6 @@
 """A scientist's laptop against a facility keep: `labkeep serve` on one side, `labkeep
-login URL`, ls, download, verify --status and share create on the other, real HTTP."""
+login URL`, ls, download (files, folders, datasets), verify, whoami and share links on the
+other, real HTTP."""
 
 from __future__ import annotations
 
@@ -140,8 +141,64 @@ def test_laptop_against_a_server(
     # the link works with no account at all
     page = httpx.get(link["url"], timeout=10)
     assert page.status_code == 200
+    # share links: listed and revoked remotely, as share create suggested
+    assert f"labkeep share revoke {link['id'] + 1}" in laptop(
+        tmp_path, "share", "create", "proj/s001"
+    ).stderr
+    listed = [json.loads(line) for line in laptop(tmp_path, "share", "list", "--json").stdout
+              .splitlines()]  # fmt: skip
+    assert {entry["id"] for entry in listed} >= {link["id"]}
+    assert "token" not in listed[0]
+    revoked = json.loads(laptop(tmp_path, "share", "revoke", str(link["id"]), "--json").stdout)
+    assert revoked["revoked_at"] and httpx.get(link["url"], timeout=10).status_code != 200
+    # whoami on the server
+    assert laptop(tmp_path, "whoami").stdout.startswith("alice")
     # commands that need the keep's machine say so
     refused = laptop(tmp_path, "seal", "proj/s001", check=2)
-    assert "no keep found" in refused.stderr or "not available against a server" in refused.stderr
+    assert "needs a local keep" in refused.stderr and url in refused.stderr
     laptop(tmp_path, "logout")
     assert not saved.exists()
+
+
+def test_laptop_downloads_and_verifies_whole_datasets(
+    server: tuple[str, Path, dict[str, bytes]], tmp_path: Path
+) -> None:
+    url, root, files = server
+    laptop(tmp_path, "login", url, "--name", "alice", "--password-stdin", stdin=PASSWORD + "\n")
+    home = tmp_path / "laptop"
+    # a whole dataset: into ./s001 (cp -r), every file checked
+    got = laptop(tmp_path, "download", "proj/s001", "--json")
+    summary = json.loads(got.stdout.splitlines()[-1])
+    assert summary["summary"] == {"ok": len(files)}
+    assert {rel: (home / "s001/raw" / rel).read_bytes() for rel in files} == files
+    # again: everything is already there (resumable)
+    again = json.loads(laptop(tmp_path, "download", "proj/s001", "--json").stdout.splitlines()[-1])
+    assert again["summary"] == {"notneeded": len(files)}
+    # one folder, into a new folder of another name
+    folder = sorted({rel.split("/")[0] for rel in files if "/" in rel})[0]
+    laptop(tmp_path, "download", f"proj/s001/raw/{folder}", "-o", "only-that")
+    inside = {rel[len(folder) + 1 :]: data for rel, data in files.items()
+              if rel.startswith(folder + "/")}  # fmt: skip
+    assert {p.relative_to(home / "only-that").as_posix(): p.read_bytes()
+            for p in (home / "only-that").rglob("*") if p.is_file()} == inside  # fmt: skip
+    # a damaged download is not kept: corrupt a file on the server, download it again
+    rel = sorted(files)[0]
+    victim = root / "data/proj/s001/raw" / rel
+    victim.write_bytes(bytes([victim.read_bytes()[0] ^ 1]) + victim.read_bytes()[1:])
+    bad = laptop(tmp_path, "download", f"proj/s001/raw/{rel}", "-o", "fresh.bin", check=1)
+    assert "does not match its SHA-256" in bad.stdout and not (home / "fresh.bin").exists()
+    # verify runs on the server and reports to the laptop's stdout
+    with Keep.open(root) as keep:
+        keep.grant("alice", "write", "proj")
+    report = laptop(tmp_path, "verify", "proj/s001", check=1)
+    assert "MODIFIED" in report.stdout and rel in report.stdout
+    project = laptop(tmp_path, "verify", "proj", check=1).stdout.splitlines()
+    assert [line.split()[1] for line in project if line.startswith("MODIFIED")] == [
+        f"proj/s001/raw/{rel}"
+    ]
+    # the server going away is an environment error (exit 3), not a traceback
+    (home / "config/labkeep/login.json").write_text(
+        json.dumps({"url": "http://127.0.0.1:9", "token": "lk_x", "user": "alice"})
+    )
+    down = laptop(tmp_path, "ls", "proj", check=3)
+    assert "cannot reach the labkeep server" in down.stderr and "Traceback" not in down.stderr

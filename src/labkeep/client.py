@@ -10,7 +10,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,10 +23,11 @@ from labkeep.errors import (
     IntegrityError,
     LabkeepError,
     NotFound,
+    ServerUnreachable,
     UsageError,
 )
 from labkeep.names import parse_address
-from labkeep.results import EntryStream, Listing
+from labkeep.results import EntryStream, Listing, Report, Result
 
 _ERRORS: dict[int, type[LabkeepError]] = {401: AuthenticationFailed, 403: Forbidden, 404: NotFound}
 
@@ -140,9 +142,7 @@ class RemoteKeep:
         )
 
     def _get(self, url: str, **params: Any) -> Any:
-        response = self.http.get(url, params={k: v for k, v in params.items() if v is not None})
-        _raise_for(response)
-        return response.json()
+        return self._send("GET", url, params={k: v for k, v in params.items() if v is not None})
 
     def ls(
         self, address: str | None = None, *, limit: int | None = None, after: str | None = None
@@ -219,7 +219,8 @@ class RemoteKeep:
         max_downloads: int | None = None,
         label: str = "",
     ) -> tuple[str, _ShareInfo]:
-        response = self.http.post(
+        record = self._send(
+            "POST",
             "/shares",
             json={
                 "target": address,
@@ -228,8 +229,6 @@ class RemoteKeep:
                 "label": label,
             },
         )
-        _raise_for(response)
-        record = response.json()
         return record["token"], _ShareInfo(record)
 
     def export_file(self, address: str, dest: str | os.PathLike[str]) -> dict[str, Any]:
@@ -237,35 +236,136 @@ class RemoteKeep:
         addr = parse_address(address, need_dataset=True)
         if not addr.path:
             raise UsageError("download a file: PROJECT/DATASET/PATH")
-        url = f"/files/{addr.project}/{addr.dataset}/{quote(addr.path)}"
-        params = {"version": addr.version} if addr.version is not None else {}
         target = Path(dest)
         if target.is_dir():
             target = target / addr.path.rsplit("/", 1)[-1]
+        digest = self._download(addr.dataset_address, addr.path, addr.version, target)
+        return {
+            "dataset": addr.dataset_address,
+            "path": addr.path,
+            "sha256": digest,
+            "size": target.stat().st_size,
+            "saved_to": str(target),
+        }
+
+    def export(
+        self,
+        address: str,
+        dest: str | os.PathLike[str] = ".",
+        *,
+        on_result: Callable[[Result], None] | None = None,
+    ) -> Report:
+        """Download a file, folder or dataset (see :func:`labkeep.ops.export.export`)."""
+        from labkeep.ops.export import export_entries
+
+        stream = self.stream_entries(address)
+
+        def copy_one(dataset: str, path: str, version: int | None, target: Path) -> str:
+            return self._download(dataset, path, version, target)
+
+        return export_entries(address, stream.version, stream.entries, dest, copy_one, on_result)
+
+    def _download(self, dataset: str, path: str, version: int | None, target: Path) -> str:
+        """Stream one file to a temporary name; rename it to *target* only when its
+        SHA-256 is the one the server announced. Returns the SHA-256."""
+        project, name = dataset.split("/", 1)
+        url = f"/files/{quote(project)}/{quote(name)}/{quote(path)}"
+        params = {"version": version} if version is not None else {}
         tmp = target.with_name(f".{target.name}.labkeep-part")
         digest = hashlib.sha256()
         try:
-            with self.http.stream("GET", url, params=params) as response:
-                if response.status_code >= 400:
-                    response.read()
-                    _raise_for(response)
+            with self._request_stream(url, params) as response:
                 expected = response.headers.get("x-content-sha256", "")
                 with open(tmp, "wb") as out:
                     for chunk in response.iter_bytes(1 << 20):
                         digest.update(chunk)
                         out.write(chunk)
-            if expected and digest.hexdigest() != expected:
+            if not expected or digest.hexdigest() != expected:
                 raise IntegrityError(
-                    f"download of {address} does not match its SHA-256; the copy was not kept"
+                    f"download of {dataset}/{path} does not match its SHA-256; "
+                    "the copy was not kept",
+                    hint="run the same command again; if it persists, ask for a verify",
                 )
             os.replace(tmp, target)
         finally:
             if tmp.exists():
                 tmp.unlink()
-        return {
-            "dataset": f"{addr.project}/{addr.dataset}",
-            "path": addr.path,
-            "sha256": digest.hexdigest(),
-            "size": target.stat().st_size,
-            "saved_to": str(target),
-        }
+        return digest.hexdigest()
+
+    @contextmanager
+    def _request_stream(self, url: str, params: dict[str, Any]) -> Iterator[Any]:
+        with self._reaching(), self.http.stream("GET", url, params=params) as response:
+            if response.status_code >= 400:
+                response.read()
+                _raise_for(response)
+            yield response
+
+    # -- share links ------------------------------------------------------------------------
+    def list_shares(self, target: str | None = None) -> list[_ShareInfo]:
+        return [_ShareInfo(record) for record in self._get("/shares", target=target)]
+
+    def revoke_share(self, link_id: int) -> _ShareInfo:
+        return _ShareInfo(self._send("DELETE", f"/shares/{int(link_id)}"))
+
+    # -- verification ---------------------------------------------------------------------
+    def verify(
+        self,
+        target: str | None = None,
+        *,
+        on_result: Callable[[Result], None] | None = None,
+        **_local_only: Any,
+    ) -> Report:
+        """Ask the server to re-hash a dataset (or each dataset of a project) now."""
+        if not target:
+            raise UsageError(
+                "verifying the whole keep needs the keep's own machine",
+                hint="give a PROJECT or PROJECT/DATASET, or run it where the keep is",
+            )
+        addr = parse_address(target)
+        if addr.dataset:
+            names = [addr.dataset_address]
+        else:
+            names = [d["dataset"] for d in self._get(f"/projects/{quote(addr.project)}/datasets")]
+        report = Report("verify", info={"target": target, "datasets": len(names)}, keep_all=False)
+        states: dict[str, int] = {}
+        for name in names:
+            project, dataset = name.split("/", 1)
+            answer = self._send("POST", f"/datasets/{quote(project)}/{quote(dataset)}/verify")
+            for state, count in (answer.get("states") or {}).items():
+                states[state] = states.get(state, 0) + int(count)
+            for record in answer.get("problems", []):
+                result = Result(
+                    "verify",
+                    record.get("status", "error"),
+                    path=record.get("path"),
+                    dataset=record.get("dataset", name),
+                    state=record.get("state"),
+                    message=record.get("message"),
+                )
+                report.add(result)
+                if on_result is not None:
+                    on_result(result)
+            report.tally("ok", int((answer.get("states") or {}).get("ok", 0)))
+        report.info["states"] = states
+        report.info["log"] = "on the server"
+        return report
+
+    # -- transport ----------------------------------------------------------------------------
+    def _send(self, method: str, url: str, **kwargs: Any) -> Any:
+        with self._reaching():
+            response = self.http.request(method, url, **kwargs)
+        _raise_for(response)
+        return response.json()
+
+    @contextmanager
+    def _reaching(self) -> Iterator[None]:
+        """Network failures as a typed error (exit 3), naming the server."""
+        import httpx
+
+        try:
+            yield
+        except httpx.TransportError as exc:
+            raise ServerUnreachable(
+                f"cannot reach the labkeep server {self.url}: {exc or type(exc).__name__}",
+                hint="check the address and your network, then run the same command again",
+            ) from exc

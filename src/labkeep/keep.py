@@ -212,6 +212,7 @@ class Keep:
     open_file = ops.files.open_file
     files_for_download = ops.files.files_for_download
     export_file = ops.files.export_file
+    export = ops.export.export
     versions = ops.listing.versions
     ingest = ops.ingest.ingest
     write_manifest = ops.manifests.write_manifest

@@ -40,23 +40,36 @@ class Result:
 
 @dataclass
 class Report:
-    """The records of one bulk operation plus its summary."""
+    """The records of one bulk operation plus its summary.
+
+    Counts cover every record added. With ``keep_all`` (the default, for the Python API)
+    every record is kept in ``results``; bulk commands that hand each record to the user
+    as it comes set it to False and keep only the problems, so that memory does not
+    grow with the number of files.
+    """
 
     action: str
     results: list[Result] = field(default_factory=list)
     info: dict[str, Any] = field(default_factory=dict)
+    keep_all: bool = True
+    _counts: Counter[str] = field(default_factory=Counter, repr=False)
 
     def add(self, result: Result) -> Result:
-        self.results.append(result)
+        self._counts[result.status] += 1
+        if self.keep_all or result.status in ("error", "impossible"):
+            self.results.append(result)
         return result
 
+    def tally(self, status: str, n: int) -> None:
+        """Count *n* records of *status* that were reported elsewhere (e.g. by a server)."""
+        self._counts[status] += n
+
     def counts(self) -> dict[str, int]:
-        counter = Counter(r.status for r in self.results)
-        return {status: counter[status] for status in STATUSES if counter[status]}
+        return {status: self._counts[status] for status in STATUSES if self._counts[status]}
 
     @property
     def failed(self) -> bool:
-        return any(r.status in ("error", "impossible") for r in self.results)
+        return bool(self._counts["error"] or self._counts["impossible"])
 
     def summary(self) -> dict[str, Any]:
         return {"action": self.action, "summary": self.counts(), **self.info}

@@ -49,9 +49,26 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def open_keep(root: str | None) -> Keep:
+    """The local keep (commands that do not work against a server say so plainly)."""
+    from labkeep.errors import KeepNotFound, UsageError
     from labkeep.keep import Keep
 
-    return Keep.open(root)
+    try:
+        return Keep.open(root)
+    except KeepNotFound:
+        if root is None:
+            from labkeep.client import saved_login
+
+            login = saved_login()
+            if login is not None:
+                raise UsageError(
+                    "this command needs a local keep: it does not work against the server "
+                    f"{login['url']} you signed in to",
+                    hint="run it on the keep's machine (or pass --root PATH); against a "
+                    "server work: ls, versions, download, verify, whoami, share "
+                    "create/list/revoke",
+                ) from None
+        raise
 
 
 def open_keep_or_remote(root: str | None) -> Any:

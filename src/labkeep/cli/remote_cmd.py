@@ -11,9 +11,13 @@ from labkeep.cli._common import (
     JsonOpt,
     RootOpt,
     emit_json,
+    err,
     handle_errors,
+    human_size,
     open_keep_or_remote,
     out,
+    print_result,
+    print_summary,
 )
 
 
@@ -35,8 +39,8 @@ def login(
     ] = False,
     json_out: JsonOpt = False,
 ) -> None:
-    """Sign in to a labkeep server: ls, download, verify --status and share create then
-    work against it from any folder that holds no keep."""
+    """Sign in to a labkeep server: ls, versions, download, verify, whoami and share
+    create/list/revoke then work against it from any folder that holds no keep."""
     import socket
 
     from labkeep.client import RemoteKeep, save_login, token_for_password
@@ -81,22 +85,38 @@ def logout(json_out: JsonOpt = False) -> None:
 
 @handle_errors
 def download(
-    address: Annotated[str, typer.Argument(help="PROJECT/DATASET/PATH[@VERSION]")],
-    output: Annotated[str, typer.Option("--output", "-o", help="File or folder to write.")] = ".",
+    address: Annotated[
+        str, typer.Argument(help="PROJECT/DATASET[/PATH][@VERSION]: a file, folder or dataset")
+    ],
+    output: Annotated[
+        str,
+        typer.Option(
+            "--output", "-o", help="Where to: into it if it is a folder (like cp -r), else as it."
+        ),
+    ] = ".",
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="List every file.")] = False,
     root: RootOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Copy a file out of the keep (or the server), checking its SHA-256."""
+    """Copy a file, folder or dataset out of the keep (or the server), checking every
+    file's SHA-256; files already downloaded are skipped (run it again to resume)."""
     with open_keep_or_remote(root) as keep:
-        info = keep.export_file(address, output)
-    record = (
-        info if isinstance(info, dict) else {**info.to_dict(), "saved_to": str(info.local_path)}
-    )
-    if json_out:
-        emit_json({"action": "download", "status": "ok", **record})
-    else:
-        out.print(
-            f"saved {record['saved_to']} ({record['size']} bytes, "
-            f"sha256 {record['sha256']} verified)",
-            markup=False,
+        report = keep.export(
+            address,
+            output,
+            on_result=lambda r: print_result(r, json_out=json_out, show_ok=verbose),
         )
+    if json_out:
+        emit_json(report.summary())
+    else:
+        counts = report.counts()
+        print_summary(
+            "download",
+            counts,
+            f" ({human_size(report.info['bytes'])} in {report.info['saved_to']}, "
+            "each file checked against its SHA-256)",
+        )
+        if report.failed:
+            err.print("some files were not downloaded (see above): run the same command again")
+    if report.failed:
+        raise typer.Exit(1)

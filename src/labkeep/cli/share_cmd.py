@@ -16,10 +16,10 @@ from rich.markup import escape
 from labkeep.cli._common import (
     JsonOpt,
     RootOpt,
+    _escape,
     emit_json,
     err,
     handle_errors,
-    open_keep,
     open_keep_or_remote,
     out,
     table,
@@ -126,20 +126,20 @@ def share_list(
     json_out: JsonOpt = False,
 ) -> None:
     """List share links (never their tokens: those were shown once)."""
-    with open_keep(root) as keep:
+    with open_keep_or_remote(root) as keep:
         links = keep.list_shares(target)
     if json_out:
         for link in links:
             emit_json(link.to_dict())
         return
-    grid = table("id", "shares", "label", "by", "expires", "downloads", "state")
+    grid = table("id", "shares", "label", "by", "expires", "downloads", "state", paths=("shares",))
     for link in links:
         record = link.to_dict()
         limit = f"/{link.max_downloads}" if link.max_downloads is not None else ""
         grid.add_row(
             str(link.id),
-            escape(link.target),
-            escape(link.label),
+            _escape(link.target),
+            _escape(link.label),
             link.created_by,
             record["expires_at"],
             f"{link.downloads}{limit}",
@@ -158,7 +158,7 @@ def share_revoke(
     json_out: JsonOpt = False,
 ) -> None:
     """Revoke a share link: it stops working at once."""
-    with open_keep(root) as keep:
+    with open_keep_or_remote(root) as keep:
         info = keep.revoke_share(link_id)
     if json_out:
         emit_json({"action": "share-revoke", "status": "ok", **info.to_dict()})

@@ -20,6 +20,7 @@ from labkeep.cli._common import (
     err,
     handle_errors,
     open_keep,
+    open_keep_or_remote,
     out,
     table,
 )
@@ -199,8 +200,8 @@ def user_passwd(
 
 @handle_errors
 def whoami(root: RootOpt = None, json_out: JsonOpt = False) -> None:
-    """Who labkeep takes you for here, and your groups."""
-    with open_keep(root) as keep:
+    """Who labkeep takes you for here (or on the server you signed in to), and your groups."""
+    with open_keep_or_remote(root) as keep:
         info = keep.whoami()
     if json_out:
         emit_json(info)

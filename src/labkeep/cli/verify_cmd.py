@@ -51,7 +51,7 @@ def verify(
     if show_status:
         _status(target, root, json_out)
         return
-    with open_keep(root) as keep, progress_for("verify", json_out) as bar:
+    with open_keep_or_remote(root) as keep, progress_for("verify", json_out) as bar:
         report = keep.verify(
             target,
             jobs=jobs,

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from labkeep.ops import (
         accounts,
         audit,
+        export,
         files,
         grants,
         ingest,
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
 __all__ = [
     "accounts",
     "audit",
+    "export",
     "files",
     "grants",
     "ingest",

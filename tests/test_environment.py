@@ -333,3 +333,21 @@ def test_healthz_is_503_when_the_tree_is_gone(keep: Keep) -> None:
             keep.tree.base.with_name("moved").rename(keep.tree.base)
     assert answer.status_code == 503
     assert "tree folder" in answer.json()["message"]
+
+
+def test_serve_on_a_busy_port_says_what_to_do(tmp_path: Path) -> None:
+    import socket
+
+    root = tmp_path / "keep"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_cli("serve", "--root", str(root), "--create", "--port", str(port),
+                         timeout=60)  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert_no_traceback(result.stderr)
+    assert "Errno" not in result.stderr
+    assert f"port {port}" in result.stderr and "already in use" in result.stderr
+    assert f"--port {port + 1}" in result.stderr
+    assert "serving" not in result.stderr  # no URL that does not work

@@ -34,6 +34,7 @@ def serve(
         Keep.init(root).close()
         err.print(f"created a new keep at {os.path.abspath(root)}")
     keep_root = find_root(root)
+    _check_port_free(host, port)
     with Keep.open(keep_root) as keep:
         password = keep.ensure_admin_password()
         web = keep.config.web
@@ -45,6 +46,10 @@ def serve(
         err.print(
             f"sign in as [bold]{admin}[/] with password [bold]{password}[/] "
             "(shown once: change it on your account page, or with 'labkeep user passwd')"
+        )
+        err.print(
+            f"lost it? on this machine, 'labkeep user passwd {admin} --root {keep_root}' "
+            "sets a new one (you act as the site admin who created the keep)"
         )
     else:
         err.print("sign in with your labkeep account (site admins: 'labkeep user add' for others)")
@@ -59,3 +64,36 @@ def serve(
         forwarded_allow_ips=web.forwarded_allow_ips,
         log_level="info",
     )
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """Refuse at once, with what to do, when the address is taken (not a raw Errno 98)."""
+    import errno
+    import socket
+
+    from labkeep.errors import UsageError
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise UsageError(
+                    f"port {port} on {host} is already in use (another labkeep serve, or "
+                    "another program)",
+                    hint=f"stop that program, or choose another port: --port {port + 1} "
+                    f"(./dev serve --port {port + 1})",
+                ) from None
+            if exc.errno in (errno.EACCES, errno.EPERM):
+                raise UsageError(
+                    f"not allowed to listen on port {port}",
+                    hint="ports below 1024 need root: use --port 8000 behind a reverse proxy",
+                ) from None
+            if exc.errno == errno.EADDRNOTAVAIL:
+                raise UsageError(
+                    f"{host} is not an address of this machine",
+                    hint="use --host 127.0.0.1 (this machine only) or --host 0.0.0.0 (all)",
+                ) from None
+            raise

@@ -211,6 +211,7 @@ class Keep:
     stat_file = ops.files.stat_file
     open_file = ops.files.open_file
     files_for_download = ops.files.files_for_download
+    has_file = ops.files.has_file
     export_file = ops.files.export_file
     export = ops.export.export
     versions = ops.listing.versions

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -121,17 +122,18 @@ def open_file(keep: Keep, address: str) -> tuple[FileInfo, BinaryIO]:
     return info, handle
 
 
-def files_for_download(keep: Keep, address: str) -> list[FileInfo]:
-    """Every file below ``PROJECT/DATASET[/FOLDER][@VERSION]`` for a zip download.
+def files_for_download(keep: Keep, address: str) -> Iterator[FileInfo]:
+    """Every file below ``PROJECT/DATASET[/FOLDER][@VERSION]`` for a zip download, in path
+    order, read from the catalog a page at a time (flat memory for any file count).
 
-    Counted as one download against a share link's limit.
+    Access is checked, and the download counted once against a share link's limit, before
+    this returns (so a refusal comes before the first byte of a zip).
     """
-    from labkeep.ops.listing import ls
+    from labkeep.ops.listing import stream_entries
     from labkeep.ops.shares import count_download
 
     addr = parse_address(address, need_dataset=True)
     assert addr.dataset is not None
-    listing = ls(keep, address)
     with keep.catalog.read() as session:
         _, dataset = find_dataset(
             keep,
@@ -143,22 +145,34 @@ def files_for_download(keep: Keep, address: str) -> list[FileInfo]:
             path=addr.path,
         )
         sealed = dataset.sealed
-    version = listing.version or 0
-    files = [
-        FileInfo(
-            addr.dataset_address,
-            e["path"],
-            version,
-            e["size"],
-            e["sha256"],
-            e["mtime_ns"],
-            sealed,
-            keep.tree.file_path(addr.project, addr.dataset, e["path"]),
-        )
-        for e in listing.items
-    ]
+    stream = stream_entries(keep, address)
     count_download(keep)
-    return files
+    version = stream.version or 0
+    project, name = addr.project, addr.dataset
+
+    def infos() -> Iterator[FileInfo]:
+        for e in stream.entries:
+            yield FileInfo(
+                addr.dataset_address,
+                e["path"],
+                version,
+                e["size"],
+                e["sha256"],
+                e["mtime_ns"],
+                sealed,
+                keep.tree.file_path(project, name, e["path"]),
+            )
+
+    return infos()
+
+
+def has_file(keep: Keep, address: str) -> bool:
+    """Whether ``PROJECT/DATASET/PATH[@VERSION]`` is a file the principal may read."""
+    try:
+        stat_file(keep, address)
+    except NotFound:
+        return False
+    return True
 
 
 def export_file(keep: Keep, address: str, dest: str | os.PathLike[str]) -> FileInfo:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from labkeep.errors import InternalError, LabkeepError, from_os_error
@@ -59,6 +59,8 @@ class CatchAll:
 
         try:
             await self.app(scope, receive, tracking_send)
+        except ClientDisconnect:
+            return  # the client went away: nobody to answer
         except Exception as exc:  # noqa: BLE001 (the edge: everything becomes a typed error)
             error = typed(exc, scope.get("app"))
             if started:

@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import base64
-import queue
-import threading
-import zipfile
+import functools
+import os
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, BinaryIO
 from urllib.parse import quote
 
+import anyio
 from fastapi.responses import FileResponse, Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
+
+from labkeep.names import parse_address
+from labkeep.web.zipstream import Member, ZipNames, stream_zip
 
 if TYPE_CHECKING:
     from labkeep.keep import Keep
-
-ZIP_CHUNK = 1 << 20
+    from labkeep.ops.files import FileInfo
 
 
 class _FileResponse(FileResponse):
@@ -59,73 +62,57 @@ def manifest_response(keep: Keep, address: str) -> Response:
     )
 
 
-class _Pipe:
-    """A write-only file object that hands zipfile's output to the response in chunks."""
-
-    def __init__(self, out: queue.Queue[bytes | BaseException | None]) -> None:
-        self.out = out
-        self.buffer = bytearray()
-        self.written = 0
-
-    def write(self, data: bytes) -> int:
-        self.buffer += data
-        self.written += len(data)
-        if len(self.buffer) >= ZIP_CHUNK:
-            self.flush()
-        return len(data)
-
-    def tell(self) -> int:
-        return self.written
-
-    def flush(self) -> None:
-        if self.buffer:
-            self.out.put(bytes(self.buffer))
-            self.buffer = bytearray()
-
-
 def zip_response(keep: Keep, address: str, filename: str) -> Response:
-    """A dataset or folder as a zip streamed while it is written (no temp file).
+    """A dataset or folder as a zip streamed while it is written (no temp file, no thread).
 
-    Files are stored uncompressed (instrument data rarely compresses) with ZIP64, and the
-    listing is checked (and download-counted for share links) before the first byte.
+    The listing is checked (and download-counted for share links) before the first byte;
+    files are read a chunk at a time, and a client that goes away stops the generator,
+    which closes the file it was reading.
     """
     files = keep.files_for_download(address)
-
-    def produce(out: queue.Queue[bytes | BaseException | None]) -> None:
-        try:
-            pipe = _Pipe(out)
-            zf = zipfile.ZipFile(pipe, "w", compression=zipfile.ZIP_STORED, allowZip64=True)  # type: ignore[call-overload]
-            with zf:
-                for file in files:
-                    info = zipfile.ZipInfo.from_file(file.local_path, arcname=file.path)
-                    info.file_size = file.size
-                    with (
-                        open(file.local_path, "rb") as src,
-                        zf.open(info, "w", force_zip64=True) as dst,
-                    ):
-                        while chunk := src.read(ZIP_CHUNK):
-                            dst.write(chunk)
-                            pipe.flush()
-            pipe.flush()
-            out.put(None)
-        except BaseException as exc:  # noqa: BLE001 (handed to the response, which ends the stream)
-            out.put(exc)
-
-    def body() -> Iterator[bytes]:
-        out: queue.Queue[bytes | BaseException | None] = queue.Queue(maxsize=8)
-        worker = threading.Thread(target=produce, args=(out,), daemon=True)
-        worker.start()
-        while True:
-            item = out.get()
-            if item is None:
-                break
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-        worker.join()
-
-    return StreamingResponse(
-        body(),
+    addr = parse_address(address, need_dataset=True)
+    pinned = f"@{addr.version}" if addr.version is not None else ""
+    names = ZipNames(lambda path: keep.has_file(f"{addr.dataset_address}/{path}{pinned}"))
+    members = (
+        Member(names(f.path), f.size, f.mtime_ns, functools.partial(_open_checked, f))
+        for f in files
+    )
+    return ClosingStreamingResponse(
+        stream_zip(members),
         media_type="application/zip",
         headers={"Content-Disposition": content_disposition(filename)},
     )
+
+
+class ClosingStreamingResponse(StreamingResponse):
+    """A streamed body that is closed however the response ends.
+
+    Starlette leaves the body's iterator suspended when the client goes away (and Python
+    closes it only when the garbage collector gets to it): here it is closed at once, so
+    the generator's ``finally`` blocks run and the file it was reading is closed.
+    """
+
+    def __init__(self, content: Iterator[bytes], **kwargs: Any) -> None:
+        self._source = content
+        super().__init__(content, **kwargs)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            with anyio.CancelScope(shield=True):
+                aclose = getattr(self.body_iterator, "aclose", None)
+                if aclose is not None:
+                    await aclose()
+                close = getattr(self._source, "close", None)
+                if close is not None:
+                    await anyio.to_thread.run_sync(close)
+
+
+def _open_checked(info: FileInfo) -> BinaryIO:
+    """A tree file for a zip, refused (ending the zip) when its size is not the catalog's."""
+    handle = open(info.local_path, "rb")  # noqa: SIM115 (closed by stream_zip)
+    if os.fstat(handle.fileno()).st_size != info.size:
+        handle.close()
+        raise OSError(f"{info.dataset}/{info.path} on disk does not match the catalog")
+    return handle

@@ -60,6 +60,10 @@ root_path = ""
 secure_cookies = "auto"
 # reverse proxies whose X-Forwarded-For/-Proto headers are trusted
 forwarded_allow_ips = "127.0.0.1"
+# largest upload through the web or the API (bytes; 2 GiB), and largest body of any
+# other request (JSON, forms: 64 KiB); larger ones are refused with 413 before being read
+max_upload_bytes = 2147483648
+max_body_bytes = 65536
 
 # Buttons on file pages that open a file in another service, e.g.:
 # [[web.links]]
@@ -101,8 +105,10 @@ class WebConfig:
     secure_cookies: str = "auto"
     #: addresses of reverse proxies whose X-Forwarded-* headers are trusted
     forwarded_allow_ips: str = "127.0.0.1"
-    #: largest browser upload, bytes (large data goes through 'labkeep ingest')
+    #: largest upload (web form or API), bytes (large data goes through 'labkeep ingest')
     max_upload_bytes: int = 2 << 30
+    #: largest body of any other request (JSON, forms), bytes
+    max_body_bytes: int = 64 << 10
     links: tuple[LinkOut, ...] = ()
 
 
@@ -186,6 +192,7 @@ def _web(section: dict[str, Any]) -> WebConfig:
         secure_cookies=str(section.get("secure_cookies", "auto")).lower(),
         forwarded_allow_ips=str(section.get("forwarded_allow_ips", "127.0.0.1")),
         max_upload_bytes=int(section.get("max_upload_bytes", 2 << 30)),
+        max_body_bytes=int(section.get("max_body_bytes", 64 << 10)),
         links=links,
     )
 

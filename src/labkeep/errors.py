@@ -200,6 +200,13 @@ class IntegrityError(LabkeepError):
     http_status = 500
 
 
+class TooLarge(LabkeepError):
+    """A request or upload is larger than this server accepts."""
+
+    code = "too-large"
+    http_status = 413
+
+
 class ServerUnreachable(EnvironmentFailure):
     """The labkeep server of ``labkeep login`` cannot be reached."""
 

@@ -223,6 +223,7 @@ class Keep:
     verify = ops.verify.verify
     verification = ops.verify.verification
     upload = ops.upload.upload
+    begin_upload = ops.upload.begin_upload
     events = ops.audit.events
     check_events = ops.audit.check_events
     status = ops.status.status

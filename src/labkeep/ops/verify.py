@@ -16,14 +16,14 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import date
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING
 
 from sqlalchemy import select, update
 
 from labkeep.access import allowed, check
 from labkeep.catalog import Dataset, Entry, Project
 from labkeep.clock import isoformat, utcnow
-from labkeep.errors import Busy, LabkeepError
+from labkeep.errors import Busy, LabkeepError, from_os_error
 from labkeep.integrity.hashing import hash_file
 from labkeep.integrity.manifest import MANIFEST_NAME
 from labkeep.names import parse_address
@@ -83,11 +83,10 @@ def verify(
     datasets = _scope(keep, target)
     report = Report("verify", info={"target": target or "(all)", "datasets": len(datasets)})
     folder = Path(log_dir) if log_dir else keep.config.verify_log_dir
-    folder.mkdir(parents=True, exist_ok=True)
     log_path = folder / f"verify_{date.today().isoformat()}.log"
     report.info["log"] = str(log_path)
     threads = jobs or keep.config.ingest_jobs or os.cpu_count() or 1
-    with open(log_path, "a", encoding="utf-8", errors="backslashreplace") as log:
+    with VerifyLog(log_path) as log:
         log.write(
             f"# labkeep verify {target or '(all)'} at {isoformat(utcnow())} by {keep.actor}\n"
         )
@@ -109,6 +108,41 @@ def verify(
         )
     report.info["states"] = {s: summary.get(s, 0) for s in STATES}
     return report
+
+
+class VerifyLog:
+    """The dated verify log, appended to; a failure to write it (a full disk, a read-only
+    folder) is an error naming the log, not a stray OSError."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = open(path, "a", encoding="utf-8", errors="backslashreplace")  # noqa: SIM115
+        except OSError as exc:
+            raise self._error(exc) from exc
+
+    def _error(self, exc: OSError) -> LabkeepError:
+        exc.filename = str(self.path)
+        return from_os_error(exc, "write the verify log")
+
+    def write(self, text: str) -> None:
+        try:
+            self._file.write(text)
+        except OSError as exc:
+            raise self._error(exc) from exc
+
+    def close(self) -> None:
+        try:
+            self._file.close()
+        except OSError as exc:
+            raise self._error(exc) from exc
+
+    def __enter__(self) -> VerifyLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def _totals(keep: Keep, ids: list[int]) -> tuple[int, int]:
@@ -133,7 +167,7 @@ class _DatasetVerify:
         name: str,
         dataset_id: int,
         report: Report,
-        log: TextIO,
+        log: VerifyLog,
         progress: Progress | None,
         on_result: Callable[[Result], None] | None,
     ) -> None:

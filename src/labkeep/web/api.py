@@ -4,13 +4,18 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, File, Form, Path, Query, Request, Response, UploadFile
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from pydantic import BaseModel, Field, field_validator
 
-from labkeep.errors import UsageError
 from labkeep.keep import Keep
 from labkeep.web import downloads
 from labkeep.web.deps import csrf_protect, resolve
+from labkeep.web.limits import receive_upload, upload_request_body
+
+
+class FieldProblem(BaseModel):
+    field: str = Field(..., description="where, e.g. body.name or query.limit")
+    problem: str
 
 
 class ErrorOut(BaseModel):
@@ -20,6 +25,10 @@ class ErrorOut(BaseModel):
     error: str = Field(..., description="stable machine-readable code, e.g. not-found")
     message: str
     hint: str | None = None
+    fields: list[FieldProblem] | None = Field(
+        None, description="422: each field that is not valid (the values sent are not echoed)"
+    )
+    reference: str | None = Field(None, description="500: the id of the server's log entry")
 
 
 def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
@@ -29,6 +38,8 @@ def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
         403: "Not allowed for this caller",
         404: "No such thing, or the caller may not know that it exists",
         409: "Conflicts with the current state (exists, sealed, busy)",
+        413: "The request body is larger than this server accepts",
+        422: "The request does not fit the route's parameters",
         429: "Too many failed sign-ins: wait Retry-After seconds",
     }
     return {code: {"model": ErrorOut, "description": text[code]} for code in codes}
@@ -44,7 +55,7 @@ def _content(media_type: str, description: str, *codes: int) -> dict[int | str, 
 router = APIRouter(
     prefix="/api/v1",
     dependencies=[Depends(csrf_protect)],
-    responses=_errors(400, 401, 403, 404, 409),
+    responses=_errors(400, 401, 403, 404, 409, 422),
 )
 Caller = Annotated[Keep, Depends(resolve)]
 Slug = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$")]
@@ -291,20 +302,17 @@ def manifest(keep: Caller, project: str, dataset: str) -> Response:
     return downloads.manifest_response(keep, _dataset(project, dataset))
 
 
-@router.post("/datasets/{project}/{dataset}/files", tags=["files"], status_code=201)
-def upload(
-    keep: Caller,
-    project: str,
-    dataset: str,
-    files: Annotated[list[UploadFile], File(description="the files", min_length=1)],
-    paths: Annotated[list[str] | None, Form(description="relative path of each file")] = None,
-) -> dict[str, Any]:
-    """Upload small files into an open dataset (they go through ingest)."""
-    if paths is not None and len(paths) != len(files):
-        raise UsageError("give one path per file, or none")
-    names = paths if paths else [f.filename or "" for f in files]
-    streams = [(n, f.file) for n, f in zip(names, files, strict=True)]
-    report = keep.upload(_dataset(project, dataset), streams)
+@router.post(
+    "/datasets/{project}/{dataset}/files",
+    tags=["files"],
+    status_code=201,
+    openapi_extra=upload_request_body(),
+    responses=_errors(413),
+)
+async def upload(request: Request, project: str, dataset: str) -> dict[str, Any]:
+    """Upload files into an open dataset (multipart: ``files`` parts, optional ``paths``);
+    they go through ingest. Who may upload is settled before the body is read."""
+    report = await receive_upload(request, _dataset(project, dataset))
     return {**report.summary(), "results": [r.to_dict() for r in report.results]}
 
 

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 from fastapi import Depends, FastAPI, Request
-from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from labkeep.errors import (
     AuthenticationFailed,
@@ -25,6 +24,7 @@ from labkeep.errors import (
 from labkeep.keep import Keep
 from labkeep.web.catchall import CatchAll
 from labkeep.web.deps import SESSION_COOKIE, refuse_nul
+from labkeep.web.limits import BodyLimit
 
 HERE = Path(__file__).parent
 #: seconds a request waits for an unreachable catalog before it is answered 503
@@ -42,20 +42,42 @@ SECURITY_HEADERS = {
 }
 
 
-class SecurityHeaders(BaseHTTPMiddleware):
-    async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
-        response = await call_next(request)
-        for name, value in SECURITY_HEADERS.items():
-            response.headers.setdefault(name, value)
-        if getattr(request.state, "auth", "anonymous") in ("session", "share"):
-            response.headers.setdefault("Cache-Control", "private, no-store")
-        if getattr(request.state, "drop_cookie", False):
-            response.delete_cookie(SESSION_COOKIE, path=_cookie_path(request))
-        return response
+class SecurityHeaders:
+    """Security headers on every answer; ``private, no-store`` for what a session or a
+    share link opened; the session cookie dropped when it no longer works.
+
+    A pure ASGI middleware: it only edits the response's start message (Starlette's
+    BaseHTTPMiddleware would run the app in a task group, wrap its errors in exception
+    groups and cost every request an extra task).
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                for name, value in SECURITY_HEADERS.items():
+                    headers.setdefault(name, value)
+                state = scope.get("state", {})
+                if state.get("auth", "anonymous") in ("session", "share"):
+                    headers.setdefault("Cache-Control", "private, no-store")
+                if state.get("drop_cookie", False):
+                    expired = Response()
+                    expired.delete_cookie(SESSION_COOKIE, path=_root(scope) + "/")
+                    headers.append("set-cookie", expired.headers["set-cookie"])
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
 
 
-def _cookie_path(request: Request) -> str:
-    return (request.scope.get("root_path") or "") + "/"
+def _root(scope: Scope) -> str:
+    return str(scope.get("root_path") or "")
 
 
 def wants_json(request: Request) -> bool:
@@ -82,6 +104,8 @@ def create_app(keep: Keep | str | os.PathLike[str] | None = None) -> FastAPI:
     app.state.keep = base
     app.add_middleware(CatchAll)  # inside SecurityHeaders: error answers get its headers
     app.add_middleware(SecurityHeaders)
+    # outermost but for Starlette's own: bodies are bounded before anything reads them
+    app.add_middleware(BodyLimit, body_bytes=web.max_body_bytes, upload_bytes=web.max_upload_bytes)
     # the web waits for an unreachable catalog briefly, then answers 503 (clients retry)
     base.catalog.retry_seconds = min(base.catalog.retry_seconds, WEB_CATALOG_RETRY)
 
@@ -93,7 +117,7 @@ def create_app(keep: Keep | str | os.PathLike[str] | None = None) -> FastAPI:
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         """Unknown URLs and wrong methods: JSON for programs, the error page for people."""
         if wants_json(request):  # the API's error shape (ErrorOut), not FastAPI's
-            code = {400: "usage", 404: "not-found", 405: "method-not-allowed"}
+            code = {400: "usage", 404: "not-found", 405: "method-not-allowed", 413: "too-large"}
             record = {
                 "status": "error",
                 "error": code.get(exc.status_code, "http"),
@@ -110,11 +134,17 @@ def create_app(keep: Keep | str | os.PathLike[str] | None = None) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> Response:
+        """A request that does not fit the route's parameters: the API's error shape with
+        each field and what is wrong with it, never the values sent."""
+        fields = validation_problems(exc)
         if wants_json(request):
-            # FastAPI's 422, but as ASCII JSON: it echoes the input, which may hold lone
-            # surrogates (valid JSON escapes) that UTF-8 cannot encode
-            body = json.dumps({"detail": jsonable_encoder(exc.errors())}, separators=(",", ":"))
-            return Response(body, status_code=422, media_type="application/json")
+            error = UsageError(
+                "the request is not valid: "
+                + "; ".join(f"{f['field']}: {f['problem']}" for f in fields[:5]),
+                hint="see the API's description at /api/v1/openapi.json",
+            )
+            record = {**error.as_record(), "fields": fields}
+            return JSONResponse(record, status_code=422)
         from labkeep.web.pages import error_page
 
         error = UsageError("the request was not understood: check the form or the address")
@@ -140,6 +170,16 @@ def create_app(keep: Keep | str | os.PathLike[str] | None = None) -> FastAPI:
     app.include_router(ui_router)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     return app
+
+
+def validation_problems(exc: RequestValidationError, most: int = 20) -> list[dict[str, str]]:
+    """Where and what, from pydantic's errors: no input values (they may be huge, secret
+    or not even text)."""
+    problems = []
+    for error in exc.errors()[:most]:
+        where = ".".join(str(part) for part in error.get("loc", ()))
+        problems.append({"field": where[:200], "problem": str(error.get("msg", ""))[:200]})
+    return problems
 
 
 def error_response(request: Request, exc: LabkeepError) -> Response:

@@ -10,17 +10,16 @@ from __future__ import annotations
 
 import hmac
 import secrets
-from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import Response
-from starlette.datastructures import UploadFile
 
 from labkeep.errors import AuthenticationFailed, NotFound, TooManyAttempts
 from labkeep.keep import Keep
 from labkeep.web import jsonld, pages, ui_admin, ui_share
 from labkeep.web.deps import SESSION_COOKIE, csrf_protect, resolve
+from labkeep.web.limits import receive_upload
 from labkeep.web.pages import PAGE_SIZE, if_allowed, redirect, render
 
 router = APIRouter(include_in_schema=False, dependencies=[Depends(csrf_protect)])
@@ -344,26 +343,10 @@ def verify(request: Request, keep: Caller, project: str, dataset: str) -> Respon
     )
 
 
-async def _chosen_files(request: Request) -> AsyncIterator[list[UploadFile]]:
-    """The files of an upload form (an empty file input sends a part without a name);
-    their temporary files are closed when the request is done."""
-    form = await request.form()
-    try:
-        yield [f for f in form.getlist("files") if isinstance(f, UploadFile) and f.filename]
-    finally:
-        await form.close()
-
-
 @router.post("/p/{project}/{dataset}/upload")
-def upload(
-    request: Request,
-    keep: Caller,
-    project: str,
-    dataset: str,
-    files: Annotated[list[UploadFile], Depends(_chosen_files)],
-) -> Response:
+async def upload(request: Request, project: str, dataset: str) -> Response:
     """Browser upload into raw/ (the same ingest as the CLI); shows the records."""
-    report = keep.upload(f"{project}/{dataset}", [(f.filename or "", f.file) for f in files])
+    report = await receive_upload(request, f"{project}/{dataset}")
     links = pages.Links(request)
     return render(
         request,

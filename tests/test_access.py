@@ -376,3 +376,22 @@ def test_local_os_user_mapping(keep: Keep, keep_root: Path) -> None:
     assert local_principal(keep, "stranger").kind == "anonymous"
     keep.add_user("bob", password=PASSWORD, os_user="stranger")
     assert local_principal(keep, "stranger").name == "bob"
+
+
+def test_event_filters_match_names_exactly(world: World) -> None:
+    """``_`` (a slug character) and ``%`` are no wildcards: a reader of a_b and of
+    a-proj/d_1 sees none of the events of axb, a-proj/dx1 or a-proj/d_10."""
+    admin = world.admin
+    admin.create_project("a_b", group="lab-a")
+    admin.create_project("axb", group="lab-b")
+    for dataset in ("a-proj/d_1", "a-proj/dx1", "a-proj/d_10", "a_b/s1", "axb/s1"):
+        admin.create_dataset(dataset)
+    alice = admin.acting_as(admin.principal_for("alice"))  # member of lab-a
+    targets = {e["target"] for e in alice.events(target="a_b", limit=None)}
+    assert targets == {"a_b", "a_b/s1"}
+    assert {e["target"] for e in alice.events(target="a-proj/d_1", limit=None)} == {"a-proj/d_1"}
+    everything = {e["target"] for e in admin.events(target="a-proj", limit=None)}
+    assert {"a-proj/d_1", "a-proj/dx1", "a-proj/d_10"} <= everything
+    assert not any(t.startswith(("a_b", "axb")) for t in everything)
+    with pytest.raises(UsageError):
+        admin.events(target="a%b")

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from labkeep.catalog import Event, KeepState
@@ -90,7 +90,12 @@ def events(
     _check_events_access(keep, target)
     query = select(Event).order_by(Event.id.desc())
     if target:
-        query = query.where((Event.target == target) | Event.target.startswith(target + "/"))
+        # what is on *target* and below it: an exact prefix comparison (not LIKE, whose
+        # "_" and "%" match other names; not a range, which depends on collations)
+        below = target + "/"
+        query = query.where(
+            (Event.target == target) | (func.substr(Event.target, 1, len(below)) == below)
+        )
     if action:
         query = query.where(Event.action == action)
     if limit:

@@ -395,3 +395,43 @@ def test_event_filters_match_names_exactly(world: World) -> None:
     assert not any(t.startswith(("a_b", "axb")) for t in everything)
     with pytest.raises(UsageError):
         admin.events(target="a%b")
+
+
+def test_share_links_live_no_longer_than_their_creators_access(world: World) -> None:
+    admin = world.admin
+    alice = admin.acting_as(admin.principal_for("alice"))  # member of lab-a: may share
+    token, info = alice.create_share(world.own, expires="30d")
+    assert admin.open_share(token).kind == "share"
+    # disabled: the link stops working (and the command says so); enabled: it works again
+    disabled = admin.set_user_disabled("alice", True)
+    assert disabled.suspended_links == 1 and disabled.to_dict()["suspended_links"] == 1
+    with pytest.raises(AuthenticationFailed):
+        admin.open_share(token)
+    listed = {s.id: s for s in admin.list_shares(world.own)}
+    assert listed[info.id].suspended and not listed[info.id].active
+    assert listed[info.id].to_dict()["suspended"] is True
+    admin.set_user_disabled("alice", False)
+    assert admin.open_share(token).kind == "share"
+    # a grant that let its creator share is revoked: suspended too
+    admin.grant("ext", "write", world.own)
+    ext = admin.acting_as(admin.principal_for("ext"))
+    ext_token, _ = ext.create_share(world.own, expires="7d")
+    record = admin.revoke("ext", world.own)
+    assert record["suspended_links"] == 1
+    with pytest.raises(AuthenticationFailed):
+        admin.open_share(ext_token)
+    assert admin.open_share(token).kind == "share"  # alice's link does not depend on it
+
+
+def test_a_ranged_download_counts_once(world: World) -> None:
+    admin = world.admin
+    path = next(e["path"] for e in admin.ls(world.own).items)
+    token, _ = admin.create_share(world.own, expires="1d", max_downloads=1)
+    holder = admin.acting_as(admin.open_share(token))
+    _, first = holder.open_file(f"{world.own}/{path}")  # the first range (or all of it)
+    first.close()
+    for _ in range(5):  # the rest of the same download, range by range
+        _, more = holder.open_file(f"{world.own}/{path}", count=False)
+        more.close()
+    with pytest.raises(AuthenticationFailed):
+        admin.open_share(token)  # used up by that one download

@@ -313,3 +313,18 @@ def test_an_upload_over_the_limit_is_refused_and_leaves_nothing(
     with Keep.open(served.root) as keep:
         assert [e["path"] for e in keep.ls("proj/up").items] == ["raw/ok.bin"]
     assert not any((served.root / "uploads").iterdir())
+
+
+def test_range_requests_of_one_download_count_once(served: Served) -> None:
+    with Keep.open(served.root) as keep:
+        alice = keep.acting_as(keep.principal_for("alice"))
+        link, _ = alice.create_share("proj/s001/raw/stack00.tif", expires="1d", max_downloads=1)
+    url = f"{served.url}/s/{link}/file/proj/s001/raw/stack00.tif"
+    parts = [
+        httpx.get(url, headers={"Range": f"bytes={start}-{start + (1 << 20) - 1}"}, timeout=30)
+        for start in (0, 1 << 20)
+    ]
+    assert [p.status_code for p in parts] == [206, 206]
+    assert len(parts[0].content + parts[1].content) == 2 << 20
+    # that was one download: the link's single download is used up now
+    assert httpx.get(url, timeout=30).status_code in (401, 404, 410)

@@ -73,6 +73,11 @@ def revoke(
         emit_json(record)
     else:
         out.print(f"revoked the grant of {record['principal']} on {record['target']}")
+        if record.get("suspended_links"):
+            out.print(
+                f"{record['suspended_links']} share link(s) on {record['target']} are suspended: "
+                "their creators may no longer share it (they work again with the access)"
+            )
 
 
 @handle_errors

@@ -37,6 +37,8 @@ class UserInfo:
     os_user: str | None
     created_at: datetime
     groups: dict[str, str]
+    #: share links of this account that stopped working with this change (disable)
+    suspended_links: int | None = None
 
     @classmethod
     def of(cls, user: User, groups: dict[str, str]) -> UserInfo:
@@ -63,6 +65,7 @@ class UserInfo:
             "os_user": self.os_user,
             "created_at": isoformat(self.created_at),
             "groups": self.groups,
+            **({"suspended_links": self.suspended_links} if self.suspended_links else {}),
         }
 
 
@@ -270,7 +273,13 @@ def set_disabled(keep: Keep, name: str, disabled: bool = True) -> UserInfo:
         append_event(
             session, keep.actor, "user-disable" if disabled else "user-enable", f"user:{name}", {}
         )
-        return UserInfo.of(user, _user_groups(session, user.id))
+        info = UserInfo.of(user, _user_groups(session, user.id))
+        if disabled:
+            from labkeep.ops.shares import count_suspended
+
+            session.flush()
+            info.suspended_links = count_suspended(session, creator_id=user.id)
+        return info
 
 
 def set_password(keep: Keep, name: str, password: str, *, current: str | None = None) -> None:

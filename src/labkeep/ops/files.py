@@ -92,8 +92,9 @@ def stat_file(keep: Keep, address: str, *, action: str = "dataset.read") -> File
         )
 
 
-def open_file(keep: Keep, address: str) -> tuple[FileInfo, BinaryIO]:
-    """Open a file for download (counted against a share link's download limit).
+def open_file(keep: Keep, address: str, *, count: bool = True) -> tuple[FileInfo, BinaryIO]:
+    """Open a file for download (counted against a share link's download limit, unless
+    *count* is False: the rest of a download already counted, e.g. a later Range).
 
     The caller closes the returned stream. A file whose size on disk differs from the
     catalog is refused: labkeep never serves content it cannot vouch for.
@@ -115,7 +116,8 @@ def open_file(keep: Keep, address: str) -> tuple[FileInfo, BinaryIO]:
     from labkeep.ops.shares import count_download
 
     try:
-        count_download(keep)
+        if count:
+            count_download(keep)
     except BaseException:
         handle.close()
         raise

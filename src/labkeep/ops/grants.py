@@ -105,8 +105,20 @@ def revoke(keep: Keep, grantee: str, target: str) -> dict[str, Any]:
         )
         if not result.rowcount:  # type: ignore[attr-defined]
             raise NotFound(f"{grantee} has no grant on {target}")
-        append_event(session, keep.actor, "revoke", target, {"principal": grantee})
-    return {"action": "revoke", "status": "ok", "principal": grantee, "target": target}
+        from labkeep.ops.shares import count_suspended
+
+        session.flush()
+        suspended = count_suspended(session, project_id=proj.id)
+        append_event(
+            session, keep.actor, "revoke", target, {"principal": grantee, "suspended": suspended}
+        )
+    return {
+        "action": "revoke",
+        "status": "ok",
+        "principal": grantee,
+        "target": target,
+        "suspended_links": suspended,
+    }
 
 
 def list_grants(keep: Keep, target: str) -> list[dict[str, Any]]:

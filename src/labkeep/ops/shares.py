@@ -15,10 +15,12 @@ from labkeep.catalog import Dataset, Project, ShareLink, User
 from labkeep.clock import isoformat, parse_duration, utcnow
 from labkeep.errors import AuthenticationFailed, Forbidden, NotFound, UsageError
 from labkeep.names import parse_address
-from labkeep.ops._access import find_dataset, find_project, project_resource
+from labkeep.ops._access import find_dataset, find_project, load_principal, project_resource
 from labkeep.ops.audit import append_event
 
 if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
     from labkeep.keep import Keep
 
 MAX_EXPIRY = "365d"
@@ -35,11 +37,15 @@ class ShareInfo:
     max_downloads: int | None
     downloads: int
     revoked_at: datetime | None
+    #: its creator may no longer share what it opens (disabled, or lost the access):
+    #: the link does not work until they may again
+    suspended: bool = False
 
     @property
     def active(self) -> bool:
         return (
             self.revoked_at is None
+            and not self.suspended
             and self.expires_at > utcnow()
             and (self.max_downloads is None or self.downloads < self.max_downloads)
         )
@@ -55,6 +61,7 @@ class ShareInfo:
             "max_downloads": self.max_downloads,
             "downloads": self.downloads,
             "revoked_at": isoformat(self.revoked_at),
+            "suspended": self.suspended,
             "active": self.active,
         }
 
@@ -64,7 +71,9 @@ def _target_text(project: str, dataset: str | None, path: str | None, version: i
     return text + (f"@{version}" if version is not None else "")
 
 
-def _info(link: ShareLink, project: str, dataset: str | None, creator: str) -> ShareInfo:
+def _info(
+    link: ShareLink, project: str, dataset: str | None, creator: str, suspended: bool = False
+) -> ShareInfo:
     return ShareInfo(
         link.id,
         _target_text(project, dataset, link.path, link.version),
@@ -75,6 +84,39 @@ def _info(link: ShareLink, project: str, dataset: str | None, creator: str) -> S
         link.max_downloads,
         link.downloads,
         link.revoked_at,
+        suspended,
+    )
+
+
+def creator_may_share(session: Session, link: ShareLink) -> bool:
+    """Whether the link's creator still may share what it opens (a link lives no longer
+    than the access that made it: disabling the creator or revoking their grant suspends
+    it; giving the access back lets it work again)."""
+    user = session.get(User, link.created_by)
+    if user is None or user.disabled:
+        return False
+    project = session.get(Project, link.project_id)
+    if project is None:
+        return False
+    dataset = session.get(Dataset, link.dataset_id) if link.dataset_id is not None else None
+    resource = project_resource(session, project, dataset)
+    return allowed(load_principal(session, user), "share.create", resource)
+
+
+def count_suspended(
+    session: Session, *, creator_id: int | None = None, project_id: int | None = None
+) -> int:
+    """How many otherwise working links of a creator (or on a project) are suspended."""
+    query = select(ShareLink).where(ShareLink.revoked_at.is_(None), ShareLink.expires_at > utcnow())
+    if creator_id is not None:
+        query = query.where(ShareLink.created_by == creator_id)
+    if project_id is not None:
+        query = query.where(ShareLink.project_id == project_id)
+    return sum(
+        1
+        for link in session.execute(query).scalars()
+        if (link.max_downloads is None or link.downloads < link.max_downloads)
+        and not creator_may_share(session, link)
     )
 
 
@@ -150,7 +192,7 @@ def create_share(
 
 def _rows(keep: Keep, session: Any, query: Any) -> list[ShareInfo]:
     return [
-        _info(link, p, d, u)
+        _info(link, p, d, u, suspended=not creator_may_share(session, link))
         for link, p, d, u in session.execute(
             query.join(Project, Project.id == ShareLink.project_id)
             .outerjoin(Dataset, Dataset.id == ShareLink.dataset_id)
@@ -218,6 +260,8 @@ def open_share(keep: Keep, token: str) -> Principal:
         if link is None or link.revoked_at is not None or link.expires_at <= utcnow():
             raise failed
         if link.max_downloads is not None and link.downloads >= link.max_downloads:
+            raise failed
+        if not creator_may_share(session, link):
             raise failed
         scope = ShareScope(link.id, link.project_id, link.dataset_id, link.version, link.path)
         return Principal("share", name=f"share:{link.id}", share=scope)

@@ -261,6 +261,7 @@ def entries(
 )
 def download(
     keep: Caller,
+    request: Request,
     project: str,
     dataset: str,
     path: str,
@@ -268,7 +269,7 @@ def download(
 ) -> Response:
     """The file's bytes (HTTP Range supported; ETag is its SHA-256)."""
     address = f"{project}/{dataset}/{path}" + (f"@{version}" if version is not None else "")
-    return downloads.file_response(keep, address)
+    return downloads.file_response(keep, address, request.headers.get("range"))
 
 
 @router.get(

@@ -237,7 +237,9 @@ def share_browse_path(
 @router.get("/s/{token}/file/{project}/{dataset}/{path:path}", name="share_file")
 def share_file(request: Request, token: str, project: str, dataset: str, path: str) -> Response:
     keep = share_keep(request, token)
-    return downloads.file_response(keep, _address(keep, project, dataset, path))
+    return downloads.file_response(
+        keep, _address(keep, project, dataset, path), request.headers.get("range")
+    )
 
 
 @router.get("/s/{token}/zip/{project}/{dataset}", name="share_zip")

@@ -423,15 +423,26 @@ def test_share_links_live_no_longer_than_their_creators_access(world: World) -> 
     assert admin.open_share(token).kind == "share"  # alice's link does not depend on it
 
 
-def test_a_ranged_download_counts_once(world: World) -> None:
+def test_a_ranged_download_counts_once(world: World, tmp_path: Path) -> None:
     admin = world.admin
-    path = next(e["path"] for e in admin.ls(world.own).items)
-    token, _ = admin.create_share(world.own, expires="1d", max_downloads=1)
+    src = tmp_path / "two"
+    src.mkdir()
+    (src / "one.bin").write_bytes(b"1" * 100)
+    (src / "two.bin").write_bytes(b"2" * 100)
+    admin.ingest(src, "a-proj/pair")
+    token, _ = admin.create_share("a-proj/pair", expires="1d", max_downloads=1)
     holder = admin.acting_as(admin.open_share(token))
-    _, first = holder.open_file(f"{world.own}/{path}")  # the first range (or all of it)
+    _, first = holder.open_file("a-proj/pair/raw/one.bin")  # the first range (or all of it)
     first.close()
-    for _ in range(5):  # the rest of the same download, range by range
-        _, more = holder.open_file(f"{world.own}/{path}", count=False)
-        more.close()
     with pytest.raises(AuthenticationFailed):
         admin.open_share(token)  # used up by that one download
+    for _ in range(5):  # the rest of the same download, range by range
+        resumed = admin.acting_as(admin.open_share(token, resuming=True))
+        _, more = resumed.open_file("a-proj/pair/raw/one.bin", resuming=True)
+        more.close()
+    # but not another file, and not the same one again from its start
+    resumed = admin.acting_as(admin.open_share(token, resuming=True))
+    with pytest.raises(AuthenticationFailed):
+        resumed.open_file("a-proj/pair/raw/two.bin", resuming=True)
+    with pytest.raises(AuthenticationFailed):
+        resumed.open_file("a-proj/pair/raw/one.bin")

@@ -31,7 +31,7 @@ from labkeep.errors import (
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 #: the newest migration; a test checks it against Alembic's head, so that opening a keep
 #: does not need to import Alembic and read every migration script
-SCHEMA_HEAD = "0001"
+SCHEMA_HEAD = "0002"
 #: how long to keep trying to reach an unreachable catalog before giving up (seconds)
 RETRY_SECONDS = 30.0
 _AGAIN = "run the same command again: nothing that was done is lost"
@@ -121,7 +121,12 @@ class Catalog:
             return None
         reason = _first_line(exc)
         low = reason.lower()
-        if isinstance(exc, sa_exc.IntegrityError):
+        state = str(getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", "") or "")
+        if isinstance(exc, sa_exc.IntegrityError) and (
+            "unique constraint" in low or state == "23505"
+        ):
+            # two writers created the same thing at once (other constraint failures,
+            # such as the append-only audit log refusing a change, are no collision)
             return Conflict(
                 "the catalog refused a change that collides with another one made at the "
                 "same moment",
@@ -146,7 +151,6 @@ class Catalog:
                     hint="check the permissions and the disk of the catalog file, then " + _AGAIN,
                 )
             return None
-        state = str(getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", "") or "")
         if state in ("40001", "40P01"):
             return Conflict(
                 "the catalog stopped this change because it collided with another one",

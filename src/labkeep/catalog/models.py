@@ -226,6 +226,19 @@ class ShareLink(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
 
 
+class ShareDownload(Base):
+    """A file downloaded through a share link (counted once against its limit): the rest
+    of that download, fetched in ranges, is allowed and not counted again."""
+
+    __tablename__ = "share_downloads"
+    __table_args__ = (UniqueConstraint("link_id", "path", "version"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    link_id: Mapped[int] = mapped_column(ForeignKey("share_links.id", ondelete="CASCADE"))
+    path: Mapped[str] = mapped_column(PathText)
+    version: Mapped[int] = mapped_column(Integer)
+    counted_at: Mapped[datetime] = mapped_column(DateTime)
+
+
 class ApiToken(Base):
     __tablename__ = "api_tokens"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

@@ -92,9 +92,9 @@ def stat_file(keep: Keep, address: str, *, action: str = "dataset.read") -> File
         )
 
 
-def open_file(keep: Keep, address: str, *, count: bool = True) -> tuple[FileInfo, BinaryIO]:
+def open_file(keep: Keep, address: str, *, resuming: bool = False) -> tuple[FileInfo, BinaryIO]:
     """Open a file for download (counted against a share link's download limit, unless
-    *count* is False: the rest of a download already counted, e.g. a later Range).
+    *resuming* a download of it that was counted: a later range of the same file).
 
     The caller closes the returned stream. A file whose size on disk differs from the
     catalog is refused: labkeep never serves content it cannot vouch for.
@@ -116,8 +116,7 @@ def open_file(keep: Keep, address: str, *, count: bool = True) -> tuple[FileInfo
     from labkeep.ops.shares import count_download
 
     try:
-        if count:
-            count_download(keep)
+        count_download(keep, info, resuming=resuming)
     except BaseException:
         handle.close()
         raise

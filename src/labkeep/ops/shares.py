@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from labkeep.access import Principal, ShareScope, allowed, check
 from labkeep.access.secrets import SHARE_PREFIX, new_secret, secret_hash
-from labkeep.catalog import Dataset, Project, ShareLink, User
+from labkeep.catalog import Dataset, Project, ShareDownload, ShareLink, User
 from labkeep.clock import isoformat, parse_duration, utcnow
 from labkeep.errors import AuthenticationFailed, Forbidden, NotFound, UsageError
 from labkeep.names import parse_address
@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
     from labkeep.keep import Keep
+    from labkeep.ops.files import FileInfo
 
 MAX_EXPIRY = "365d"
 
@@ -245,8 +246,12 @@ def revoke_share(keep: Keep, link_id: int) -> ShareInfo:
     return info
 
 
-def open_share(keep: Keep, token: str) -> Principal:
-    """The principal of a share link's holder; one error for unknown, expired and revoked."""
+def open_share(keep: Keep, token: str, *, resuming: bool = False) -> Principal:
+    """The principal of a share link's holder; one error for unknown, expired and revoked.
+
+    A link that reached its download limit opens only to *resume* a download it counted
+    (a later range of the same file, see :func:`count_download`).
+    """
     failed = AuthenticationFailed(
         "this share link is invalid, expired or revoked",
         hint="ask the person who shared it for a new link",
@@ -259,7 +264,8 @@ def open_share(keep: Keep, token: str) -> Principal:
         ).scalar_one_or_none()
         if link is None or link.revoked_at is not None or link.expires_at <= utcnow():
             raise failed
-        if link.max_downloads is not None and link.downloads >= link.max_downloads:
+        used_up = link.max_downloads is not None and link.downloads >= link.max_downloads
+        if used_up and not resuming:
             raise failed
         if not creator_may_share(session, link):
             raise failed
@@ -267,8 +273,10 @@ def open_share(keep: Keep, token: str) -> Principal:
         return Principal("share", name=f"share:{link.id}", share=scope)
 
 
-def count_download(keep: Keep) -> None:
-    """Count one download through the acting share link; refuse once its limit is reached."""
+def count_download(keep: Keep, file: FileInfo | None = None, *, resuming: bool = False) -> None:
+    """Count one download (a file, or a zip when *file* is None) through the acting share
+    link; refuse once its limit is reached. A file is remembered, so that *resuming* it
+    (fetching the rest in ranges) is allowed and not counted again."""
     scope = keep.principal.share
     if scope is None:
         return
@@ -276,6 +284,23 @@ def count_download(keep: Keep) -> None:
         link = session.execute(
             select(ShareLink).where(ShareLink.id == scope.link_id).with_for_update()
         ).scalar_one()
+        seen = None
+        if file is not None:
+            seen = session.execute(
+                select(ShareDownload.id).where(
+                    ShareDownload.link_id == link.id,
+                    ShareDownload.path == file.path,
+                    ShareDownload.version == file.version,
+                )
+            ).first()
+        if resuming and seen is not None:
+            return
         if link.max_downloads is not None and link.downloads >= link.max_downloads:
             raise AuthenticationFailed("this share link has reached its download limit")
         link.downloads += 1
+        if file is not None and seen is None:
+            session.add(
+                ShareDownload(
+                    link_id=link.id, path=file.path, version=file.version, counted_at=utcnow()
+                )
+            )

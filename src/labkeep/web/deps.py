@@ -65,10 +65,10 @@ def resolve(request: Request) -> Keep:
     return keep
 
 
-def share_keep(request: Request, token: str) -> Keep:
+def share_keep(request: Request, token: str, *, resuming: bool = False) -> Keep:
     """The Keep acting as the holder of a share link (no account needed)."""
     base = base_keep(request)
-    keep = base.acting_as(base.open_share(token))
+    keep = base.acting_as(base.open_share(token, resuming=resuming))
     request.state.auth = "share"
     request.state.csrf = None
     request.state.keep = keep

@@ -36,14 +36,18 @@ def content_disposition(filename: str, inline: bool = False) -> str:
     return f"{kind}; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename, safe='')}"
 
 
+def resuming(range_header: str | None) -> bool:
+    """A Range that does not start at the first byte continues a download."""
+    return range_header is not None and not range_header.replace(" ", "").startswith("bytes=0-")
+
+
 def file_response(keep: Keep, address: str, range_header: str | None = None) -> Response:
     """One file, streamed from the tree, with Range support and its SHA-256 as ETag.
 
     A download counts once against a share link's limit: a request for the whole file
-    or for a range from its first byte counts, the later ranges of it do not.
+    or for a range from its first byte counts, the later ranges of that file do not.
     """
-    first = range_header is None or range_header.replace(" ", "").startswith("bytes=0-")
-    info, handle = keep.open_file(address, count=first)
+    info, handle = keep.open_file(address, resuming=resuming(range_header))
     handle.close()
     digest_b64 = base64.b64encode(bytes.fromhex(info.sha256)).decode()
     return _FileResponse(

@@ -236,10 +236,9 @@ def share_browse_path(
 
 @router.get("/s/{token}/file/{project}/{dataset}/{path:path}", name="share_file")
 def share_file(request: Request, token: str, project: str, dataset: str, path: str) -> Response:
-    keep = share_keep(request, token)
-    return downloads.file_response(
-        keep, _address(keep, project, dataset, path), request.headers.get("range")
-    )
+    range_header = request.headers.get("range")
+    keep = share_keep(request, token, resuming=downloads.resuming(range_header))
+    return downloads.file_response(keep, _address(keep, project, dataset, path), range_header)
 
 
 @router.get("/s/{token}/zip/{project}/{dataset}", name="share_zip")

@@ -142,9 +142,10 @@ def test_laptop_against_a_server(
     page = httpx.get(link["url"], timeout=10)
     assert page.status_code == 200
     # share links: listed and revoked remotely, as share create suggested
-    assert f"labkeep share revoke {link['id'] + 1}" in laptop(
-        tmp_path, "share", "create", "proj/s001"
-    ).stderr
+    assert (
+        f"labkeep share revoke {link['id'] + 1}"
+        in laptop(tmp_path, "share", "create", "proj/s001").stderr
+    )
     listed = [json.loads(line) for line in laptop(tmp_path, "share", "list", "--json").stdout
               .splitlines()]  # fmt: skip
     assert {entry["id"] for entry in listed} >= {link["id"]}

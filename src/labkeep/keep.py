@@ -215,6 +215,7 @@ class Keep:
     export_file = ops.files.export_file
     export = ops.export.export
     versions = ops.listing.versions
+    dataset_view = ops.listing.dataset_view
     ingest = ops.ingest.ingest
     write_manifest = ops.manifests.write_manifest
     read_manifest = ops.manifests.read_manifest

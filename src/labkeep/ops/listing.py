@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, func, or_, select
 
 from labkeep.catalog import Entry, Version
 from labkeep.clock import isoformat
 from labkeep.errors import NotFound, UsageError
 from labkeep.names import parse_address
 from labkeep.ops._access import find_dataset
-from labkeep.ops.projects import list_datasets, list_projects
+from labkeep.ops.projects import DatasetInfo, list_datasets, list_projects
 from labkeep.results import EntryStream, Listing
 
 if TYPE_CHECKING:
@@ -70,44 +71,53 @@ def ls(
         version = addr.version
         if version is not None:
             _check_version(session, dataset.id, addr.dataset_address, version)
-        query = select(
-            Entry.path,
-            Entry.size,
-            Entry.sha256,
-            Entry.mtime_ns,
-            Entry.verified_at,
-            Entry.verify_status,
-        ).where(entries_at(dataset.id, version))
-        if addr.path:
-            # a file, or a folder: the range [PATH/, PATH0) ('0' follows '/' in byte
-            # order), which the (dataset, path) index answers without a scan
-            query = query.where(
-                or_(
-                    Entry.path == addr.path,
-                    and_(Entry.path >= addr.path + "/", Entry.path < addr.path + "0"),
-                )
-            )
-        if after is not None:
-            query = query.where(Entry.path > after)
-        query = query.order_by(Entry.path)
-        if limit:
-            query = query.limit(limit)
-        items = [
-            {
-                "path": path,
-                "size": size,
-                "sha256": digest.hex(),
-                "mtime_ns": mtime,
-                "verified_at": isoformat(verified),
-                "verify_status": vstatus,
-            }
-            for path, size, digest, mtime, verified, vstatus in session.execute(query)
-        ]
+        items = entries_page(session, dataset.id, version, addr.path, after, limit)
         if addr.path and not items and after is None:
             raise NotFound(f"no file or folder {addr.path!r} in {addr.dataset_address}")
         return Listing(
             "entries", str(addr), items, version if version is not None else dataset.head_version
         )
+
+
+def entries_page(
+    session: Session,
+    dataset_id: int,
+    version: int | None,
+    path: str | None,
+    after: str | None,
+    limit: int | None,
+) -> list[dict[str, Any]]:
+    """One page of a dataset's files (below *path*), in byte order of their paths."""
+    query = select(
+        Entry.path,
+        Entry.size,
+        Entry.sha256,
+        Entry.mtime_ns,
+        Entry.verified_at,
+        Entry.verify_status,
+    ).where(entries_at(dataset_id, version))
+    if path:
+        # a file, or a folder: the range [PATH/, PATH0) ('0' follows '/' in byte
+        # order), which the (dataset, path) index answers without a scan
+        query = query.where(
+            or_(Entry.path == path, and_(Entry.path >= path + "/", Entry.path < path + "0"))
+        )
+    if after is not None:
+        query = query.where(Entry.path > after)
+    query = query.order_by(Entry.path)
+    if limit:
+        query = query.limit(limit)
+    return [
+        {
+            "path": path,
+            "size": size,
+            "sha256": digest.hex(),
+            "mtime_ns": mtime,
+            "verified_at": isoformat(verified),
+            "verify_status": vstatus,
+        }
+        for path, size, digest, mtime, verified, vstatus in session.execute(query)
+    ]
 
 
 #: rows fetched per query when a listing is streamed
@@ -141,22 +151,93 @@ def versions(keep: Keep, address: str) -> list[dict[str, Any]]:
     assert addr.dataset is not None
     with keep.catalog.read() as session:
         _, dataset = find_dataset(keep, session, addr.project, addr.dataset, "dataset.read")
-        rows = session.execute(
-            select(Version)
-            .where(Version.dataset_id == dataset.id, Version.state == "committed")
-            .order_by(Version.number)
-        ).scalars()
-        return [
-            {
-                "dataset": addr.dataset_address,
-                "version": v.number,
-                "kind": v.kind,
-                "author": v.author,
-                "message": v.message,
-                "committed_at": isoformat(v.committed_at),
-                "files": v.n_files,
-                "bytes": v.n_bytes,
-                "manifest_sha256": v.manifest_sha256,
-            }
-            for v in rows
-        ]
+        return version_rows(session, dataset.id, addr.dataset_address)
+
+
+def version_rows(
+    session: Session, dataset_id: int, address: str, newest: int | None = None
+) -> list[dict[str, Any]]:
+    """Committed versions, oldest first (only the *newest* N of them if given)."""
+    query = select(Version).where(Version.dataset_id == dataset_id, Version.state == "committed")
+    if newest is not None:
+        query = query.order_by(Version.number.desc()).limit(newest)
+    rows = list(session.execute(query).scalars())
+    rows.sort(key=lambda v: v.number)
+    return [
+        {
+            "dataset": address,
+            "version": v.number,
+            "kind": v.kind,
+            "author": v.author,
+            "message": v.message,
+            "committed_at": isoformat(v.committed_at),
+            "files": v.n_files,
+            "bytes": v.n_bytes,
+            "manifest_sha256": v.manifest_sha256,
+        }
+        for v in rows
+    ]
+
+
+@dataclass
+class DatasetView:
+    """Everything a dataset's landing page shows, read in one transaction."""
+
+    info: DatasetInfo
+    #: the version shown (the head unless one was asked for)
+    version: int
+    items: list[dict[str, Any]]
+    #: the newest versions (all of them when there are few)
+    versions: list[dict[str, Any]]
+    n_versions: int
+    verification: dict[str, object]
+    #: the dataset's share links, for those who may manage them
+    shares: list[Any] | None
+
+
+def dataset_view(
+    keep: Keep,
+    address: str,
+    *,
+    version: int | None = None,
+    after: str | None = None,
+    limit: int = 200,
+    newest_versions: int = 20,
+) -> DatasetView:
+    """A dataset's landing page: its metadata, one page of its files, its newest versions,
+    its verification and (for who manages it) its share links. One access check and one
+    read transaction, whatever the dataset's size."""
+    from labkeep.access import allowed
+    from labkeep.ops._access import project_resource
+    from labkeep.ops.projects import _dataset_info
+    from labkeep.ops.shares import dataset_shares
+    from labkeep.ops.verify import verification_of
+
+    addr = parse_address(address, need_dataset=True)
+    assert addr.dataset is not None
+    target = addr.dataset_address
+    with keep.catalog.read() as session:
+        project, dataset = find_dataset(
+            keep, session, addr.project, addr.dataset, "dataset.read", version=version
+        )
+        if version is not None:
+            _check_version(session, dataset.id, target, version)
+        n_versions = session.execute(
+            select(func.count(Version.id)).where(
+                Version.dataset_id == dataset.id, Version.state == "committed"
+            )
+        ).scalar_one()
+        resource = project_resource(session, project, dataset)
+        return DatasetView(
+            info=_dataset_info(session, project, dataset),
+            version=version if version is not None else dataset.head_version,
+            items=entries_page(session, dataset.id, version, None, after, limit),
+            versions=version_rows(session, dataset.id, target, newest_versions),
+            n_versions=int(n_versions),
+            verification=verification_of(session, dataset, target),
+            shares=(
+                dataset_shares(session, dataset.id)
+                if allowed(keep.principal, "share.manage", resource)
+                else None
+            ),
+        )

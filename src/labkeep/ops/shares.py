@@ -191,7 +191,7 @@ def create_share(
     return token, info
 
 
-def _rows(keep: Keep, session: Any, query: Any) -> list[ShareInfo]:
+def _rows(session: Any, query: Any) -> list[ShareInfo]:
     return [
         _info(link, p, d, u, suspended=not creator_may_share(session, link))
         for link, p, d, u in session.execute(
@@ -203,6 +203,12 @@ def _rows(keep: Keep, session: Any, query: Any) -> list[ShareInfo]:
     ]
 
 
+def dataset_shares(session: Session, dataset_id: int) -> list[ShareInfo]:
+    """The links on a dataset (the caller checked ``share.manage`` on it)."""
+    query = select(ShareLink, Project.name, Dataset.name, User.name)
+    return _rows(session, query.where(ShareLink.dataset_id == dataset_id))
+
+
 def list_shares(keep: Keep, target: str | None = None) -> list[ShareInfo]:
     """Your own links, or with *target* all links on it (for those who manage it)."""
     query = select(ShareLink, Project.name, Dataset.name, User.name)
@@ -210,14 +216,14 @@ def list_shares(keep: Keep, target: str | None = None) -> list[ShareInfo]:
         if target is None:
             if keep.principal.user_id is None:
                 raise Forbidden("sign in to list your share links")
-            return _rows(keep, session, query.where(ShareLink.created_by == keep.principal.user_id))
+            return _rows(session, query.where(ShareLink.created_by == keep.principal.user_id))
         addr = parse_address(target)
         if addr.dataset:
             proj, dataset = find_dataset(keep, session, addr.project, addr.dataset, "share.manage")
             query = query.where(ShareLink.dataset_id == dataset.id)
         else:
             proj = find_project(keep, session, addr.project, "share.manage")
-        return _rows(keep, session, query.where(ShareLink.project_id == proj.id))
+        return _rows(session, query.where(ShareLink.project_id == proj.id))
 
 
 def revoke_share(keep: Keep, link_id: int) -> ShareInfo:

@@ -33,6 +33,8 @@ from labkeep.ops.manifests import manifest_text
 from labkeep.results import Report, Result
 
 if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
     from labkeep.keep import Keep
     from labkeep.ops.ingest import Progress
 
@@ -320,28 +322,33 @@ def verification(keep: Keep, address: str) -> dict[str, object]:
     Read from the last verify event and the head version (verify always covers a whole
     dataset), so it costs the same for ten files as for ten million.
     """
+    addr = parse_address(address, need_dataset=True)
+    assert addr.dataset is not None
+    with keep.catalog.read() as session:
+        _, dataset = find_dataset(keep, session, addr.project, addr.dataset, "dataset.read")
+        return verification_of(session, dataset, addr.dataset_address)
+
+
+def verification_of(session: Session, dataset: Dataset, address: str) -> dict[str, object]:
+    """:func:`verification` for a dataset the caller already found (and may read)."""
     import json
 
     from labkeep.catalog import Event
     from labkeep.ops.projects import _head_counts
 
-    addr = parse_address(address, need_dataset=True)
-    assert addr.dataset is not None
-    with keep.catalog.read() as session:
-        _, dataset = find_dataset(keep, session, addr.project, addr.dataset, "dataset.read")
-        n_files = _head_counts(session, [dataset.id]).get(dataset.id, (0, 0))[0]
-        last = session.execute(
-            select(Event.at, Event.details)
-            .where(Event.action == "verify", Event.target == addr.dataset_address)
-            .order_by(Event.id.desc())
-            .limit(1)
-        ).first()
+    n_files = _head_counts(session, [dataset.id]).get(dataset.id, (0, 0))[0]
+    last = session.execute(
+        select(Event.at, Event.details)
+        .where(Event.action == "verify", Event.target == address)
+        .order_by(Event.id.desc())
+        .limit(1)
+    ).first()
     result: dict[str, int] = json.loads(last[1]) if last else {}
     checked = sum(result.get(s, 0) for s in ("ok", "modified", "missing"))
     counts = {s: result.get(s, 0) for s in ("ok", "modified", "missing", "extra")}
     counts["never"] = max(0, n_files - checked)
     return {
-        "dataset": addr.dataset_address,
+        "dataset": address,
         "files": {k: v for k, v in counts.items() if v},
         "last_verify": isoformat(last[0]) if last else None,
         "last_result": result or None,

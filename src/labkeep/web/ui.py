@@ -256,13 +256,9 @@ def _dataset_page(
     after: str | None,
 ) -> Response:
     address = f"{project}/{dataset}"
-    info = keep.get_dataset(address)
-    listing = keep.ls(
-        address + (f"@{version}" if version is not None else ""), limit=PAGE_SIZE, after=after
-    )
-    history = keep.versions(address)
-    shown = listing.version or 0
-    modified = next((v["committed_at"] for v in history if v["version"] == shown), None)
+    view = keep.dataset_view(address, version=version, after=after, limit=PAGE_SIZE)
+    info, shown = view.info, view.version
+    modified = next((v["committed_at"] for v in view.versions if v["version"] == shown), None)
     links = pages.Links(request, keep.config.web.base_url)
     return render(
         request,
@@ -272,12 +268,13 @@ def _dataset_page(
             "dataset": info,
             "pinned": version,
             "shown_version": shown,
-            "items": listing.items,
+            "items": view.items,
             "after": after,
-            "next_after": pages.next_after(listing.items),
-            "versions": history,
-            "verification": keep.verification(address),
-            "shares": if_allowed(keep.list_shares, address),
+            "next_after": pages.next_after(view.items),
+            "versions": view.versions,
+            "n_versions": view.n_versions,
+            "verification": view.verification,
+            "shares": view.shares,
             "crumbs": pages.crumbs_for(links, project, dataset, version=version),
             "json_ld": jsonld.dataset(links, info, shown, modified, current=version is None),
         },

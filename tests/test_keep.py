@@ -361,3 +361,49 @@ def test_projects_and_datasets(keep: Keep) -> None:
         keep.ls("proj/nope")
     with pytest.raises(NotFound):
         keep.ls("proj/analysis-1@7")
+
+
+class RecordingProgress:
+    """A Progress that writes down every call (from any thread)."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.calls: list[tuple[int, int]] = []
+        self.started: tuple[int, int] | None = None
+        self._lock = threading.Lock()
+
+    def start(self, total_files: int, total_bytes: int) -> None:
+        self.started = (total_files, total_bytes)
+
+    def advance(self, files: int, nbytes: int) -> None:
+        with self._lock:
+            self.calls.append((files, nbytes))
+
+    def totals(self) -> tuple[int, int]:
+        return sum(f for f, _ in self.calls), sum(b for _, b in self.calls)
+
+
+def test_progress_moves_with_the_bytes_not_the_commits(keep: Keep, tmp_path: Path) -> None:
+    """Three big files: the bar advances while each one is copied (chunk by chunk), long
+    before any is committed, and ends exactly at the totals it announced."""
+    src = tmp_path / "big"
+    src.mkdir()
+    for i in range(3):
+        (src / f"stack{i}.tif").write_bytes(os.urandom(6 << 20))
+    (src / "link").symlink_to("stack0.tif")  # refused: counts as done, not as bytes read
+    progress = RecordingProgress()
+    keep.ingest(src, "proj/big", progress=progress)
+    assert progress.started == (3, 18 << 20)
+    first_file = next(i for i, (files, _) in enumerate(progress.calls) if files)
+    assert sum(b for _, b in progress.calls[:first_file]) >= 6 << 20  # bytes before files
+    assert len(progress.calls) > 3 * 6  # at least one step per MiB read
+    assert progress.totals() == (3, 18 << 20)
+    # verify moves the same way
+    checked = RecordingProgress()
+    keep.verify("proj/big", progress=checked)
+    assert checked.totals() == (3, 18 << 20) and len(checked.calls) > 3 * 6
+    # and nothing is counted twice when a file is already there or fails
+    again = RecordingProgress()
+    keep.ingest(src, "proj/big", progress=again)
+    assert again.totals() == (3, 18 << 20)

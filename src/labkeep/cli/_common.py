@@ -7,6 +7,7 @@ import functools
 import json
 import os
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn, ParamSpec, TypeVar
@@ -274,6 +275,8 @@ class RichProgress:
         self._description = description
         self._files = self._progress.add_task(description, total=None, start=False)
         self._total_files = 0
+        self._done_files = 0
+        self._lock = threading.Lock()  # workers advance bytes while the main thread files
 
     def start(self, total_files: int, total_bytes: int) -> None:
         # the bar counts bytes (rate, ETA); files are shown in the description
@@ -283,12 +286,11 @@ class RichProgress:
         self._progress.start_task(self._files)
 
     def advance(self, files: int, nbytes: int) -> None:
-        self._done_files += files
-        self._progress.update(
-            self._files,
-            advance=nbytes,
-            description=f"{self._description} {self._done_files}/{self._total_files}",
-        )
+        """*files* more done and *nbytes* more read (called from worker threads too)."""
+        with self._lock:
+            self._done_files += files
+            description = f"{self._description} {self._done_files}/{self._total_files}"
+        self._progress.update(self._files, advance=nbytes, description=description)
 
     @contextmanager
     def running(self) -> Iterator[RichProgress]:

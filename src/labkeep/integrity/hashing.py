@@ -96,7 +96,11 @@ def _check_unchanged(path: str, fd: int, before: os.stat_result, read: int) -> N
         raise FileChanged(f"{path!r} changed while it was read ({read} of {before.st_size} bytes)")
 
 
-def hash_file(path: str, chunk: int = CHUNK) -> Hashed:
+#: told the number of bytes of each chunk as it is done (from worker threads)
+OnBytes = Callable[[int], None] | None
+
+
+def hash_file(path: str, chunk: int = CHUNK, *, on_bytes: OnBytes = None) -> Hashed:
     """SHA-256 of a regular file, without following symlinks."""
     fd, st = _open_regular(path)
     try:
@@ -108,6 +112,8 @@ def hash_file(path: str, chunk: int = CHUNK) -> Hashed:
         while n := os.readv(fd, [buf]):
             digest.update(buf[:n])
             total += n
+            if on_bytes is not None:
+                on_bytes(n)
             if total >= st.st_size:
                 break  # no read for the end of file: the fstat below sees any growth
         _check_unchanged(path, fd, st, total)
@@ -116,7 +122,9 @@ def hash_file(path: str, chunk: int = CHUNK) -> Hashed:
         os.close(fd)
 
 
-def copy_hash(src: str, dst: str, *, chunk: int = CHUNK, fsync: bool = True) -> Hashed:
+def copy_hash(
+    src: str, dst: str, *, chunk: int = CHUNK, fsync: bool = True, on_bytes: OnBytes = None
+) -> Hashed:
     """Copy *src* to the new file *dst* in one pass, hashing what was read.
 
     *dst* must not exist (it is a partial file's unique name). The copy gets the
@@ -142,6 +150,8 @@ def copy_hash(src: str, dst: str, *, chunk: int = CHUNK, fsync: bool = True) -> 
             while written < n:
                 written += os.write(out, view[written:])
             total += n
+            if on_bytes is not None:
+                on_bytes(n)
             if total - started >= WRITEBACK_BYTES:
                 started = _start_writeback(out, started, total)
             if total >= st.st_size:
@@ -166,9 +176,9 @@ def copy_hash(src: str, dst: str, *, chunk: int = CHUNK, fsync: bool = True) -> 
         os.close(fd)
 
 
-def link_hash(src: str, dst: str, *, fsync: bool = True) -> Hashed:
+def link_hash(src: str, dst: str, *, fsync: bool = True, on_bytes: OnBytes = None) -> Hashed:
     """Hard-link *src* as *dst* and hash it (the same inode: nothing is copied)."""
-    hashed = hash_file(src)
+    hashed = hash_file(src, on_bytes=on_bytes)
     os.link(src, dst, follow_symlinks=False)
     try:
         st = os.lstat(dst)

@@ -85,6 +85,8 @@ class _Item:
     #: copy | link | adopt (final file exists uncommitted) | compare (entry exists)
     mode: str
     known_sha: bytes | None = None
+    #: bytes of it already shown as progress (counted while it is read)
+    counted: int = 0
 
 
 @dataclass
@@ -358,20 +360,33 @@ class _IngestRun:
             item.mtime_ns,
         )
 
+    def _on_bytes(self, item: _Item) -> Callable[[int], None] | None:
+        """Progress per chunk read (a big file moves the bar while it is copied)."""
+        progress = self.progress
+        if progress is None:
+            return None
+
+        def advance(nbytes: int) -> None:
+            item.counted += nbytes
+            progress.advance(0, nbytes)
+
+        return advance
+
     def _work(self, item: _Item, partial: str) -> _Done:
         """Runs on the thread pool: hash, and copy or link, one file (to *partial*)."""
+        on_bytes = self._on_bytes(item)
         if item.mode in ("adopt", "compare"):
             dest = str(self.dataset_dir / RAW / item.rel)
-            hashed = hash_file(dest if item.mode == "adopt" else item.src)
+            hashed = hash_file(dest if item.mode == "adopt" else item.src, on_bytes=on_bytes)
             verified = False
             if self.delete_source:
                 other = hash_file(item.src if item.mode == "adopt" else dest)
                 verified = other.sha256 == hashed.sha256
             return _Done(item, hashed, None, verified)
         if item.mode == "link":
-            hashed = link_hash(item.src, partial, fsync=not self.batch_sync)
+            hashed = link_hash(item.src, partial, fsync=not self.batch_sync, on_bytes=on_bytes)
             return _Done(item, hashed, partial, verified=True)
-        hashed = copy_hash(item.src, partial, fsync=not self.batch_sync)
+        hashed = copy_hash(item.src, partial, fsync=not self.batch_sync, on_bytes=on_bytes)
         verified = self.delete_source and hash_file(partial).sha256 == hashed.sha256
         return _Done(item, hashed, partial, verified)
 
@@ -465,8 +480,7 @@ class _IngestRun:
         else:
             msg = f"{type(exc).__name__}: {exc}"
         self.emit(self.record(item, "error", msg))
-        if self.progress is not None:
-            self.progress.advance(1, item.size)
+        self._advance(item)
 
     def _place(self, done: _Done) -> str | None:
         """Rename a durable partial file to its final name; return an error message."""
@@ -606,8 +620,9 @@ class _IngestRun:
         self._advance(item)
 
     def _advance(self, item: _Item) -> None:
+        """One file done: the bar gets the bytes of it not shown while it was read."""
         if self.progress is not None:
-            self.progress.advance(1, item.size)
+            self.progress.advance(1, max(0, item.size - item.counted))
 
     def _delete_source(self, done: _Done) -> bool:
         """Delete a source file whose copy is registered and was re-read and matched."""

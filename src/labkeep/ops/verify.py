@@ -13,7 +13,7 @@ import os
 import stat
 from collections import Counter
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -24,7 +24,7 @@ from labkeep.access import allowed, check
 from labkeep.catalog import Dataset, Entry, Project
 from labkeep.clock import isoformat, utcnow
 from labkeep.errors import Busy, LabkeepError, from_os_error
-from labkeep.integrity.hashing import hash_file
+from labkeep.integrity.hashing import Hashed, hash_file
 from labkeep.integrity.manifest import MANIFEST_NAME
 from labkeep.names import parse_address
 from labkeep.ops._access import find_dataset, find_project, project_resource
@@ -253,8 +253,8 @@ class _DatasetVerify:
                 self._advance(size)
             else:
                 to_hash.append((entry_id, path, size, digest))
-        futures = [(item, pool.submit(hash_file, str(self.root / item[1]))) for item in to_hash]
-        for (entry_id, path, size, digest), future in futures:
+        futures = [(item, *self._submit(pool, item[1])) for item in to_hash]
+        for (entry_id, path, size, digest), future, read in futures:
             try:
                 actual = future.result().sha256
             except (OSError, LabkeepError) as exc:
@@ -275,7 +275,7 @@ class _DatasetVerify:
                         )
                     )
                     updates.append({"id": entry_id, "verify_status": "modified"})
-            self._advance(size)
+            self._advance(size - read[0])
         for path in sorted(set(on_disk) - known):
             self.emit(self.result(path, "extra", "in the tree, not in the catalog"))
         self._check_manifest(expected_manifest)
@@ -297,9 +297,23 @@ class _DatasetVerify:
             message = "manifest does not match the catalog; run 'labkeep manifest'"
             self.emit(self.result(MANIFEST_NAME, "modified", message))
 
+    def _submit(self, pool: ThreadPoolExecutor, path: str) -> tuple[Future[Hashed], list[int]]:
+        """Hash one file on the pool; the progress bar moves as its bytes are read (the
+        list holds how many were shown)."""
+        read = [0]
+        progress = self.progress
+
+        def on_bytes(nbytes: int) -> None:
+            read[0] += nbytes
+            if progress is not None:
+                progress.advance(0, nbytes)
+
+        return pool.submit(hash_file, str(self.root / path), on_bytes=on_bytes), read
+
     def _advance(self, size: int) -> None:
+        """One file done; *size*: its bytes not yet shown."""
         if self.progress is not None:
-            self.progress.advance(1, size)
+            self.progress.advance(1, max(0, size))
 
     def _record(self, updates: list[dict[str, object]]) -> None:
         now = utcnow()

@@ -328,3 +328,16 @@ def test_range_requests_of_one_download_count_once(served: Served) -> None:
     assert len(parts[0].content + parts[1].content) == 2 << 20
     # that was one download: the link's single download is used up now
     assert httpx.get(url, timeout=30).status_code in (401, 404, 410)
+
+
+def test_share_tokens_never_reach_the_access_log(served: Served) -> None:
+    with Keep.open(served.root) as keep:
+        alice = keep.acting_as(keep.principal_for("alice"))
+        link, _ = alice.create_share("proj/s001", expires="1d")
+    for path in (f"/s/{link}", f"/s/{link}/browse/proj/s001/raw", f"/s/{link}/zip/proj/s001",
+                 f"/s/{link}/file/proj/s001/raw/stack01.tif?token={link}"):  # fmt: skip
+        assert httpx.get(served.url + path, timeout=30).status_code == 200
+    time.sleep(0.5)
+    log = served.log.read_text()
+    assert link not in log and link[4:] not in log
+    assert "/s/lks_…/browse/proj/s001/raw" in log  # the rest of the line is kept

@@ -54,6 +54,8 @@ def serve(
     else:
         err.print("sign in with your labkeep account (site admins: 'labkeep user add' for others)")
     os.environ["LABKEEP_ROOT"] = str(keep_root)
+    from labkeep.web.logs import log_config
+
     uvicorn.run(
         "labkeep.web:app_from_env",
         factory=True,
@@ -63,6 +65,7 @@ def serve(
         proxy_headers=True,
         forwarded_allow_ips=web.forwarded_allow_ips,
         log_level="info",
+        log_config=log_config(),  # share tokens are redacted from the access log
     )
 
 

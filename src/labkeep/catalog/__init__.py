@@ -1,6 +1,6 @@
 """The catalog: models, sessions and migrations."""
 
-from labkeep.catalog._db import Catalog, safe_url
+from labkeep.catalog._db import Catalog, add_unique, safe_url
 from labkeep.catalog.models import (
     ApiToken,
     AuthFailure,
@@ -40,5 +40,6 @@ __all__ = [
     "User",
     "Version",
     "WebSession",
+    "add_unique",
     "safe_url",
 ]

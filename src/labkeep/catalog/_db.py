@@ -74,6 +74,26 @@ def _quiet_close(session: Session) -> None:
         session.close()
 
 
+def is_unique_violation(exc: sa_exc.DBAPIError) -> bool:
+    """Whether *exc* is a unique constraint refusing a duplicate (on either engine)."""
+    state = str(getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", "") or "")
+    return state == "23505" or "unique constraint" in _first_line(exc).lower()
+
+
+def add_unique(session: Session, row: Any) -> bool:
+    """Insert *row*; False (and nothing inserted) if a unique constraint says another
+    writer inserted the same thing first, however close in time: "check, then insert"
+    alone loses that race on PostgreSQL. The caller's transaction goes on either way."""
+    try:
+        with session.begin_nested():
+            session.add(row)
+    except sa_exc.IntegrityError as exc:
+        if not is_unique_violation(exc):
+            raise
+        return False
+    return True
+
+
 class Catalog:
     """The keep's catalog database: one engine, read and write sessions, migrations.
 
@@ -122,9 +142,7 @@ class Catalog:
         reason = _first_line(exc)
         low = reason.lower()
         state = str(getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", "") or "")
-        if isinstance(exc, sa_exc.IntegrityError) and (
-            "unique constraint" in low or state == "23505"
-        ):
+        if isinstance(exc, sa_exc.IntegrityError) and is_unique_violation(exc):
             # two writers created the same thing at once (other constraint failures,
             # such as the append-only audit log refusing a change, are no collision)
             return Conflict(

@@ -10,7 +10,7 @@ from sqlalchemy import func, select, update
 
 from labkeep.access import Principal, Resource, check
 from labkeep.access.secrets import hash_password, verify_password
-from labkeep.catalog import ApiToken, Group, Membership, User
+from labkeep.catalog import ApiToken, Group, Membership, User, add_unique
 from labkeep.clock import isoformat, utcnow
 from labkeep.errors import AlreadyExists, AuthenticationFailed, NotFound, UsageError
 from labkeep.names import SLUG_RE, check_slug
@@ -188,10 +188,9 @@ def authenticate_password(keep: Keep, name: str, password: str) -> Principal:
             raise failed
         if user is None:
             with keep.catalog.write() as session:
-                user = _new_user(check_username(name), source="ldap")
-                session.add(user)
-                session.flush()
-                append_event(session, name, "user-create", f"user:{name}", {"source": "ldap"})
+                # (two first sign-ins at once: the second finds the account the first made)
+                if add_unique(session, _new_user(check_username(name), source="ldap")):
+                    append_event(session, name, "user-create", f"user:{name}", {"source": "ldap"})
     elif not verify_password(stored, password):
         raise failed
     with keep.catalog.read() as session:
@@ -221,10 +220,6 @@ def add_user(
             raise UsageError("LDAP accounts have their password in the directory")
         _check_password(password)
     with keep.catalog.write() as session:
-        if session.execute(select(User.id).where(User.name == name)).first():
-            raise AlreadyExists(f"user {name!r} already exists")
-        if os_user and session.execute(select(User.id).where(User.os_user == os_user)).first():
-            raise AlreadyExists(f"OS account {os_user!r} is already mapped to a user")
         user = _new_user(
             name,
             display_name=display_name,
@@ -234,8 +229,10 @@ def add_user(
             site_admin=site_admin,
             os_user=os_user,
         )
-        session.add(user)
-        session.flush()
+        if not add_unique(session, user):
+            if session.execute(select(User.id).where(User.name == name)).first():
+                raise AlreadyExists(f"user {name!r} already exists")
+            raise AlreadyExists(f"OS account {os_user!r} is already mapped to a user")
         append_event(
             session,
             keep.actor,
@@ -338,9 +335,8 @@ def create_group(keep: Keep, name: str, *, title: str = "") -> dict[str, Any]:
     check(keep.principal, "group.create")
     check_slug(name, "group name")
     with keep.catalog.write() as session:
-        if session.execute(select(Group.id).where(Group.name == name)).first():
+        if not add_unique(session, Group(name=name, title=title, created_at=utcnow())):
             raise AlreadyExists(f"group {name!r} already exists")
-        session.add(Group(name=name, title=title, created_at=utcnow()))
         append_event(session, keep.actor, "group-create", f"group:{name}", {"title": title})
     return {"group": name, "title": title, "members": {}}
 
@@ -361,7 +357,13 @@ def set_member(keep: Keep, group: str, user: str, role: str | None) -> dict[str,
                 raise NotFound(f"{user} is not a member of {group}")
             session.delete(row)
         elif row is None:
-            session.add(Membership(group_id=g.id, user_id=u.id, role=role))
+            if not add_unique(session, Membership(group_id=g.id, user_id=u.id, role=role)):
+                # added by someone else a moment ago: this call's role wins
+                session.execute(
+                    update(Membership)
+                    .where(Membership.group_id == g.id, Membership.user_id == u.id)
+                    .values(role=role)
+                )
         else:
             row.role = role
         append_event(

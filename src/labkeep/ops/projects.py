@@ -10,7 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from labkeep.access import Resource, check
-from labkeep.catalog import Dataset, Group, Project, Version
+from labkeep.catalog import Dataset, Group, Project, Version, add_unique
 from labkeep.clock import isoformat, utcnow
 from labkeep.errors import AlreadyExists, NotFound, UsageError
 from labkeep.names import check_slug, parse_address
@@ -150,8 +150,6 @@ def create_project(
             if group_id is None:
                 raise NotFound(f"no group {group!r}", hint="see 'labkeep group list'")
         check(keep.principal, "project.create", Resource("group", group_id=group_id))
-        if session.execute(select(Project.id).where(Project.name == name)).first():
-            raise AlreadyExists(f"project {name!r} already exists")
         project = Project(
             name=name,
             title=title,
@@ -161,8 +159,8 @@ def create_project(
             group_id=group_id,
             private=private,
         )
-        session.add(project)
-        session.flush()
+        if not add_unique(session, project):
+            raise _name_taken(keep, session, name)
         if private and keep.principal.user_id is not None:
             from labkeep.catalog import Grant
 
@@ -186,6 +184,16 @@ def create_project(
     return ProjectInfo(
         name, title, description, project.created_at, project.created_by, 0, group, private
     )
+
+
+def _name_taken(keep: Keep, session: Session, name: str) -> AlreadyExists:
+    """The answer to creating a project whose name is taken: "already exists" for those
+    who may see that project, and for everyone else an answer that does not say a
+    project of that name exists (it may be private to others)."""
+    existing = session.execute(select(Project).where(Project.name == name)).scalar_one()
+    if project_visible(session, keep.principal, existing):
+        return AlreadyExists(f"project {name!r} already exists", hint=f"see 'labkeep ls {name}'")
+    return AlreadyExists(f"the project name {name!r} is not available", hint="choose another name")
 
 
 def _visible_datasets(session: Session, keep: Keep, project: Project) -> int:
@@ -293,8 +301,10 @@ def ensure_dataset(
         public=False,
         description="",
     )
-    session.add(dataset)
-    session.flush()
+    if not add_unique(session, dataset):
+        # created by another writer a moment ago (e.g. two ingests of a new session)
+        _, existing = find_dataset(keep, session, project, name, action)
+        return proj, existing, False
     append_event(session, keep.actor, "dataset-create", f"{project}/{name}", {"kind": kind})
     return proj, dataset, True
 

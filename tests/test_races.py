@@ -27,7 +27,7 @@ def race(root: Path, work: Callable[[Keep, int], Any]) -> list[Any]:
         barrier.wait()
         try:
             outcomes[i] = work(keeps[i], i)
-        except Exception as exc:  # noqa: BLE001 (the test looks at every outcome)
+        except Exception as exc:  # the test looks at every outcome
             outcomes[i] = exc
 
     threads = [threading.Thread(target=run, args=(i,)) for i in range(RACERS)]
@@ -49,7 +49,7 @@ def test_ingests_racing_to_create_a_dataset(keep: Keep, keep_root: Path, tmp_pat
             (src / f"from-{i}.txt").write_bytes(b"%d" % i)
             sources.append(src)
         dataset = f"proj/new{round_}"
-        outcomes = race(keep_root, lambda k, i: k.ingest(sources[i], dataset))
+        outcomes = race(keep_root, lambda k, i, s=sources, d=dataset: k.ingest(s[i], d))
         unexpected = [o for o in outcomes if isinstance(o, Exception) and not isinstance(o, Busy)]
         assert not unexpected, unexpected
         done = [o for o in outcomes if not isinstance(o, Exception)]

@@ -150,9 +150,12 @@ def test_aborted_zip_downloads_release_threads_files_and_memory(served: Served) 
     before = served.fd_targets()
     for i in range(100):
         abort_download(served.url, *zips[i % 2])
-    # everything the aborted downloads held is given back
-    assert settles(served.threads, threads) <= threads
-    assert settles(served.fds, fds) <= fds, (before, served.fd_targets())
+    # everything the aborted downloads held is given back (a leak would keep a thread,
+    # a file and its buffers per download: +100 here; a loaded machine may leave an idle
+    # worker thread or a pooled catalog connection, 3 files, of its own)
+    assert settles(served.threads, threads, seconds=40) <= threads + 2
+    assert settles(served.fds, fds, seconds=40) <= fds + 3, (before, served.fd_targets())
+    assert not any(t.endswith(".tif") for t in served.fd_targets())  # no data file open
     assert served.rss_mib() < rss + 64, (rss, served.rss_mib())
     # and the server still answers
     assert httpx.get(served.url + "/healthz", timeout=10).status_code == 200

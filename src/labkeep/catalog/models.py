@@ -118,6 +118,9 @@ class Entry(Base):
             sqlite_where=text("valid_to IS NULL"),
             postgresql_where=text("valid_to IS NULL"),
         ),
+        # any version's file by path, and its folders in path order (the partial index
+        # above holds only the current rows)
+        Index("ix_entries_dataset_path", "dataset_id", "path"),
         Index("ix_entries_dataset_from", "dataset_id", "valid_from"),
         Index("ix_entries_dataset_to", "dataset_id", "valid_to"),
         Index("ix_entries_sha256", "sha256"),

@@ -1,4 +1,5 @@
-"""Share downloads: the files fetched through a share link, each counted once.
+"""Share downloads: the files fetched through a share link, each counted once; and an
+index on entries by (dataset, path) for files and folders of old versions.
 
 Revision ID: 0002
 Revises: 0001
@@ -33,7 +34,9 @@ def upgrade() -> None:
         sa.Column("counted_at", sa.DateTime(), nullable=False),
         sa.UniqueConstraint("link_id", "path", "version"),
     )
+    op.create_index("ix_entries_dataset_path", "entries", ["dataset_id", "path"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_entries_dataset_path", table_name="entries")
     op.drop_table("share_downloads")

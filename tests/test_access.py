@@ -446,3 +446,29 @@ def test_a_ranged_download_counts_once(world: World, tmp_path: Path) -> None:
         resumed.open_file("a-proj/pair/raw/two.bin", resuming=True)
     with pytest.raises(AuthenticationFailed):
         resumed.open_file("a-proj/pair/raw/one.bin")
+
+
+def test_denials_are_plain_sentences() -> None:
+    """No "Share may not dataset download.": every action has words, and each kind of
+    principal hears what it is and what to do."""
+    from labkeep.access import ALL_ACTIONS, Principal, ShareScope
+    from labkeep.access.policy import ACTION_WORDS, denial
+
+    assert set(ACTION_WORDS) == set(ALL_ACTIONS)
+    principals = [
+        ANONYMOUS,
+        Principal("share", name="share:1", share=ShareScope(1, 1)),
+        Principal("user", name="alice", user_id=1),
+        Principal("user", name="bot", user_id=2, read_only=True),
+        Principal("user", name="gone", user_id=3, disabled=True),
+    ]
+    for principal in principals:
+        for action in sorted(ALL_ACTIONS):
+            error = denial(principal, action)
+            assert action not in error.message, error.message
+            assert error.hint, (principal, action)
+    share = denial(principals[1], "dataset.seal")
+    assert share.message == "a share link gives read-only access: it cannot seal this dataset"
+    assert denial(principals[2], "dataset.download").message == (
+        "alice may not download files of this dataset"
+    )

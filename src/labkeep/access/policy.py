@@ -250,15 +250,69 @@ def allowed(principal: Principal, action: str, resource: Resource = SITE) -> boo
     return False
 
 
+#: what each action does, for messages: "alice may not <this>."
+ACTION_WORDS = {
+    "project.read": "see this project",
+    "project.edit": "change this project's description",
+    "project.grant": "manage who has access to this project",
+    "project.create": "create projects in this group",
+    "dataset.create": "add datasets to this project",
+    "dataset.read": "see this dataset",
+    "dataset.download": "download files of this dataset",
+    "dataset.ingest": "add files to this dataset",
+    "dataset.edit": "change this dataset",
+    "dataset.seal": "seal this dataset",
+    "dataset.unseal": "unseal datasets",
+    "dataset.verify": "verify this dataset",
+    "dataset.publish": "make this dataset public",
+    "share.create": "create share links to this",
+    "share.manage": "manage the share links of this",
+    "events.read": "read this audit log",
+    "events.all": "read the whole keep's audit log",
+    "keep.admin": "run this on the whole keep",
+    "user.create": "create accounts",
+    "user.manage": "manage other people's accounts",
+    "user.list": "list the accounts",
+    "user.self": "change an account",
+    "group.create": "create groups",
+    "group.manage": "manage this group's members",
+    "group.list": "list the groups",
+    "token.create": "create API tokens",
+}
+
+
+def denial(principal: Principal, action: str) -> Forbidden:
+    """The :class:`Forbidden` for *principal* not being allowed *action*: a plain
+    sentence and what to do about it."""
+    what = ACTION_WORDS.get(action, action.replace(".", " "))
+    if principal.disabled:
+        return Forbidden("this account is disabled", hint="ask a site admin to enable it")
+    if principal.kind == "anonymous":
+        return Forbidden(
+            f"you are not signed in: sign in to {what}",
+            hint="sign in (labkeep login URL), or ask for a share link",
+        )
+    if principal.kind == "share":
+        return Forbidden(
+            f"a share link gives read-only access: it cannot {what}",
+            hint="sign in with an account that may do this",
+        )
+    if principal.read_only:
+        return Forbidden(
+            f"this API token is read-only: it cannot {what}",
+            hint="use a token made without --read-only",
+        )
+    if action in SITE_ADMIN_ACTIONS:
+        hint = "only a site admin may do this"
+    elif action in RESOURCE_ACTIONS:
+        needed = RESOURCE_ACTIONS[action].name.lower()
+        hint = f"this needs {needed} access: ask who manages it for a grant"
+    else:
+        hint = "ask a site admin or your group's admin"
+    return Forbidden(f"{principal.name} may not {what}", hint=hint)
+
+
 def check(principal: Principal, action: str, resource: Resource = SITE) -> None:
     """Raise :class:`Forbidden` unless *principal* may do *action* on *resource*."""
     if not allowed(principal, action, resource):
-        who = principal.name if principal.kind == "user" else principal.kind
-        hint = None
-        if principal.kind == "anonymous":
-            hint = "sign in (labkeep login) or use a share link"
-        elif principal.read_only:
-            hint = "this API token is read-only"
-        elif action in SITE_ADMIN_ACTIONS:
-            hint = "only a site admin may do this"
-        raise Forbidden(f"{who} may not {action.replace('.', ' ')}", hint=hint)
+        raise denial(principal, action)

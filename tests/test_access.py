@@ -472,3 +472,22 @@ def test_denials_are_plain_sentences() -> None:
     assert denial(principals[2], "dataset.download").message == (
         "alice may not download files of this dataset"
     )
+
+
+def test_free_texts_have_limits(world: World) -> None:
+    """A 100,000-character title would break every page that shows it: refused by the
+    use case (so the CLI, the API and the web all get it) with a plain message."""
+    admin = world.admin
+    huge = "x" * 100_000
+    for call in (
+        lambda: admin.create_project("p-long", title=huge),
+        lambda: admin.update_project("a-proj", description=huge),
+        lambda: admin.update_dataset(world.own, title=huge),
+        lambda: admin.create_share(world.own, label=huge),
+        lambda: admin.create_token(huge),
+        lambda: admin.add_user("long-one", display_name=huge),
+        lambda: admin.create_group("long-lab", title=huge),
+    ):
+        with pytest.raises(UsageError, match="too long"):
+            call()
+    admin.update_project("a-proj", title="t" * 300)  # the limit itself is fine

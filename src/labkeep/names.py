@@ -17,6 +17,21 @@ MAX_PATH_BYTES = 2048
 MAX_NAME_BYTES = 255
 #: largest version number (catalog integers are 32-bit on PostgreSQL)
 MAX_VERSION = 2**31 - 1
+#: longest free texts, in characters (pages, tables and the catalog stay usable)
+MAX_TITLE = 300
+MAX_DESCRIPTION = 10_000
+MAX_LABEL = 200
+MAX_MESSAGE = 10_000
+MAX_EMAIL = 320
+
+
+def check_text(value: str, what: str, most: int) -> str:
+    """*value* if it is at most *most* characters of storable text, else UsageError."""
+    if len(value) > most:
+        raise UsageError(f"{what} is too long: {len(value):,} characters, at most {most:,}")
+    if "\x00" in value:
+        raise UsageError(f"{what} contains a NUL character")
+    return value
 
 
 def check_slug(name: str, what: str = "name") -> str:

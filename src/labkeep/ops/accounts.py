@@ -13,7 +13,7 @@ from labkeep.access.secrets import hash_password, verify_password
 from labkeep.catalog import ApiToken, Group, Membership, User, add_unique
 from labkeep.clock import isoformat, utcnow
 from labkeep.errors import AlreadyExists, AuthenticationFailed, NotFound, UsageError
-from labkeep.names import SLUG_RE, check_slug
+from labkeep.names import MAX_EMAIL, MAX_LABEL, MAX_TITLE, SLUG_RE, check_slug, check_text
 from labkeep.ops._access import load_principal
 from labkeep.ops.audit import append_event
 
@@ -215,6 +215,8 @@ def add_user(
     """Create an account (site admins). LDAP accounts have no password here."""
     check(keep.principal, "user.create")
     check_username(name)
+    check_text(display_name, "the display name", MAX_LABEL)
+    check_text(email, "the e-mail address", MAX_EMAIL)
     if password is not None:
         if ldap:
             raise UsageError("LDAP accounts have their password in the directory")
@@ -334,6 +336,7 @@ def whoami(keep: Keep) -> dict[str, Any]:
 def create_group(keep: Keep, name: str, *, title: str = "") -> dict[str, Any]:
     check(keep.principal, "group.create")
     check_slug(name, "group name")
+    check_text(title, "the title", MAX_TITLE)
     with keep.catalog.write() as session:
         if not add_unique(session, Group(name=name, title=title, created_at=utcnow())):
             raise AlreadyExists(f"group {name!r} already exists")

@@ -48,7 +48,7 @@ from labkeep.integrity.hashing import (
     link_hash,
     syncfs,
 )
-from labkeep.names import check_relpath, parse_address
+from labkeep.names import MAX_MESSAGE, check_relpath, check_text, parse_address
 from labkeep.ops.audit import append_event
 from labkeep.ops.manifests import store_manifest
 from labkeep.ops.projects import ensure_dataset
@@ -208,6 +208,7 @@ def ingest(
     assert addr.dataset is not None
     if addr.path or addr.version is not None:
         raise UsageError(f"ingest into a dataset, not {address!r}", hint="use PROJECT/DATASET")
+    check_text(message, "the message", MAX_MESSAGE)
     project, name = addr.project, addr.dataset
     target = f"{project}/{name}"
     src_root = _check_source(Path(source).expanduser().absolute(), keep)

@@ -13,7 +13,7 @@ from labkeep.access import Resource, check
 from labkeep.catalog import Dataset, Group, Project, Version, add_unique
 from labkeep.clock import isoformat, utcnow
 from labkeep.errors import AlreadyExists, NotFound, UsageError
-from labkeep.names import check_slug, parse_address
+from labkeep.names import MAX_DESCRIPTION, MAX_TITLE, check_slug, check_text, parse_address
 from labkeep.ops._access import (
     dataset_readable,
     find_dataset,
@@ -143,6 +143,8 @@ def create_project(
     are for site admins. The creator gets ``manage`` on a private project.
     """
     check_slug(name, "project name")
+    check_text(title, "the title", MAX_TITLE)
+    check_text(description, "the description", MAX_DESCRIPTION)
     with keep.catalog.write() as session:
         group_id = None
         if group is not None:
@@ -186,6 +188,13 @@ def create_project(
     )
 
 
+def _check_texts(title: str | None, description: str | None) -> None:
+    if title is not None:
+        check_text(title, "the title", MAX_TITLE)
+    if description is not None:
+        check_text(description, "the description", MAX_DESCRIPTION)
+
+
 def _name_taken(keep: Keep, session: Session, name: str) -> AlreadyExists:
     """The answer to creating a project whose name is taken: "already exists" for those
     who may see that project, and for everyone else an answer that does not say a
@@ -227,6 +236,7 @@ def update_project(
     keep: Keep, name: str, *, title: str | None = None, description: str | None = None
 ) -> ProjectInfo:
     """Change a project's title or description (those who manage it)."""
+    _check_texts(title, description)
     with keep.catalog.write() as session:
         project = find_project(keep, session, name, "project.edit")
         changes = {
@@ -242,6 +252,7 @@ def update_dataset(
     keep: Keep, address: str, *, title: str | None = None, description: str | None = None
 ) -> DatasetInfo:
     """Change a dataset's title or description (those who may write to it)."""
+    _check_texts(title, description)
     addr = parse_address(address, need_dataset=True)
     assert addr.dataset is not None
     with keep.catalog.write() as session:
@@ -281,6 +292,7 @@ def ensure_dataset(
     if kind not in DATASET_KINDS:
         raise UsageError(f"unknown dataset kind {kind!r}", hint=f"use one of {DATASET_KINDS}")
     check_slug(name, "dataset name")
+    check_text(title, "the title", MAX_TITLE)
     proj = find_project(keep, session, project)
     dataset = session.execute(
         select(Dataset).where(Dataset.project_id == proj.id, Dataset.name == name)

@@ -14,7 +14,7 @@ from labkeep.catalog import Dataset, Entry, Version
 from labkeep.clock import utcnow
 from labkeep.errors import UsageError
 from labkeep.integrity.immutable import set_immutable
-from labkeep.names import parse_address
+from labkeep.names import MAX_MESSAGE, check_text, parse_address
 from labkeep.ops._access import find_dataset
 from labkeep.ops.audit import append_event
 from labkeep.ops.manifests import store_manifest
@@ -99,6 +99,7 @@ def _protect(raw: Path, on: bool) -> tuple[bool, list[str]]:
 
 def seal(keep: Keep, address: str, *, message: str = "") -> SealResult:
     """Seal a dataset: raw/ read-only and immutable, a version and an event."""
+    check_text(message, "the message", MAX_MESSAGE)
     addr = parse_address(address, need_dataset=True)
     assert addr.dataset is not None
     target = addr.dataset_address
@@ -138,6 +139,7 @@ def seal(keep: Keep, address: str, *, message: str = "") -> SealResult:
 
 def unseal(keep: Keep, address: str, *, force: bool = False, reason: str = "") -> SealResult:
     """Make raw/ writable again. Needs ``force``; recorded as a version and an event."""
+    check_text(reason, "the reason", MAX_MESSAGE)
     addr = parse_address(address, need_dataset=True)
     assert addr.dataset is not None
     target = addr.dataset_address

@@ -14,7 +14,7 @@ from labkeep.access.secrets import SHARE_PREFIX, new_secret, secret_hash
 from labkeep.catalog import Dataset, Project, ShareDownload, ShareLink, User
 from labkeep.clock import isoformat, parse_duration, utcnow
 from labkeep.errors import AuthenticationFailed, Forbidden, NotFound, UsageError
-from labkeep.names import parse_address
+from labkeep.names import MAX_LABEL, check_text, parse_address
 from labkeep.ops._access import find_dataset, find_project, load_principal, project_resource
 from labkeep.ops.audit import append_event
 
@@ -135,6 +135,7 @@ def create_share(
         raise UsageError(f"share links expire after at most {MAX_EXPIRY}")
     if max_downloads is not None and max_downloads < 1:
         raise UsageError("--max-downloads must be at least 1")
+    check_text(label, "the label", MAX_LABEL)
     addr = parse_address(address)
     with keep.catalog.write() as session:
         dataset: Dataset | None = None

@@ -14,6 +14,7 @@ from labkeep.access.secrets import TOKEN_PREFIX, new_secret, secret_hash
 from labkeep.catalog import ApiToken, User
 from labkeep.clock import isoformat, parse_duration, utcnow
 from labkeep.errors import AuthenticationFailed, NotFound
+from labkeep.names import MAX_LABEL, check_text
 from labkeep.ops._access import load_principal
 from labkeep.ops.audit import append_event
 
@@ -68,6 +69,7 @@ def create_token(
     """A new token for the acting user; the secret is returned once and stored hashed."""
     check(keep.principal, "token.create")
     assert keep.principal.user_id is not None
+    check_text(name, "the token's name", MAX_LABEL)
     delta = parse_duration(expires)
     secret = new_secret(TOKEN_PREFIX)
     now = utcnow()

@@ -8,6 +8,13 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from pydantic import BaseModel, Field, field_validator
 
 from labkeep.keep import Keep
+from labkeep.names import (
+    MAX_DESCRIPTION,
+    MAX_EMAIL,
+    MAX_LABEL,
+    MAX_PATH_BYTES,
+    MAX_TITLE,
+)
 from labkeep.web import downloads
 from labkeep.web.deps import csrf_protect, resolve
 from labkeep.web.limits import receive_upload, upload_request_body
@@ -82,61 +89,69 @@ class In(BaseModel):
         return value
 
 
+Title = Annotated[str, Field(max_length=MAX_TITLE)]
+Description = Annotated[str, Field(max_length=MAX_DESCRIPTION)]
+Label = Annotated[str, Field(max_length=MAX_LABEL)]
+Name = Annotated[str, Field(max_length=MAX_LABEL)]
+
+
 class ProjectIn(In):
     name: Slug
-    title: str = ""
-    description: str = ""
-    group: str | None = None
+    title: Title = ""
+    description: Description = ""
+    group: Name | None = None
     private: bool = False
 
 
 class EditIn(In):
-    title: str | None = None
-    description: str | None = None
+    title: Title | None = None
+    description: Description | None = None
 
 
 class DatasetIn(In):
     name: Slug
     kind: str = Field("session", pattern="^(session|analysis|release)$")
-    title: str = ""
+    title: Title = ""
 
 
 class GrantIn(In):
-    principal: str = Field(..., description="user name, user:NAME or group:NAME")
+    principal: str = Field(..., max_length=MAX_LABEL, description="user, user:NAME, group:NAME")
     permission: str = Field(..., pattern="^(read|write|manage)$")
-    target: str = Field(..., description="PROJECT or PROJECT/DATASET")
+    target: str = Field(..., max_length=200, description="PROJECT or PROJECT/DATASET")
 
 
 class ShareIn(In):
-    target: str = Field(..., description="PROJECT[/DATASET[/PATH]][@VERSION]")
-    expires: str = Field("7d", description="e.g. 12h, 7d, 2w")
+    target: str = Field(
+        ..., max_length=MAX_PATH_BYTES + 200, description="PROJECT[/DATASET[/PATH]][@VERSION]"
+    )
+    expires: str = Field("7d", max_length=32, description="e.g. 12h, 7d, 2w")
     max_downloads: int | None = Field(None, ge=1, le=MAX_INT)
-    label: str = ""
+    label: Label = ""
 
 
 class TokenIn(In):
-    name: str = ""
-    expires: str = "90d"
+    name: Label = ""
+    expires: str = Field("90d", max_length=32)
     read_only: bool = False
 
 
 class UserIn(In):
     name: Slug
-    password: str | None = Field(None, min_length=10)
-    display_name: str = ""
-    email: str = ""
+    password: str | None = Field(None, min_length=10, max_length=1024)
+    display_name: Label = ""
+    email: str = Field("", max_length=MAX_EMAIL)
     site_admin: bool = False
     ldap: bool = False
 
 
 class PasswordIn(In):
-    password: str = Field(..., min_length=10)
-    current: str | None = None
+    password: str = Field(..., min_length=10, max_length=1024)
+    current: str | None = Field(None, max_length=1024)
 
 
 class GroupIn(In):
     name: Slug
-    title: str = ""
+    title: Title = ""
 
 
 class MemberIn(In):
@@ -154,8 +169,8 @@ def _dataset(project: str, dataset: str, version: int | None = None) -> str:
 class LoginIn(In):
     name: str = Field(..., min_length=1, max_length=64)
     password: str = Field(..., min_length=1, max_length=1024)
-    token_name: str = ""
-    expires: str = "90d"
+    token_name: Label = ""
+    expires: str = Field("90d", max_length=32)
 
 
 @router.post("/auth/token", tags=["users"], status_code=201, responses=_errors(429))

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar, cast
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, field_validator
 
 from labkeep.keep import Keep
@@ -18,6 +19,9 @@ from labkeep.names import (
 from labkeep.web import downloads
 from labkeep.web.deps import csrf_protect, resolve
 from labkeep.web.limits import receive_upload, upload_request_body
+
+
+T = TypeVar("T")
 
 
 class FieldProblem(BaseModel):
@@ -162,6 +166,14 @@ class PublicIn(In):
     public: bool = True
 
 
+def _json(content: T) -> T:
+    """*content* (plain JSON values already) answered as it is: FastAPI's
+    ``jsonable_encoder`` walks every value of a return value again, which costs more
+    than the whole request for a page of 500 files. (Typed as *content* so that the
+    route's return annotation still documents the answer in the OpenAPI schema.)"""
+    return cast(T, JSONResponse(content))
+
+
 def _dataset(project: str, dataset: str, version: int | None = None) -> str:
     return f"{project}/{dataset}" + (f"@{version}" if version is not None else "")
 
@@ -193,7 +205,7 @@ def whoami(keep: Caller) -> dict[str, Any]:
 # -- projects and datasets --------------------------------------------------------------
 @router.get("/projects", tags=["projects"])
 def list_projects(keep: Caller) -> list[dict[str, Any]]:
-    return [p.to_dict() for p in keep.list_projects()]
+    return _json([p.to_dict() for p in keep.list_projects()])
 
 
 @router.post("/projects", tags=["projects"], status_code=201)
@@ -219,7 +231,7 @@ def edit_project(keep: Caller, project: str, body: EditIn) -> dict[str, Any]:
 
 @router.get("/projects/{project}/datasets", tags=["datasets"])
 def list_datasets(keep: Caller, project: str) -> list[dict[str, Any]]:
-    return [d.to_dict() for d in keep.list_datasets(project)]
+    return _json([d.to_dict() for d in keep.list_datasets(project)])
 
 
 @router.post("/projects/{project}/datasets", tags=["datasets"], status_code=201)
@@ -229,7 +241,7 @@ def create_dataset(keep: Caller, project: str, body: DatasetIn) -> dict[str, Any
 
 @router.get("/datasets/{project}/{dataset}", tags=["datasets"])
 def get_dataset(keep: Caller, project: str, dataset: str) -> dict[str, Any]:
-    return keep.get_dataset(_dataset(project, dataset)).to_dict()
+    return _json(keep.get_dataset(_dataset(project, dataset)).to_dict())
 
 
 @router.patch("/datasets/{project}/{dataset}", tags=["datasets"])
@@ -241,7 +253,7 @@ def edit_dataset(keep: Caller, project: str, dataset: str, body: EditIn) -> dict
 
 @router.get("/datasets/{project}/{dataset}/versions", tags=["datasets"])
 def versions(keep: Caller, project: str, dataset: str) -> list[dict[str, Any]]:
-    return keep.versions(_dataset(project, dataset))
+    return _json(keep.versions(_dataset(project, dataset)))
 
 
 @router.get("/datasets/{project}/{dataset}/entries", tags=["files"])
@@ -260,12 +272,14 @@ def entries(
         address += f"@{version}"
     listing = keep.ls(address, limit=limit, after=after)
     items = listing.items
-    return {
-        "dataset": _dataset(project, dataset),
-        "version": listing.version,
-        "items": items,
-        "next_after": items[-1]["path"] if len(items) == limit else None,
-    }
+    return _json(
+        {
+            "dataset": _dataset(project, dataset),
+            "version": listing.version,
+            "items": items,
+            "next_after": items[-1]["path"] if len(items) == limit else None,
+        }
+    )
 
 
 @router.get(
@@ -364,7 +378,7 @@ def set_public(keep: Caller, project: str, dataset: str, body: PublicIn) -> dict
 # -- access -------------------------------------------------------------------------------
 @router.get("/grants", tags=["access"])
 def list_grants(keep: Caller, target: str) -> list[dict[str, Any]]:
-    return keep.list_grants(target)
+    return _json(keep.list_grants(target))
 
 
 @router.post("/grants", tags=["access"], status_code=201)
@@ -379,7 +393,7 @@ def revoke(keep: Caller, principal: str, target: str) -> dict[str, Any]:
 
 @router.get("/shares", tags=["access"])
 def list_shares(keep: Caller, target: str | None = None) -> list[dict[str, Any]]:
-    return [s.to_dict() for s in keep.list_shares(target)]
+    return _json([s.to_dict() for s in keep.list_shares(target)])
 
 
 @router.post("/shares", tags=["access"], status_code=201)
@@ -399,7 +413,7 @@ def revoke_share(keep: Caller, link_id: RowId) -> dict[str, Any]:
 
 @router.get("/tokens", tags=["access"])
 def list_tokens(keep: Caller) -> list[dict[str, Any]]:
-    return [t.to_dict() for t in keep.list_tokens()]
+    return _json([t.to_dict() for t in keep.list_tokens()])
 
 
 @router.post("/tokens", tags=["access"], status_code=201)
@@ -417,7 +431,7 @@ def revoke_token(keep: Caller, token_id: RowId) -> dict[str, Any]:
 # -- users and groups -----------------------------------------------------------------------
 @router.get("/users", tags=["users"])
 def list_users(keep: Caller) -> list[dict[str, Any]]:
-    return [u.to_dict() for u in keep.list_users()]
+    return _json([u.to_dict() for u in keep.list_users()])
 
 
 @router.post("/users", tags=["users"], status_code=201)
@@ -450,7 +464,7 @@ def set_password(keep: Caller, name: str, body: PasswordIn) -> Response:
 
 @router.get("/groups", tags=["users"])
 def list_groups(keep: Caller) -> list[dict[str, Any]]:
-    return keep.list_groups()
+    return _json(keep.list_groups())
 
 
 @router.post("/groups", tags=["users"], status_code=201)
@@ -476,4 +490,4 @@ def events(
     action: str | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[dict[str, Any]]:
-    return keep.events(target=target, action=action, limit=limit)
+    return _json(keep.events(target=target, action=action, limit=limit))

@@ -20,7 +20,6 @@ from labkeep.web import downloads
 from labkeep.web.deps import csrf_protect, resolve
 from labkeep.web.limits import receive_upload, upload_request_body
 
-
 T = TypeVar("T")
 
 

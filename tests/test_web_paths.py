@@ -477,3 +477,73 @@ def test_nul_anywhere_in_a_url_is_a_400_on_postgresql(
                         problems.append(f"GET {path}?{name}=%00: {response.status_code}")
             assert not problems, "\n".join(problems)
     unseal_tree(tmp_path)
+
+
+# -- paths in routes are paths --------------------------------------------------------
+ODD_NAMES = ["scan@2", "a@b", "x@", "cell@01", "new\nline.tif", "tab\there.tif",
+             "100%.tif", "#1.tif", "why?.tif", "semi;colon", "with space.tif", "a+b.tif",
+             "日本語.tif", "back\\slash.tif"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def odd_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Keep, LiveServer, str]]:
+    """A dataset whose files have names a browser and a route parser must not misread."""
+    tmp = tmp_path_factory.mktemp("odd-names")
+    src = tmp / "buffer"
+    (src / "sub@3").mkdir(parents=True)
+    for i, name in enumerate(ODD_NAMES):
+        (src / name).write_bytes(b"content of %d" % i)
+        (src / "sub@3" / name).write_bytes(b"nested %d" % i)
+    keep = Keep.init(tmp / "keep")
+    keep.create_project("p")
+    keep.ingest(src, "p/d")
+    token, _ = keep.create_token("reader", read_only=True)
+    with LiveServer(keep) as server:
+        yield keep, server, token
+    keep.close()
+
+
+def test_every_file_opens_from_the_links_the_pages_render(
+    odd_site: tuple[Keep, LiveServer, str],
+) -> None:
+    import html
+
+    keep, server, token = odd_site
+    expected = {f"raw/{n}": b"content of %d" % i for i, n in enumerate(ODD_NAMES)}
+    expected |= {f"raw/sub@3/{n}": b"nested %d" % i for i, n in enumerate(ODD_NAMES)}
+    auth = {"Authorization": f"Bearer {token}"}
+    with server.client(headers=auth) as client:
+        for base in ("/p/p/d", "/p/p/d/@1"):
+            page = client.get(base)
+            assert page.status_code == 200
+            rows = re.findall(
+                r'<td class="path"><a href="([^"]+)">.*?class="download-link" href="([^"]+)"',
+                page.text,
+                re.S,
+            )
+            assert len(rows) == len(expected)
+            for file_href, download_href in rows:
+                file_page = client.get(html.unescape(file_href))
+                assert file_page.status_code == 200, file_href
+                body = client.get(html.unescape(download_href))
+                assert body.status_code == 200, download_href
+                assert body.content in expected.values()
+        for path, data in expected.items():
+            quoted = quote(path, safe="/")
+            assert client.get(f"/api/v1/files/p/d/{quoted}").content == data, path
+            assert client.get(f"/api/v1/files/p/d/{quoted}?version=1").content == data, path
+            entries = client.get("/api/v1/datasets/p/d/entries", params={"path": path}).json()
+            assert [e["path"] for e in entries["items"]] == [path]
+        folder = client.get("/api/v1/datasets/p/d/entries", params={"path": "raw/sub@3"}).json()
+        assert len(folder["items"]) == len(ODD_NAMES)
+        zipped = client.get("/api/v1/datasets/p/d/zip", params={"path": "raw/sub@3"})
+        assert zipped.status_code == 200
+
+
+def test_odd_names_through_a_share_link(odd_site: tuple[Keep, LiveServer, str]) -> None:
+    keep, server, _ = odd_site
+    token, _ = keep.create_share("p/d/raw/sub@3@", expires="1h")
+    with server.client() as client:
+        for i, name in enumerate(ODD_NAMES):
+            url = f"/s/{token}/file/p/d/" + quote(f"raw/sub@3/{name}", safe="/")
+            assert client.get(url).content == b"nested %d" % i, name

@@ -87,6 +87,9 @@ class Address:
     version: int | None = None
 
     def __str__(self) -> str:
+        """The address as text that :func:`parse_address` reads back exactly: a path
+        that itself ends in ``@`` or ``@DIGITS`` (a file ``scan@2``) at the current
+        version gets a closing ``@`` (``P/D/scan@2@``)."""
         text = self.project
         if self.dataset:
             text += f"/{self.dataset}"
@@ -94,6 +97,8 @@ class Address:
             text += f"/{self.path}"
         if self.version is not None:
             text += f"@{self.version}"
+        elif self.path and _LOOKS_VERSIONED.search(self.path):
+            text += "@"
         return text
 
     @property
@@ -103,11 +108,25 @@ class Address:
         return f"{self.project}/{self.dataset}"
 
 
+#: a path that would read as PATH@VERSION, or ends in the explicit "current" marker
+_LOOKS_VERSIONED = re.compile(r"@[0-9]*\Z")
+
+
+def address_text(
+    project: str, dataset: str | None = None, path: str | None = None, version: int | None = None
+) -> str:
+    """The address of these parts, as text that :func:`parse_address` reads back as
+    exactly these parts (routes use this: a path in a URL is a path, never a version)."""
+    return str(Address(project, dataset, path, version))
+
+
 def parse_address(text: str, *, need_dataset: bool = False) -> Address:
     """Parse ``PROJECT[/DATASET[/PATH]][@VERSION]``.
 
     ``@`` is only taken as a version marker when it is followed by digits at the very
-    end, so file names containing ``@`` stay addressable.
+    end, so file names containing ``@`` stay addressable; a closing ``@`` with no digits
+    says "the current version" explicitly, for a file whose own name ends in ``@2``:
+    ``P/D/raw/scan@2@`` is the file ``raw/scan@2``, ``P/D/raw/scan@2`` its version 2.
     """
     if not text:
         raise UsageError("empty address", hint="use PROJECT or PROJECT/DATASET")
@@ -120,6 +139,8 @@ def parse_address(text: str, *, need_dataset: bool = False) -> Address:
             raise UsageError(f"no version {digits[:20]}: versions go up to {MAX_VERSION}")
         version = int(digits)
         text = text[: match.start()]
+    elif text.endswith("@") and "/" in text:
+        text = text[:-1]
     text = text.rstrip("/") if text.count("/") <= 1 else text
     project, _, rest = text.partition("/")
     check_slug(project, "project name")

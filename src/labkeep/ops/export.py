@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from labkeep.errors import IntegrityError, LabkeepError, UsageError
-from labkeep.names import check_relpath, parse_address
+from labkeep.names import address_text, check_relpath, parse_address
 from labkeep.results import Report, Result
 
 if TYPE_CHECKING:
@@ -37,8 +37,8 @@ def export(
     stream = keep.stream_entries(address)
 
     def copy_one(dataset: str, path: str, version: int | None, target: Path) -> Any:
-        pinned = f"@{version}" if version is not None else ""
-        return keep.export_file(f"{dataset}/{path}{pinned}", target)
+        project, name = dataset.split("/", 1)
+        return keep.export_file(address_text(project, name, path, version), target)
 
     return export_entries(address, stream.version, stream.entries, dest, copy_one, on_result)
 

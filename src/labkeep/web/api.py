@@ -15,6 +15,7 @@ from labkeep.names import (
     MAX_LABEL,
     MAX_PATH_BYTES,
     MAX_TITLE,
+    address_text,
 )
 from labkeep.web import downloads
 from labkeep.web.deps import csrf_protect, resolve
@@ -266,10 +267,9 @@ def entries(
     limit: Annotated[int, Query(ge=1, le=5000)] = 500,
 ) -> dict[str, Any]:
     """One page of files in path order; pass the last path as ``after`` for the next page."""
-    address = f"{project}/{dataset}" + (f"/{path}" if path else "")
-    if version is not None:
-        address += f"@{version}"
-    listing = keep.ls(address, limit=limit, after=after)
+    listing = keep.ls(
+        address_text(project, dataset, path or None, version), limit=limit, after=after
+    )
     items = listing.items
     return _json(
         {
@@ -296,7 +296,7 @@ def download(
     version: VersionQuery = None,
 ) -> Response:
     """The file's bytes (HTTP Range supported; ETag is its SHA-256)."""
-    address = f"{project}/{dataset}/{path}" + (f"@{version}" if version is not None else "")
+    address = address_text(project, dataset, path, version)
     return downloads.file_response(keep, address, request.headers.get("range"))
 
 
@@ -314,8 +314,7 @@ def download_zip(
     version: VersionQuery = None,
 ) -> Response:
     """The dataset (or one folder of it) as a streamed zip."""
-    address = f"{project}/{dataset}" + (f"/{path}" if path else "")
-    address += f"@{version}" if version is not None else ""
+    address = address_text(project, dataset, path or None, version)
     name = (path.rstrip("/").rsplit("/", 1)[-1] if path else dataset) + ".zip"
     return downloads.zip_response(keep, address, name)
 

@@ -10,12 +10,30 @@ import hmac
 from typing import TYPE_CHECKING
 
 from fastapi import Request
+from starlette.convertors import Convertor, register_url_convertor
 
 from labkeep.access import ANONYMOUS
 from labkeep.errors import AuthenticationFailed, Forbidden, UsageError
 
 if TYPE_CHECKING:
     from labkeep.keep import Keep
+
+
+class _AnyPath(Convertor[str]):
+    """``{name:path}`` in routes: any characters but NUL, newlines included (Starlette's
+    own ``.*`` stops at a newline, so a file named with one had no working link)."""
+
+    regex = "[^\x00]*"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+# (before any route is declared: api.py and ui.py import this module first)
+register_url_convertor("path", _AnyPath())
 
 SESSION_COOKIE = "labkeep_session"
 CSRF_HEADER = "x-csrf-token"

@@ -13,7 +13,7 @@ import anyio
 from fastapi.responses import FileResponse, Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from labkeep.names import parse_address
+from labkeep.names import address_text, parse_address
 from labkeep.web.zipstream import Member, ZipNames, stream_zip
 
 if TYPE_CHECKING:
@@ -80,8 +80,9 @@ def zip_response(keep: Keep, address: str, filename: str) -> Response:
     """
     files = keep.files_for_download(address)
     addr = parse_address(address, need_dataset=True)
-    pinned = f"@{addr.version}" if addr.version is not None else ""
-    names = ZipNames(lambda path: keep.has_file(f"{addr.dataset_address}/{path}{pinned}"))
+    names = ZipNames(
+        lambda path: keep.has_file(address_text(addr.project, addr.dataset, path, addr.version))
+    )
     members = (
         Member(names(f.path), f.size, f.mtime_ns, functools.partial(_open_checked, f))
         for f in files

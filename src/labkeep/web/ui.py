@@ -17,6 +17,7 @@ from fastapi.responses import Response
 
 from labkeep.errors import AuthenticationFailed, NotFound, TooManyAttempts
 from labkeep.keep import Keep
+from labkeep.names import address_text
 from labkeep.web import jsonld, pages, ui_admin, ui_share
 from labkeep.web.deps import SESSION_COOKIE, csrf_protect, resolve
 from labkeep.web.limits import receive_upload
@@ -369,7 +370,7 @@ def _file_page(
     after: str | None,
 ) -> Response:
     path = path.rstrip("/")
-    address = f"{project}/{dataset}/{path}" + (f"@{version}" if version is not None else "")
+    address = address_text(project, dataset, path, version)
     links = pages.Links(request, keep.config.web.base_url)
     crumbs = pages.crumbs_for(links, project, dataset, path, version)
     common = {"project": project, "dataset": dataset, "path": path, "pinned": version}

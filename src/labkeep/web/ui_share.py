@@ -16,6 +16,7 @@ from fastapi.responses import Response
 
 from labkeep.errors import NotFound, UsageError
 from labkeep.keep import Keep
+from labkeep.names import address_text
 from labkeep.ops.shares import ShareInfo
 from labkeep.web import downloads, pages
 from labkeep.web.deps import csrf_protect, resolve, share_keep
@@ -81,9 +82,8 @@ def share_dataset(
 ) -> Response:
     """A link to the dataset, or to one version, folder or file of it."""
     pinned = pages.version_number(version) if version else None
-    address = f"{project}/{dataset}" + (f"/{path.strip('/')}" if path.strip("/") else "")
     token, info = keep.create_share(
-        address + (f"@{pinned}" if pinned is not None else ""),
+        address_text(project, dataset, path.strip("/") or None, pinned),
         expires=expires,
         max_downloads=_max_downloads(max_downloads),
         label=label.strip(),
@@ -173,8 +173,7 @@ def share_view(
         "path": path,
         "crumbs": _scope_crumbs(links, token, project, dataset, path, scope.path),
     }
-    address = f"{project}/{dataset}" + (f"/{path}" if path else "")
-    address += f"@{scope.version}" if scope.version is not None else ""
+    address = address_text(project, dataset, path or None, scope.version)
     if path:
         try:
             file = keep.stat_file(address)
@@ -207,8 +206,7 @@ def _address(keep: Keep, project: str, dataset: str, path: str | None = None) ->
     """``PROJECT/DATASET[/PATH]`` at the version the link opens."""
     scope = keep.principal.share
     version = scope.version if scope is not None else None
-    address = f"{project}/{dataset}" + (f"/{path.strip('/')}" if path and path.strip("/") else "")
-    return address + (f"@{version}" if version is not None else "")
+    return address_text(project, dataset, (path or "").strip("/") or None, version)
 
 
 @router.get("/s/{token}", name="share_entry")

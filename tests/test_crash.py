@@ -348,8 +348,11 @@ def test_sigkill_at_random_points_repeatedly(
             finished = True
             break
         kills += 1
+    with Keep.open(keep_root) as keep:
+        # a kill that came after the version's commit leaves nothing to resume
+        committed = registered == set(expected_entries(files)) and not open_versions(keep)
     assert kills >= 3, "too few attempts were actually killed mid-way"
-    if not finished:
+    if not finished and not committed:
         resume(keep_root, src, files, registered, shown)
     assert_consistent(keep_root, files)
 
@@ -395,3 +398,132 @@ def test_crash_between_rename_and_commit_is_adopted_without_copying(
     assert {p for p, extra in extras.items() if extra.get("resumed")} == orphans
     assert {path: (raw.parent / path).stat().st_ino for path in orphans} == inodes
     assert_consistent(keep_root, files)
+
+
+# -- kills at exact points: the manifest's fsync and rename, seal and unseal -------------
+#: ``python -c KILL_AT POINT N labkeep ARGS...``: labkeep's CLI, SIGKILLed by itself at the
+#: N-th call of one system call (patched here, in the test, not in labkeep):
+#: ``manifest-fsync`` (the fsync of the manifest's temp file), ``manifest-rename`` (its
+#: rename onto MANIFEST.sha256), ``chmod`` (a mode change below raw/: seal and unseal)
+KILL_AT = """
+import os, signal, sys
+
+point, nth = sys.argv[1], int(sys.argv[2])
+del sys.argv[1:3]
+calls = 0
+
+
+def hit():
+    global calls
+    calls += 1
+    if calls == nth:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def manifest_temp(fd):
+    try:
+        name = os.path.basename(os.readlink(f"/proc/self/fd/{int(fd)}"))
+    except (OSError, TypeError, ValueError):
+        return False
+    return "MANIFEST.sha256" in name and name != "MANIFEST.sha256"
+
+
+real_fsync, real_replace, real_rename, real_chmod = os.fsync, os.replace, os.rename, os.chmod
+
+
+def fsync(fd):
+    if point == "manifest-fsync" and manifest_temp(fd):
+        hit()
+    return real_fsync(fd)
+
+
+def onto_manifest(real):
+    def move(src, dst, **kwargs):
+        if point == "manifest-rename" and os.path.basename(os.fspath(dst)) == "MANIFEST.sha256":
+            hit()
+        return real(src, dst, **kwargs)
+    return move
+
+
+def chmod(path, mode, **kwargs):
+    if point == "chmod" and "/raw" in os.fspath(path):
+        hit()
+    return real_chmod(path, mode, **kwargs)
+
+
+os.fsync, os.chmod = fsync, chmod
+os.replace, os.rename = onto_manifest(real_replace), onto_manifest(real_rename)
+from labkeep.cli import main
+
+sys.argv[0] = "labkeep"
+main()
+"""
+
+
+def killed_at(point: str, nth: int = 1) -> list[str]:
+    return [sys.executable, "-c", KILL_AT, point, str(nth)]
+
+
+def leftovers(dataset: Path) -> list[str]:
+    """Files in a dataset folder that are neither data (raw/), nor the manifest, nor the
+    dataset's lock: what a crash may leave behind."""
+    found = []
+    for folder, _dirs, names in os.walk(dataset):
+        for name in names:
+            rel = Path(folder, name).relative_to(dataset).as_posix()
+            if not rel.startswith("raw/") and rel not in ("MANIFEST.sha256", ".labkeep/lock"):
+                found.append(rel)
+    return found
+
+
+MANIFEST_KILLS = [("sqlite", "manifest-fsync"), ("sqlite", "manifest-rename"),
+                  ("postgresql", "manifest-rename")]  # fmt: skip
+
+
+@pytest.mark.parametrize(("catalog_url", "point"), MANIFEST_KILLS, indirect=["catalog_url"])
+def test_kill_while_the_manifest_is_written_leaves_nothing_behind(
+    point: str, keep_root: Path, source: tuple[Path, dict[str, bytes]]
+) -> None:
+    src, files = source
+    ingest = IngestProcess(src, keep_root, killed_at(point))
+    assert ingest.wait() == -signal.SIGKILL, ingest.stderr()
+    shown_ok = ingest.ok_paths()
+    registered = assert_crash_safe(keep_root, files, shown_ok)
+    assert registered == set(expected_entries(files))  # every row is in; the version open
+    dataset = keep_root / "data" / ADDRESS
+    assert any("MANIFEST" in name for name in leftovers(dataset)), leftovers(dataset)
+    # the next run that takes the dataset's lock (here: verify) removes it, and never
+    # reports labkeep's own temp file as data
+    with Keep.open(keep_root) as keep:
+        report = keep.verify(ADDRESS)
+    assert [r.path for r in report.results if r.state == "extra"] == []
+    assert report.info["states"]["ok"] == len(files)
+    assert leftovers(dataset) == []
+    resume(keep_root, src, files, registered, shown_ok)
+    assert_consistent(keep_root, files)
+    assert leftovers(dataset) == []
+
+
+@pytest.mark.parametrize("point", ["manifest-fsync", "manifest-rename"])
+def test_kill_while_the_manifest_command_writes(
+    point: str, keep_root: Path, tmp_path: Path
+) -> None:
+    src = tmp_path / "buffer"
+    files = make_files(src, 12)
+    with Keep.open(keep_root) as keep:
+        keep.ingest(src, ADDRESS)
+    dataset = keep_root / "data" / ADDRESS
+    manifest = (dataset / "MANIFEST.sha256").read_bytes()
+    args = ["manifest", ADDRESS, "--root", str(keep_root)]
+    killed = subprocess.run([*killed_at(point), *args], capture_output=True, timeout=120)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert leftovers(dataset), "the kill left no temp file: the test would prove nothing"
+    assert (dataset / "MANIFEST.sha256").read_bytes() == manifest  # the old one, whole
+    again = subprocess.run([sys.executable, "-m", "labkeep", *args], capture_output=True,
+                           timeout=120)  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    assert leftovers(dataset) == []
+    assert (dataset / "MANIFEST.sha256").read_bytes() == manifest
+    with Keep.open(keep_root) as keep:
+        assert keep.verify(ADDRESS).info["states"] == {"ok": len(files), "modified": 0,
+                                                        "missing": 0, "extra": 0}  # fmt: skip

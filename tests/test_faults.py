@@ -372,3 +372,102 @@ def test_second_ingest_fails_at_once_while_the_dataset_is_locked(
         assert not (keep.tree.dataset_dir("proj", "s001") / "raw").exists()
     assert keep.versions(ADDRESS) == []
     assert keep.ingest(src, ADDRESS).counts() == {"ok": len(files)}
+
+
+# -- temp files: never data, cleaned by the next run ------------------------------------
+LEGACY_PART = ".MANIFEST.sha256.0123456789abcdef0123456789abcdef.part"
+
+
+def plant_leftovers(dataset: Path) -> list[Path]:
+    """What crashed runs of this and older labkeep versions leave in a dataset folder."""
+    planted = [
+        dataset / LEGACY_PART,  # an older labkeep wrote the manifest's temp file beside it
+        dataset / ".labkeep/partial/0a1b2c3d4e5f-7",
+        dataset / ".labkeep/tmp/MANIFEST.sha256.feedfacefeedfacefeedfacefeedface.part",
+    ]
+    for path in planted:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"half a manifest")
+    return planted
+
+
+@pytest.mark.parametrize("command", ["verify", "ingest", "manifest", "seal", "unseal"])
+def test_every_run_on_a_dataset_cleans_the_temp_files_of_crashed_runs(
+    keep: Keep, tmp_path: Path, command: str
+) -> None:
+    src = tmp_path / "buffer"
+    files = make_files(src, 5)
+    keep.ingest(src, ADDRESS)
+    dataset = keep.tree.dataset_dir("proj", "s001")
+    if command == "unseal":
+        keep.seal(ADDRESS)
+    planted = plant_leftovers(dataset)
+    {
+        "verify": lambda: keep.verify(ADDRESS),
+        "ingest": lambda: keep.ingest(src, ADDRESS),
+        "manifest": lambda: keep.write_manifest(ADDRESS),
+        "seal": lambda: keep.seal(ADDRESS),
+        "unseal": lambda: keep.unseal(ADDRESS, force=True),
+    }[command]()
+    assert [p for p in planted if p.exists()] == []
+    assert_verifies(keep, len(files))
+
+
+def test_verify_reports_user_files_but_not_labkeeps_own_temp_files(
+    keep: Keep, keep_root: Path, tmp_path: Path
+) -> None:
+    src = tmp_path / "buffer"
+    files = make_files(src, 5)
+    keep.ingest(src, ADDRESS)
+    dataset = keep.tree.dataset_dir("proj", "s001")
+    plant_leftovers(dataset)
+    # files of people that only look like labkeep's: they are data, and are reported
+    (dataset / "raw" / LEGACY_PART).write_bytes(b"a user's file")
+    (dataset / ".MANIFEST.sha256.notes.part").write_bytes(b"a user's file")
+    (dataset / "README.txt").write_bytes(b"a user's file")
+    result = labkeep("verify", ADDRESS, "--root", str(keep_root), "--json")
+    assert result.returncode == 1, result.stderr
+    extra = sorted(r["path"] for r in json_records(result) if r.get("state") == "extra")
+    assert extra == [".MANIFEST.sha256.notes.part", "README.txt", f"raw/{LEGACY_PART}"]
+    assert json_records(result)[-1]["states"] == {"ok": len(files), "modified": 0,
+                                                  "missing": 0, "extra": 3}  # fmt: skip
+    assert not (dataset / LEGACY_PART).exists()
+
+
+def test_status_names_datasets_with_extra_files_and_manifest_drift(
+    keep: Keep, keep_root: Path, tmp_path: Path
+) -> None:
+    src = tmp_path / "buffer"
+    make_files(src, 5)
+    keep.ingest(src, ADDRESS)
+    keep.ingest(src, "proj/s002")
+    assert not keep.verify("proj").failed
+    assert keep.status()["attention"] == []
+    assert keep.status(deep=True)["attention"] == []
+
+    # a stray file in one dataset, a hand-edited manifest in the other
+    (keep.tree.dataset_dir("proj", "s001") / "raw/stray.txt").write_bytes(b"not ingested")
+    manifest = keep.tree.manifest_path("proj", "s002")
+    manifest.write_text(manifest.read_text().replace("raw/", "raw/x", 1))
+    # without a verify run, only the deep status (one manifest read per dataset) sees drift
+    deep = keep.status(deep=True)
+    assert [d["dataset"] for d in deep["manifest_drift"]] == ["proj/s002"]
+    assert any("proj/s002" in line and "manifest" in line for line in deep["attention"])
+
+    assert keep.verify("proj").failed
+    info = keep.status()
+    problems = {p["dataset"]: p for p in info["verify_problems"]}
+    assert set(problems) == {"proj/s001", "proj/s002"}
+    assert problems["proj/s001"]["extra"] == 1
+    assert problems["proj/s002"]["manifest"] == "modified"
+    assert any("proj/s001" in line and "EXTRA 1" in line for line in info["attention"])
+    assert any("proj/s002" in line and "manifest" in line for line in info["attention"])
+    human = labkeep("status", "--root", str(keep_root))
+    assert "all well" not in human.stdout
+    assert "proj/s001" in human.stdout and "proj/s002" in human.stdout
+
+    (keep.tree.dataset_dir("proj", "s001") / "raw/stray.txt").unlink()
+    keep.write_manifest("proj/s002")
+    assert not keep.verify("proj").failed
+    assert keep.status()["verify_problems"] == []
+    assert keep.status(deep=True)["attention"] == []

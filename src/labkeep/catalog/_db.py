@@ -22,7 +22,7 @@ from labkeep.errors import CatalogError
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 #: the newest migration; a test checks it against Alembic's head, so that opening a keep
 #: does not need to import Alembic and read every migration script
-SCHEMA_HEAD = "0001"
+SCHEMA_HEAD = "0002"
 
 
 def _configure_sqlite(engine: Engine) -> None:

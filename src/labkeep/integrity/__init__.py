@@ -9,14 +9,22 @@ from labkeep.integrity.hashing import (
     link_hash,
     syncfs,
 )
-from labkeep.integrity.manifest import MANIFEST_NAME, format_manifest, parse_manifest
+from labkeep.integrity.manifest import (
+    MANIFEST_NAME,
+    OutOfOrder,
+    format_lines,
+    format_manifest,
+    parse_manifest,
+)
 
 __all__ = [
     "MANIFEST_NAME",
     "FileChanged",
     "Hashed",
     "NotRegularFile",
+    "OutOfOrder",
     "copy_hash",
+    "format_lines",
     "format_manifest",
     "hash_file",
     "link_hash",

@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -527,3 +528,162 @@ def test_kill_while_the_manifest_command_writes(
     with Keep.open(keep_root) as keep:
         assert keep.verify(ADDRESS).info["states"] == {"ok": len(files), "modified": 0,
                                                         "missing": 0, "extra": 0}  # fmt: skip
+
+
+# -- seal and unseal converge from any interrupted state ---------------------------------
+#: "immutable": as root on ext4 (chattr +i works); "bits-only": the same processes without
+#: CAP_LINUX_IMMUTABLE, as on a filesystem or for a user where only read-only bits work
+PROTECTIONS = ["immutable", "bits-only"]
+#: before the first mode change, after 8 files and folders were protected (or cleared),
+#: and with the whole tree done, when the manifest is renamed into place
+SEAL_KILLS = [("chmod", 1), ("chmod", 9), ("manifest-rename", 1)]
+
+
+def run_cli(prefix: list[str], root: Path, *args: str,
+            kill: tuple[str, int] | None = None) -> subprocess.CompletedProcess[str]:  # fmt: skip
+    command = killed_at(*kill) if kill else [sys.executable, "-m", "labkeep"]
+    return subprocess.run([*prefix, *command, *args, "--root", str(root), "--json"],
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+
+
+def last_record(result: subprocess.CompletedProcess[str]) -> dict[str, Any]:
+    lines = [line for line in result.stdout.splitlines() if line.strip()]
+    assert lines, result.stderr
+    record: dict[str, Any] = json.loads(lines[-1])
+    return record
+
+
+def raw_paths(root: Path) -> list[str]:
+    raw = root / "data" / ADDRESS / "raw"
+    found = [str(raw)]
+    for folder, dirs, names in os.walk(raw):
+        found += [os.path.join(folder, name) for name in dirs + names]
+    return found
+
+
+def assert_sealed(root: Path, protection: str) -> None:
+    from labkeep.integrity.immutable import get_immutable
+
+    with Keep.open(root) as keep:
+        assert keep.get_dataset(ADDRESS).sealed
+        report = keep.verify(ADDRESS)
+        assert not report.failed, [r.to_dict() for r in report.results if r.state != "ok"]
+    for path in raw_paths(root):
+        assert os.lstat(path).st_mode & 0o222 == 0, path
+        assert get_immutable(path) is (protection == "immutable"), path
+    assert leftovers(root / "data" / ADDRESS) == []  # nothing half-done is recorded
+
+
+def assert_unsealed(root: Path) -> None:
+    from labkeep.integrity.immutable import get_immutable
+
+    with Keep.open(root) as keep:
+        assert not keep.get_dataset(ADDRESS).sealed
+        report = keep.verify(ADDRESS)
+        assert not report.failed, [r.to_dict() for r in report.results if r.state != "ok"]
+    for path in raw_paths(root):
+        assert os.lstat(path).st_mode & 0o200, path
+        assert not get_immutable(path), path
+    assert leftovers(root / "data" / ADDRESS) == []
+
+
+#: every kill point on SQLite, one of them also without the immutable flag and one on
+#: PostgreSQL
+CONVERGE_CASES = [("sqlite", *kill, "immutable") for kill in SEAL_KILLS] + [
+    ("sqlite", "chmod", 9, "bits-only"),
+    ("postgresql", "chmod", 9, "immutable"),
+]
+
+
+class Actions:
+    """ingest, seal and unseal to completion: in this process (as root, with the immutable
+    flag) or, for "bits-only", as CLI processes without CAP_LINUX_IMMUTABLE."""
+
+    def __init__(self, root: Path, protection: str) -> None:
+        self.root = root
+        self.prefix = [] if protection == "immutable" else [
+            "setpriv", "--bounding-set=-linux_immutable"
+        ]  # fmt: skip
+        if self.prefix and shutil.which("setpriv") is None:
+            pytest.skip("setpriv (util-linux) is needed to drop CAP_LINUX_IMMUTABLE")
+
+    def run(self, *args: str) -> dict[str, Any]:
+        result = run_cli(self.prefix, self.root, *args)
+        assert result.returncode == 0, result.stdout + result.stderr
+        return last_record(result)
+
+    def ingest(self, src: Path) -> dict[str, Any]:
+        if self.prefix:
+            return self.run("ingest", str(src), ADDRESS)
+        with Keep.open(self.root) as keep:
+            return keep.ingest(src, ADDRESS).summary()
+
+    def seal(self) -> dict[str, Any]:
+        if self.prefix:
+            return self.run("seal", ADDRESS)
+        with Keep.open(self.root) as keep:
+            return keep.seal(ADDRESS).to_dict()
+
+    def unseal(self) -> dict[str, Any]:
+        if self.prefix:
+            return self.run("unseal", ADDRESS, "--force")
+        with Keep.open(self.root) as keep:
+            return keep.unseal(ADDRESS, force=True).to_dict()
+
+    def kill(self, *args: str, point: str, nth: int) -> None:
+        killed = run_cli(self.prefix, self.root, *args, kill=(point, nth))
+        assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr
+
+
+@pytest.mark.parametrize(
+    ("catalog_url", "point", "nth", "protection"), CONVERGE_CASES, indirect=["catalog_url"]
+)
+def test_killed_seal_and_unseal_converge(
+    protection: str, point: str, nth: int, keep_root: Path, tmp_path: Path
+) -> None:
+    act = Actions(keep_root, protection)
+    src = tmp_path / "buffer"
+    files = make_files(src, 24)
+    assert act.ingest(src)["summary"] == {"ok": len(files)}
+    if act.seal()["immutable"] is not (protection == "immutable"):
+        pytest.skip(f"chattr +i does not behave as '{protection}' needs here")
+    assert act.unseal()["status"] == "ok"
+    dataset = keep_root / "data" / ADDRESS
+    kill = {"point": point, "nth": nth}
+
+    # 1. a seal killed half way: ingest refuses with a clear error; the seal, run again,
+    # finishes it
+    act.kill("seal", ADDRESS, **kill)
+    with Keep.open(keep_root) as keep:
+        assert not keep.get_dataset(ADDRESS).sealed
+    (src / "more.txt").write_bytes(b"more")
+    refused = run_cli(act.prefix, keep_root, "ingest", str(src), ADDRESS)
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert "Traceback" not in refused.stderr
+    said = last_record(refused)["message"] + last_record(refused).get("hint", "")
+    assert "labkeep seal" in said and "labkeep unseal --force" in said, said
+    assert not (dataset / "raw/more.txt").exists()
+    (src / "more.txt").unlink()
+    assert act.seal()["status"] == "ok"
+    assert_sealed(keep_root, protection)
+
+    # 2. an unseal killed half way: the unseal, run again, finishes it
+    act.kill("unseal", ADDRESS, "--force", **kill)
+    assert act.unseal()["status"] == "ok"
+    assert_unsealed(keep_root)
+
+    # 3. a seal killed half way, undone: the catalog never said sealed; unseal --force
+    # clears what the seal had done and says so
+    act.kill("seal", ADDRESS, **kill)
+    undone = act.unseal()
+    assert undone["status"] == "ok" and "interrupted seal" in undone["message"], undone
+    assert_unsealed(keep_root)
+    (src / "more.txt").write_bytes(b"more")
+    assert act.ingest(src)["summary"] == {"ok": 1, "notneeded": len(files)}
+
+    # 4. an unseal killed half way, then seal: sealed again
+    assert act.seal()["status"] == "ok"
+    act.kill("unseal", ADDRESS, "--force", **kill)
+    resealed = act.seal()
+    assert resealed["status"] == "ok" and "interrupted" in resealed["message"], resealed
+    assert_sealed(keep_root, protection)

@@ -471,3 +471,49 @@ def test_status_names_datasets_with_extra_files_and_manifest_drift(
     assert not keep.verify("proj").failed
     assert keep.status()["verify_problems"] == []
     assert keep.status(deep=True)["attention"] == []
+
+
+# -- seal / unseal / ingest on a tree protected behind the catalog's back --------------
+def test_protection_without_a_record_is_named_and_cleared(keep: Keep, tmp_path: Path) -> None:
+    """An older labkeep's interrupted seal (no intent recorded) or a hand-made chattr:
+    the catalog says unsealed, parts of raw/ are write-protected."""
+    src = tmp_path / "buffer"
+    files = make_files(src, 8)
+    keep.ingest(src, ADDRESS)
+    raw = keep.tree.dataset_dir("proj", "s001") / "raw"
+    protected = [raw / "top0000.dat", raw / "d1/sub1/f0001.bin", raw]
+    for path in protected:
+        path.chmod(0o555 if path.is_dir() else 0o444)
+    can_flag = True
+    try:
+        for path in protected:
+            set_immutable(str(path), True)
+    except OSError:
+        can_flag = False  # read-only bits only (no effect on root: ingest then works)
+    (src / "more.txt").write_bytes(b"more")
+    if can_flag:
+        report = keep.ingest(src, ADDRESS)
+        [bad] = [r for r in report.results if r.status == "error"]
+        assert bad.path == "raw/more.txt"
+        assert "labkeep seal proj/s001" in (bad.message or "")
+        assert "labkeep unseal --force proj/s001" in (bad.message or "")
+    result = keep.unseal(ADDRESS, force=True)
+    assert result.status == "ok", result
+    assert "write-protected" in (result.message or "")
+    for path in protected:
+        assert path.stat().st_mode & 0o200 and not get_immutable(str(path)), path
+    assert keep.events(action="unseal-repair", limit=1)[0]["details"]["cleared"] >= 3
+    assert keep.unseal(ADDRESS, force=True).status == "notneeded"
+    assert keep.ingest(src, ADDRESS).counts().get("error", 0) == 0
+    assert_verifies(keep, len(files) + 1)
+
+    # and the other way round: a sealed dataset whose protection was removed by hand
+    keep.seal(ADDRESS)
+    if can_flag:
+        set_immutable(str(raw / "top0000.dat"), False)
+    (raw / "top0000.dat").chmod(0o644)
+    again = keep.seal(ADDRESS)
+    assert again.status == "ok" and "protected again" in (again.message or "")
+    assert (raw / "top0000.dat").stat().st_mode & 0o222 == 0
+    assert get_immutable(str(raw / "top0000.dat")) is can_flag
+    assert keep.seal(ADDRESS).status == "notneeded"

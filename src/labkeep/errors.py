@@ -133,3 +133,9 @@ class IntegrityError(LabkeepError):
     code = "integrity"
     exit_code = 1
     http_status = 500
+
+
+class SealInterrupted(SealedError):
+    """A seal of the dataset was started and not finished: raw/ may be half protected."""
+
+    code = "seal-interrupted"

@@ -37,7 +37,13 @@ from sqlalchemy import func, insert, select
 
 from labkeep.catalog import Dataset, Entry, Version
 from labkeep.clock import utcnow
-from labkeep.errors import LabkeepError, SealedError, SourceError, UsageError
+from labkeep.errors import (
+    LabkeepError,
+    SealedError,
+    SealInterrupted,
+    SourceError,
+    UsageError,
+)
 from labkeep.integrity.hashing import (
     FileChanged,
     Hashed,
@@ -219,6 +225,7 @@ def ingest(
         dataset_id = dataset.id
 
     with keep.tree.lock(project, name, what="ingest"):
+        _refuse_protected(keep, project, name, dataset_id)
         run = _IngestRun(keep, project, name, dataset_id, report, jobs, link, delete_source)
         run.progress, run.on_result = progress, on_result
         run.execute(src_root, message)
@@ -237,6 +244,20 @@ def _refuse_sealed(dataset: Dataset, target: str) -> None:
             f"{target} is sealed: its raw data is write-once",
             hint="ingest into a new dataset (e.g. the next session); "
             "a site admin can 'labkeep unseal --force' if this is truly needed",
+        )
+
+
+def _refuse_protected(keep: Keep, project: str, name: str, dataset_id: int) -> None:
+    """Under the lock: refuse a dataset sealed meanwhile, or one whose seal was cut short
+    (its raw/ may be partly write-protected while the catalog says unsealed)."""
+    target = f"{project}/{name}"
+    with keep.catalog.read() as session:
+        _refuse_sealed(session.get_one(Dataset, dataset_id), target)
+    if keep.tree.seal_intent(project, name) == "seal":
+        raise SealInterrupted(
+            f"a seal of {target} was interrupted: its raw/ may be partly write-protected",
+            hint=f"finish it with 'labkeep seal {target}', or undo it with "
+            f"'labkeep unseal --force {target}'; then run the ingest again",
         )
 
 
@@ -484,6 +505,13 @@ class _IngestRun:
                 os.unlink(done.partial)
             if isinstance(exc, IsADirectoryError) or (self.dataset_dir / rel).is_dir():
                 return "a folder of that name is already in the dataset"
+            if isinstance(exc, PermissionError):
+                return (
+                    f"cannot place file: {exc.strerror}: raw/ is write-protected (a seal cut "
+                    "short, or a change by hand); run 'labkeep seal "
+                    f"{self.target}' to finish sealing it or 'labkeep unseal --force "
+                    f"{self.target}' to make it writable"
+                )
             return f"cannot place file: {exc.strerror}"
         return None
 

@@ -517,3 +517,97 @@ def test_protection_without_a_record_is_named_and_cleared(keep: Keep, tmp_path: 
     assert (raw / "top0000.dat").stat().st_mode & 0o222 == 0
     assert get_immutable(str(raw / "top0000.dat")) is can_flag
     assert keep.seal(ADDRESS).status == "notneeded"
+
+
+# -- re-ingest compares with the tree and restores from a good source -------------------
+def flip_byte(path: Path, offset: int = 5) -> None:
+    """Bit rot: one byte changes, the size and the mtime stay."""
+    before = path.stat()
+    with open(path, "r+b") as handle:
+        handle.seek(offset)
+        byte = handle.read(1)
+        handle.seek(offset)
+        handle.write(bytes([byte[0] ^ 0x40]))
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+
+
+def test_reingest_after_verify_restores_a_flipped_byte(
+    keep: Keep, keep_root: Path, tmp_path: Path
+) -> None:
+    src = tmp_path / "buffer"
+    files = make_files(src, 9, min_size=10)
+    keep.ingest(src, ADDRESS, seal=True)
+    victim = keep.tree.dataset_dir("proj", "s001") / "raw/d1/sub1/f0001.bin"
+    if get_immutable(str(victim)):
+        set_immutable(str(victim), False)
+    victim.chmod(0o644)
+    flip_byte(victim)
+    victim.chmod(0o444)
+    assert victim.read_bytes() != files["d1/sub1/f0001.bin"]
+
+    assert labkeep("verify", ADDRESS, "--root", str(keep_root)).returncode == 1
+    keep.unseal(ADDRESS, force=True)
+    result = labkeep("ingest", str(src), ADDRESS, "--root", str(keep_root), "--json")
+    assert result.returncode == 0, result.stdout + result.stderr
+    records = json_records(result)
+    by_path = {r["path"]: r for r in records[:-1]}
+    assert by_path["raw/d1/sub1/f0001.bin"]["status"] == "ok"
+    assert by_path["raw/d1/sub1/f0001.bin"]["repaired"] is True
+    assert "restored" in by_path["raw/d1/sub1/f0001.bin"]["message"]
+    assert records[-1]["summary"] == {"ok": 1, "notneeded": len(files) - 1}
+    assert records[-1]["repaired"] == 1
+    assert victim.read_bytes() == files["d1/sub1/f0001.bin"]
+    assert tree_files(keep) == files
+    assert labkeep("verify", ADDRESS, "--root", str(keep_root)).returncode == 0
+    # restored with the catalog's mtime: the quick check trusts it again, nothing to do
+    assert keep.ingest(src, ADDRESS).counts() == {"notneeded": len(files)}
+    assert keep.events(action="ingest", limit=1)[0]["details"]["repaired"] == 1
+
+
+def test_reingest_restores_deleted_and_truncated_files(keep: Keep, tmp_path: Path) -> None:
+    src = tmp_path / "buffer"
+    files = make_files(src, 9, min_size=10)
+    keep.ingest(src, ADDRESS)
+    raw = keep.tree.dataset_dir("proj", "s001") / "raw"
+    (raw / "top0000.dat").unlink()
+    with open(raw / "d2/sub0/f0002.bin", "r+b") as handle:
+        handle.truncate(3)
+    touched = raw / "d1/sub1/f0001.bin"  # intact, but its mtime changed
+    mtime = touched.stat().st_mtime_ns
+    os.utime(touched, ns=(mtime, mtime + 10**9))
+    versions = keep.versions(ADDRESS)
+    report = keep.ingest(src, ADDRESS)
+    repaired = {r.path for r in report.results if r.extra.get("repaired")}
+    assert repaired == {"raw/top0000.dat", "raw/d2/sub0/f0002.bin"}
+    assert report.counts() == {"ok": 2, "notneeded": len(files) - 2}
+    assert touched.stat().st_mtime_ns == mtime  # re-hashed, intact: the mtime is put back
+    assert report.info["repaired"] == 2
+    assert tree_files(keep) == files
+    assert keep.versions(ADDRESS) == versions  # the dataset's content did not change
+    assert listed(keep) == expected(files)
+    assert_verifies(keep, len(files))
+    assert sha256sum_check(keep.tree.dataset_dir("proj", "s001")) == len(files)
+
+
+def test_reingest_from_a_different_source_does_not_overwrite(keep: Keep, tmp_path: Path) -> None:
+    src = tmp_path / "buffer"
+    files = make_files(src, 6, min_size=10)
+    keep.ingest(src, ADDRESS)
+    raw = keep.tree.dataset_dir("proj", "s001") / "raw"
+    with open(raw / "d1/sub1/f0001.bin", "r+b") as handle:
+        handle.truncate(4)
+    (raw / "d2/sub0/f0002.bin").unlink()
+    other = tmp_path / "other"
+    make_files(other, 6, seed=9, min_size=10)  # the same names, other content
+    report = keep.ingest(other, ADDRESS)
+    by_path = {r.path: r for r in report.results}
+    for path in ("raw/d1/sub1/f0001.bin", "raw/d2/sub0/f0002.bin", "raw/top0000.dat"):
+        assert by_path[path].status == "error", by_path[path]
+        assert "different content" in (by_path[path].message or "")
+    assert report.info.get("repaired", 0) == 0
+    # nothing in the tree was replaced by the other source's bytes
+    assert (raw / "d1/sub1/f0001.bin").read_bytes() == files["d1/sub1/f0001.bin"][:4]
+    assert not (raw / "d2/sub0/f0002.bin").exists()
+    assert (raw / "top0000.dat").read_bytes() == files["top0000.dat"]
+    assert list(keep.tree.partial_dir("proj", "s001").iterdir()) == []
+    assert listed(keep) == expected(files)

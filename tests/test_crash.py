@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -348,8 +349,11 @@ def test_sigkill_at_random_points_repeatedly(
             finished = True
             break
         kills += 1
+    with Keep.open(keep_root) as keep:
+        # a kill that came after the version's commit leaves nothing to resume
+        committed = registered == set(expected_entries(files)) and not open_versions(keep)
     assert kills >= 3, "too few attempts were actually killed mid-way"
-    if not finished:
+    if not finished and not committed:
         resume(keep_root, src, files, registered, shown)
     assert_consistent(keep_root, files)
 
@@ -395,3 +399,291 @@ def test_crash_between_rename_and_commit_is_adopted_without_copying(
     assert {p for p, extra in extras.items() if extra.get("resumed")} == orphans
     assert {path: (raw.parent / path).stat().st_ino for path in orphans} == inodes
     assert_consistent(keep_root, files)
+
+
+# -- kills at exact points: the manifest's fsync and rename, seal and unseal -------------
+#: ``python -c KILL_AT POINT N labkeep ARGS...``: labkeep's CLI, SIGKILLed by itself at the
+#: N-th call of one system call (patched here, in the test, not in labkeep):
+#: ``manifest-fsync`` (the fsync of the manifest's temp file), ``manifest-rename`` (its
+#: rename onto MANIFEST.sha256), ``chmod`` (a mode change below raw/: seal and unseal)
+KILL_AT = """
+import os, signal, sys
+
+point, nth = sys.argv[1], int(sys.argv[2])
+del sys.argv[1:3]
+calls = 0
+
+
+def hit():
+    global calls
+    calls += 1
+    if calls == nth:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def manifest_temp(fd):
+    try:
+        name = os.path.basename(os.readlink(f"/proc/self/fd/{int(fd)}"))
+    except (OSError, TypeError, ValueError):
+        return False
+    return "MANIFEST.sha256" in name and name != "MANIFEST.sha256"
+
+
+real_fsync, real_replace, real_rename, real_chmod = os.fsync, os.replace, os.rename, os.chmod
+
+
+def fsync(fd):
+    if point == "manifest-fsync" and manifest_temp(fd):
+        hit()
+    return real_fsync(fd)
+
+
+def onto_manifest(real):
+    def move(src, dst, **kwargs):
+        if point == "manifest-rename" and os.path.basename(os.fspath(dst)) == "MANIFEST.sha256":
+            hit()
+        return real(src, dst, **kwargs)
+    return move
+
+
+def chmod(path, mode, **kwargs):
+    if point == "chmod" and "/raw" in os.fspath(path):
+        hit()
+    return real_chmod(path, mode, **kwargs)
+
+
+os.fsync, os.chmod = fsync, chmod
+os.replace, os.rename = onto_manifest(real_replace), onto_manifest(real_rename)
+from labkeep.cli import main
+
+sys.argv[0] = "labkeep"
+main()
+"""
+
+
+def killed_at(point: str, nth: int = 1) -> list[str]:
+    return [sys.executable, "-c", KILL_AT, point, str(nth)]
+
+
+def leftovers(dataset: Path) -> list[str]:
+    """Files in a dataset folder that are neither data (raw/), nor the manifest, nor the
+    dataset's lock: what a crash may leave behind."""
+    found = []
+    for folder, _dirs, names in os.walk(dataset):
+        for name in names:
+            rel = Path(folder, name).relative_to(dataset).as_posix()
+            if not rel.startswith("raw/") and rel not in ("MANIFEST.sha256", ".labkeep/lock"):
+                found.append(rel)
+    return found
+
+
+MANIFEST_KILLS = [("sqlite", "manifest-fsync"), ("sqlite", "manifest-rename"),
+                  ("postgresql", "manifest-rename")]  # fmt: skip
+
+
+@pytest.mark.parametrize(("catalog_url", "point"), MANIFEST_KILLS, indirect=["catalog_url"])
+def test_kill_while_the_manifest_is_written_leaves_nothing_behind(
+    point: str, keep_root: Path, source: tuple[Path, dict[str, bytes]]
+) -> None:
+    src, files = source
+    ingest = IngestProcess(src, keep_root, killed_at(point))
+    assert ingest.wait() == -signal.SIGKILL, ingest.stderr()
+    shown_ok = ingest.ok_paths()
+    registered = assert_crash_safe(keep_root, files, shown_ok)
+    assert registered == set(expected_entries(files))  # every row is in; the version open
+    dataset = keep_root / "data" / ADDRESS
+    assert any("MANIFEST" in name for name in leftovers(dataset)), leftovers(dataset)
+    # the next run that takes the dataset's lock (here: verify) removes it, and never
+    # reports labkeep's own temp file as data
+    with Keep.open(keep_root) as keep:
+        report = keep.verify(ADDRESS)
+    assert [r.path for r in report.results if r.state == "extra"] == []
+    assert report.info["states"]["ok"] == len(files)
+    assert leftovers(dataset) == []
+    resume(keep_root, src, files, registered, shown_ok)
+    assert_consistent(keep_root, files)
+    assert leftovers(dataset) == []
+
+
+@pytest.mark.parametrize("point", ["manifest-fsync", "manifest-rename"])
+def test_kill_while_the_manifest_command_writes(
+    point: str, keep_root: Path, tmp_path: Path
+) -> None:
+    src = tmp_path / "buffer"
+    files = make_files(src, 12)
+    with Keep.open(keep_root) as keep:
+        keep.ingest(src, ADDRESS)
+    dataset = keep_root / "data" / ADDRESS
+    manifest = (dataset / "MANIFEST.sha256").read_bytes()
+    args = ["manifest", ADDRESS, "--root", str(keep_root)]
+    killed = subprocess.run([*killed_at(point), *args], capture_output=True, timeout=120)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert leftovers(dataset), "the kill left no temp file: the test would prove nothing"
+    assert (dataset / "MANIFEST.sha256").read_bytes() == manifest  # the old one, whole
+    again = subprocess.run([sys.executable, "-m", "labkeep", *args], capture_output=True,
+                           timeout=120)  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    assert leftovers(dataset) == []
+    assert (dataset / "MANIFEST.sha256").read_bytes() == manifest
+    with Keep.open(keep_root) as keep:
+        assert keep.verify(ADDRESS).info["states"] == {"ok": len(files), "modified": 0,
+                                                        "missing": 0, "extra": 0}  # fmt: skip
+
+
+# -- seal and unseal converge from any interrupted state ---------------------------------
+#: "immutable": as root on ext4 (chattr +i works); "bits-only": the same processes without
+#: CAP_LINUX_IMMUTABLE, as on a filesystem or for a user where only read-only bits work
+PROTECTIONS = ["immutable", "bits-only"]
+#: before the first mode change, after 8 files and folders were protected (or cleared),
+#: and with the whole tree done, when the manifest is renamed into place
+SEAL_KILLS = [("chmod", 1), ("chmod", 9), ("manifest-rename", 1)]
+
+
+def run_cli(prefix: list[str], root: Path, *args: str,
+            kill: tuple[str, int] | None = None) -> subprocess.CompletedProcess[str]:  # fmt: skip
+    command = killed_at(*kill) if kill else [sys.executable, "-m", "labkeep"]
+    return subprocess.run([*prefix, *command, *args, "--root", str(root), "--json"],
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+
+
+def last_record(result: subprocess.CompletedProcess[str]) -> dict[str, Any]:
+    lines = [line for line in result.stdout.splitlines() if line.strip()]
+    assert lines, result.stderr
+    record: dict[str, Any] = json.loads(lines[-1])
+    return record
+
+
+def raw_paths(root: Path) -> list[str]:
+    raw = root / "data" / ADDRESS / "raw"
+    found = [str(raw)]
+    for folder, dirs, names in os.walk(raw):
+        found += [os.path.join(folder, name) for name in dirs + names]
+    return found
+
+
+def assert_sealed(root: Path, protection: str) -> None:
+    from labkeep.integrity.immutable import get_immutable
+
+    with Keep.open(root) as keep:
+        assert keep.get_dataset(ADDRESS).sealed
+        report = keep.verify(ADDRESS)
+        assert not report.failed, [r.to_dict() for r in report.results if r.state != "ok"]
+    for path in raw_paths(root):
+        assert os.lstat(path).st_mode & 0o222 == 0, path
+        assert get_immutable(path) is (protection == "immutable"), path
+    assert leftovers(root / "data" / ADDRESS) == []  # nothing half-done is recorded
+
+
+def assert_unsealed(root: Path) -> None:
+    from labkeep.integrity.immutable import get_immutable
+
+    with Keep.open(root) as keep:
+        assert not keep.get_dataset(ADDRESS).sealed
+        report = keep.verify(ADDRESS)
+        assert not report.failed, [r.to_dict() for r in report.results if r.state != "ok"]
+    for path in raw_paths(root):
+        assert os.lstat(path).st_mode & 0o200, path
+        assert not get_immutable(path), path
+    assert leftovers(root / "data" / ADDRESS) == []
+
+
+#: every kill point on SQLite, one of them also without the immutable flag and one on
+#: PostgreSQL
+CONVERGE_CASES = [("sqlite", *kill, "immutable") for kill in SEAL_KILLS] + [
+    ("sqlite", "chmod", 9, "bits-only"),
+    ("postgresql", "chmod", 9, "immutable"),
+]
+
+
+class Actions:
+    """ingest, seal and unseal to completion: in this process (as root, with the immutable
+    flag) or, for "bits-only", as CLI processes without CAP_LINUX_IMMUTABLE."""
+
+    def __init__(self, root: Path, protection: str) -> None:
+        self.root = root
+        self.prefix = [] if protection == "immutable" else [
+            "setpriv", "--bounding-set=-linux_immutable"
+        ]  # fmt: skip
+        if self.prefix and shutil.which("setpriv") is None:
+            pytest.skip("setpriv (util-linux) is needed to drop CAP_LINUX_IMMUTABLE")
+
+    def run(self, *args: str) -> dict[str, Any]:
+        result = run_cli(self.prefix, self.root, *args)
+        assert result.returncode == 0, result.stdout + result.stderr
+        return last_record(result)
+
+    def ingest(self, src: Path) -> dict[str, Any]:
+        if self.prefix:
+            return self.run("ingest", str(src), ADDRESS)
+        with Keep.open(self.root) as keep:
+            return keep.ingest(src, ADDRESS).summary()
+
+    def seal(self) -> dict[str, Any]:
+        if self.prefix:
+            return self.run("seal", ADDRESS)
+        with Keep.open(self.root) as keep:
+            return keep.seal(ADDRESS).to_dict()
+
+    def unseal(self) -> dict[str, Any]:
+        if self.prefix:
+            return self.run("unseal", ADDRESS, "--force")
+        with Keep.open(self.root) as keep:
+            return keep.unseal(ADDRESS, force=True).to_dict()
+
+    def kill(self, *args: str, point: str, nth: int) -> None:
+        killed = run_cli(self.prefix, self.root, *args, kill=(point, nth))
+        assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr
+
+
+@pytest.mark.parametrize(
+    ("catalog_url", "point", "nth", "protection"), CONVERGE_CASES, indirect=["catalog_url"]
+)
+def test_killed_seal_and_unseal_converge(
+    protection: str, point: str, nth: int, keep_root: Path, tmp_path: Path
+) -> None:
+    act = Actions(keep_root, protection)
+    src = tmp_path / "buffer"
+    files = make_files(src, 24)
+    assert act.ingest(src)["summary"] == {"ok": len(files)}
+    if act.seal()["immutable"] is not (protection == "immutable"):
+        pytest.skip(f"chattr +i does not behave as '{protection}' needs here")
+    assert act.unseal()["status"] == "ok"
+    dataset = keep_root / "data" / ADDRESS
+    kill = {"point": point, "nth": nth}
+
+    # 1. a seal killed half way: ingest refuses with a clear error; the seal, run again,
+    # finishes it
+    act.kill("seal", ADDRESS, **kill)
+    with Keep.open(keep_root) as keep:
+        assert not keep.get_dataset(ADDRESS).sealed
+    (src / "more.txt").write_bytes(b"more")
+    refused = run_cli(act.prefix, keep_root, "ingest", str(src), ADDRESS)
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert "Traceback" not in refused.stderr
+    said = last_record(refused)["message"] + last_record(refused).get("hint", "")
+    assert "labkeep seal" in said and "labkeep unseal --force" in said, said
+    assert not (dataset / "raw/more.txt").exists()
+    (src / "more.txt").unlink()
+    assert act.seal()["status"] == "ok"
+    assert_sealed(keep_root, protection)
+
+    # 2. an unseal killed half way: the unseal, run again, finishes it
+    act.kill("unseal", ADDRESS, "--force", **kill)
+    assert act.unseal()["status"] == "ok"
+    assert_unsealed(keep_root)
+
+    # 3. a seal killed half way, undone: the catalog never said sealed; unseal --force
+    # clears what the seal had done and says so
+    act.kill("seal", ADDRESS, **kill)
+    undone = act.unseal()
+    assert undone["status"] == "ok" and "interrupted seal" in undone["message"], undone
+    assert_unsealed(keep_root)
+    (src / "more.txt").write_bytes(b"more")
+    assert act.ingest(src)["summary"] == {"ok": 1, "notneeded": len(files)}
+
+    # 4. an unseal killed half way, then seal: sealed again
+    assert act.seal()["status"] == "ok"
+    act.kill("unseal", ADDRESS, "--force", **kill)
+    resealed = act.seal()
+    assert resealed["status"] == "ok" and "interrupted" in resealed["message"], resealed
+    assert_sealed(keep_root, protection)

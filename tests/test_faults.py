@@ -372,3 +372,242 @@ def test_second_ingest_fails_at_once_while_the_dataset_is_locked(
         assert not (keep.tree.dataset_dir("proj", "s001") / "raw").exists()
     assert keep.versions(ADDRESS) == []
     assert keep.ingest(src, ADDRESS).counts() == {"ok": len(files)}
+
+
+# -- temp files: never data, cleaned by the next run ------------------------------------
+LEGACY_PART = ".MANIFEST.sha256.0123456789abcdef0123456789abcdef.part"
+
+
+def plant_leftovers(dataset: Path) -> list[Path]:
+    """What crashed runs of this and older labkeep versions leave in a dataset folder."""
+    planted = [
+        dataset / LEGACY_PART,  # an older labkeep wrote the manifest's temp file beside it
+        dataset / ".labkeep/partial/0a1b2c3d4e5f-7",
+        dataset / ".labkeep/tmp/MANIFEST.sha256.feedfacefeedfacefeedfacefeedface.part",
+    ]
+    for path in planted:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"half a manifest")
+    return planted
+
+
+@pytest.mark.parametrize("command", ["verify", "ingest", "manifest", "seal", "unseal"])
+def test_every_run_on_a_dataset_cleans_the_temp_files_of_crashed_runs(
+    keep: Keep, tmp_path: Path, command: str
+) -> None:
+    src = tmp_path / "buffer"
+    files = make_files(src, 5)
+    keep.ingest(src, ADDRESS)
+    dataset = keep.tree.dataset_dir("proj", "s001")
+    if command == "unseal":
+        keep.seal(ADDRESS)
+    planted = plant_leftovers(dataset)
+    {
+        "verify": lambda: keep.verify(ADDRESS),
+        "ingest": lambda: keep.ingest(src, ADDRESS),
+        "manifest": lambda: keep.write_manifest(ADDRESS),
+        "seal": lambda: keep.seal(ADDRESS),
+        "unseal": lambda: keep.unseal(ADDRESS, force=True),
+    }[command]()
+    assert [p for p in planted if p.exists()] == []
+    assert_verifies(keep, len(files))
+
+
+def test_verify_reports_user_files_but_not_labkeeps_own_temp_files(
+    keep: Keep, keep_root: Path, tmp_path: Path
+) -> None:
+    src = tmp_path / "buffer"
+    files = make_files(src, 5)
+    keep.ingest(src, ADDRESS)
+    dataset = keep.tree.dataset_dir("proj", "s001")
+    plant_leftovers(dataset)
+    # files of people that only look like labkeep's: they are data, and are reported
+    (dataset / "raw" / LEGACY_PART).write_bytes(b"a user's file")
+    (dataset / ".MANIFEST.sha256.notes.part").write_bytes(b"a user's file")
+    (dataset / "README.txt").write_bytes(b"a user's file")
+    result = labkeep("verify", ADDRESS, "--root", str(keep_root), "--json")
+    assert result.returncode == 1, result.stderr
+    extra = sorted(r["path"] for r in json_records(result) if r.get("state") == "extra")
+    assert extra == [".MANIFEST.sha256.notes.part", "README.txt", f"raw/{LEGACY_PART}"]
+    assert json_records(result)[-1]["states"] == {"ok": len(files), "modified": 0,
+                                                  "missing": 0, "extra": 3}  # fmt: skip
+    assert not (dataset / LEGACY_PART).exists()
+
+
+def test_status_names_datasets_with_extra_files_and_manifest_drift(
+    keep: Keep, keep_root: Path, tmp_path: Path
+) -> None:
+    src = tmp_path / "buffer"
+    make_files(src, 5)
+    keep.ingest(src, ADDRESS)
+    keep.ingest(src, "proj/s002")
+    assert not keep.verify("proj").failed
+    assert keep.status()["attention"] == []
+    assert keep.status(deep=True)["attention"] == []
+
+    # a stray file in one dataset, a hand-edited manifest in the other
+    (keep.tree.dataset_dir("proj", "s001") / "raw/stray.txt").write_bytes(b"not ingested")
+    manifest = keep.tree.manifest_path("proj", "s002")
+    manifest.write_text(manifest.read_text().replace("raw/", "raw/x", 1))
+    # without a verify run, only the deep status (one manifest read per dataset) sees drift
+    deep = keep.status(deep=True)
+    assert [d["dataset"] for d in deep["manifest_drift"]] == ["proj/s002"]
+    assert any("proj/s002" in line and "manifest" in line for line in deep["attention"])
+
+    assert keep.verify("proj").failed
+    info = keep.status()
+    problems = {p["dataset"]: p for p in info["verify_problems"]}
+    assert set(problems) == {"proj/s001", "proj/s002"}
+    assert problems["proj/s001"]["extra"] == 1
+    assert problems["proj/s002"]["manifest"] == "modified"
+    assert any("proj/s001" in line and "EXTRA 1" in line for line in info["attention"])
+    assert any("proj/s002" in line and "manifest" in line for line in info["attention"])
+    human = labkeep("status", "--root", str(keep_root))
+    assert "all well" not in human.stdout
+    assert "proj/s001" in human.stdout and "proj/s002" in human.stdout
+
+    (keep.tree.dataset_dir("proj", "s001") / "raw/stray.txt").unlink()
+    keep.write_manifest("proj/s002")
+    assert not keep.verify("proj").failed
+    assert keep.status()["verify_problems"] == []
+    assert keep.status(deep=True)["attention"] == []
+
+
+# -- seal / unseal / ingest on a tree protected behind the catalog's back --------------
+def test_protection_without_a_record_is_named_and_cleared(keep: Keep, tmp_path: Path) -> None:
+    """An older labkeep's interrupted seal (no intent recorded) or a hand-made chattr:
+    the catalog says unsealed, parts of raw/ are write-protected."""
+    src = tmp_path / "buffer"
+    files = make_files(src, 8)
+    keep.ingest(src, ADDRESS)
+    raw = keep.tree.dataset_dir("proj", "s001") / "raw"
+    protected = [raw / "top0000.dat", raw / "d1/sub1/f0001.bin", raw]
+    for path in protected:
+        path.chmod(0o555 if path.is_dir() else 0o444)
+    can_flag = True
+    try:
+        for path in protected:
+            set_immutable(str(path), True)
+    except OSError:
+        can_flag = False  # read-only bits only (no effect on root: ingest then works)
+    (src / "more.txt").write_bytes(b"more")
+    if can_flag:
+        report = keep.ingest(src, ADDRESS)
+        [bad] = [r for r in report.results if r.status == "error"]
+        assert bad.path == "raw/more.txt"
+        assert "labkeep seal proj/s001" in (bad.message or "")
+        assert "labkeep unseal --force proj/s001" in (bad.message or "")
+    result = keep.unseal(ADDRESS, force=True)
+    assert result.status == "ok", result
+    assert "write-protected" in (result.message or "")
+    for path in protected:
+        assert path.stat().st_mode & 0o200 and not get_immutable(str(path)), path
+    assert keep.events(action="unseal-repair", limit=1)[0]["details"]["cleared"] >= 3
+    assert keep.unseal(ADDRESS, force=True).status == "notneeded"
+    assert keep.ingest(src, ADDRESS).counts().get("error", 0) == 0
+    assert_verifies(keep, len(files) + 1)
+
+    # and the other way round: a sealed dataset whose protection was removed by hand
+    keep.seal(ADDRESS)
+    if can_flag:
+        set_immutable(str(raw / "top0000.dat"), False)
+    (raw / "top0000.dat").chmod(0o644)
+    again = keep.seal(ADDRESS)
+    assert again.status == "ok" and "protected again" in (again.message or "")
+    assert (raw / "top0000.dat").stat().st_mode & 0o222 == 0
+    assert get_immutable(str(raw / "top0000.dat")) is can_flag
+    assert keep.seal(ADDRESS).status == "notneeded"
+
+
+# -- re-ingest compares with the tree and restores from a good source -------------------
+def flip_byte(path: Path, offset: int = 5) -> None:
+    """Bit rot: one byte changes, the size and the mtime stay."""
+    before = path.stat()
+    with open(path, "r+b") as handle:
+        handle.seek(offset)
+        byte = handle.read(1)
+        handle.seek(offset)
+        handle.write(bytes([byte[0] ^ 0x40]))
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+
+
+def test_reingest_after_verify_restores_a_flipped_byte(
+    keep: Keep, keep_root: Path, tmp_path: Path
+) -> None:
+    src = tmp_path / "buffer"
+    files = make_files(src, 9, min_size=10)
+    keep.ingest(src, ADDRESS, seal=True)
+    victim = keep.tree.dataset_dir("proj", "s001") / "raw/d1/sub1/f0001.bin"
+    if get_immutable(str(victim)):
+        set_immutable(str(victim), False)
+    victim.chmod(0o644)
+    flip_byte(victim)
+    victim.chmod(0o444)
+    assert victim.read_bytes() != files["d1/sub1/f0001.bin"]
+
+    assert labkeep("verify", ADDRESS, "--root", str(keep_root)).returncode == 1
+    keep.unseal(ADDRESS, force=True)
+    result = labkeep("ingest", str(src), ADDRESS, "--root", str(keep_root), "--json")
+    assert result.returncode == 0, result.stdout + result.stderr
+    records = json_records(result)
+    by_path = {r["path"]: r for r in records[:-1]}
+    assert by_path["raw/d1/sub1/f0001.bin"]["status"] == "ok"
+    assert by_path["raw/d1/sub1/f0001.bin"]["repaired"] is True
+    assert "restored" in by_path["raw/d1/sub1/f0001.bin"]["message"]
+    assert records[-1]["summary"] == {"ok": 1, "notneeded": len(files) - 1}
+    assert records[-1]["repaired"] == 1
+    assert victim.read_bytes() == files["d1/sub1/f0001.bin"]
+    assert tree_files(keep) == files
+    assert labkeep("verify", ADDRESS, "--root", str(keep_root)).returncode == 0
+    # restored with the catalog's mtime: the quick check trusts it again, nothing to do
+    assert keep.ingest(src, ADDRESS).counts() == {"notneeded": len(files)}
+    assert keep.events(action="ingest", limit=1)[0]["details"]["repaired"] == 1
+
+
+def test_reingest_restores_deleted_and_truncated_files(keep: Keep, tmp_path: Path) -> None:
+    src = tmp_path / "buffer"
+    files = make_files(src, 9, min_size=10)
+    keep.ingest(src, ADDRESS)
+    raw = keep.tree.dataset_dir("proj", "s001") / "raw"
+    (raw / "top0000.dat").unlink()
+    with open(raw / "d2/sub0/f0002.bin", "r+b") as handle:
+        handle.truncate(3)
+    touched = raw / "d1/sub1/f0001.bin"  # intact, but its mtime changed
+    mtime = touched.stat().st_mtime_ns
+    os.utime(touched, ns=(mtime, mtime + 10**9))
+    versions = keep.versions(ADDRESS)
+    report = keep.ingest(src, ADDRESS)
+    repaired = {r.path for r in report.results if r.extra.get("repaired")}
+    assert repaired == {"raw/top0000.dat", "raw/d2/sub0/f0002.bin"}
+    assert report.counts() == {"ok": 2, "notneeded": len(files) - 2}
+    assert touched.stat().st_mtime_ns == mtime  # re-hashed, intact: the mtime is put back
+    assert report.info["repaired"] == 2
+    assert tree_files(keep) == files
+    assert keep.versions(ADDRESS) == versions  # the dataset's content did not change
+    assert listed(keep) == expected(files)
+    assert_verifies(keep, len(files))
+    assert sha256sum_check(keep.tree.dataset_dir("proj", "s001")) == len(files)
+
+
+def test_reingest_from_a_different_source_does_not_overwrite(keep: Keep, tmp_path: Path) -> None:
+    src = tmp_path / "buffer"
+    files = make_files(src, 6, min_size=10)
+    keep.ingest(src, ADDRESS)
+    raw = keep.tree.dataset_dir("proj", "s001") / "raw"
+    with open(raw / "d1/sub1/f0001.bin", "r+b") as handle:
+        handle.truncate(4)
+    (raw / "d2/sub0/f0002.bin").unlink()
+    other = tmp_path / "other"
+    make_files(other, 6, seed=9, min_size=10)  # the same names, other content
+    report = keep.ingest(other, ADDRESS)
+    by_path = {r.path: r for r in report.results}
+    for path in ("raw/d1/sub1/f0001.bin", "raw/d2/sub0/f0002.bin", "raw/top0000.dat"):
+        assert by_path[path].status == "error", by_path[path]
+        assert "different content" in (by_path[path].message or "")
+    assert report.info.get("repaired", 0) == 0
+    # nothing in the tree was replaced by the other source's bytes
+    assert (raw / "d1/sub1/f0001.bin").read_bytes() == files["d1/sub1/f0001.bin"][:4]
+    assert not (raw / "d2/sub0/f0002.bin").exists()
+    assert (raw / "top0000.dat").read_bytes() == files["top0000.dat"]
+    assert list(keep.tree.partial_dir("proj", "s001").iterdir()) == []
+    assert listed(keep) == expected(files)

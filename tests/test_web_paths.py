@@ -508,7 +508,7 @@ def test_every_file_opens_from_the_links_the_pages_render(
 ) -> None:
     import html
 
-    keep, server, token = odd_site
+    _keep, server, token = odd_site
     expected = {f"raw/{n}": b"content of %d" % i for i, n in enumerate(ODD_NAMES)}
     expected |= {f"raw/sub@3/{n}": b"nested %d" % i for i, n in enumerate(ODD_NAMES)}
     auth = {"Authorization": f"Bearer {token}"}

@@ -258,3 +258,9 @@ def from_os_error(exc: OSError, doing: str | None = None) -> LabkeepError:
     if exc.errno == errno.ENOENT:
         return NotFound(f"{what}{reason}{where}")
     return StorageError(f"{what}{reason}{where}", hint="check the disk and the path, then retry")
+
+
+class SealInterrupted(SealedError):
+    """A seal of the dataset was started and not finished: raw/ may be half protected."""
+
+    code = "seal-interrupted"

@@ -219,6 +219,7 @@ class Keep:
     ingest = ops.ingest.ingest
     write_manifest = ops.manifests.write_manifest
     read_manifest = ops.manifests.read_manifest
+    iter_manifest = ops.manifests.iter_manifest
     seal = ops.seal.seal
     unseal = ops.seal.unseal
     verify = ops.verify.verify

@@ -140,6 +140,8 @@ class Entry(Base):
 
 class Event(Base):
     __tablename__ = "events"
+    #: the newest event of one action on one target (a dataset's last verify) in one lookup
+    __table_args__ = (Index("ix_events_target_action", "target", "action", "id"),)
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     at: Mapped[datetime] = mapped_column(DateTime)
     actor: Mapped[str] = mapped_column(String(255))

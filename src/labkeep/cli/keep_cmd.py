@@ -76,10 +76,21 @@ def init(
 
 
 @handle_errors
-def status(root: RootOpt = None, json_out: JsonOpt = False) -> None:
+def status(
+    deep: Annotated[
+        bool,
+        typer.Option(
+            "--deep",
+            help="Also re-hash every dataset's MANIFEST.sha256 against its version and look "
+            "for interrupted seals (reads the tree: slower on large keeps).",
+        ),
+    ] = False,
+    root: RootOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
     """What the keep holds and what needs attention."""
     with open_keep(root) as keep:
-        info = keep.status()
+        info = keep.status(deep=deep)
     if json_out:
         emit_json(info)
         return

@@ -31,6 +31,8 @@ def seal(
         err.print(f"[yellow]warning:[/] {warning}")
     if result.status == "notneeded":
         out.print(f"{result.dataset} was already sealed")
+    elif result.message:
+        out.print(result.message)
     else:
         how = "immutable" if result.immutable else "read-only"
         out.print(
@@ -57,6 +59,9 @@ def unseal(
         return
     if result.status == "notneeded":
         out.print(f"{result.dataset} is not sealed")
+        return
+    if result.message:
+        out.print(result.message)
         return
     err.print(
         f"[bold red]WARNING:[/] {result.dataset} is UNSEALED: its raw data is writable again. "

@@ -19,7 +19,13 @@ if TYPE_CHECKING:
         link_hash,
         syncfs,
     )
-    from labkeep.integrity.manifest import MANIFEST_NAME, format_manifest, parse_manifest
+    from labkeep.integrity.manifest import (
+        MANIFEST_NAME,
+        OutOfOrder,
+        format_lines,
+        format_manifest,
+        parse_manifest,
+    )
 
 _WHERE = {
     "FileChanged": "hashing",
@@ -30,6 +36,8 @@ _WHERE = {
     "link_hash": "hashing",
     "syncfs": "hashing",
     "MANIFEST_NAME": "manifest",
+    "OutOfOrder": "manifest",
+    "format_lines": "manifest",
     "format_manifest": "manifest",
     "parse_manifest": "manifest",
 }
@@ -38,7 +46,9 @@ __all__ = [
     "FileChanged",
     "Hashed",
     "NotRegularFile",
+    "OutOfOrder",
     "copy_hash",
+    "format_lines",
     "format_manifest",
     "hash_file",
     "link_hash",

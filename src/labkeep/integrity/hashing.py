@@ -123,13 +123,19 @@ def hash_file(path: str, chunk: int = CHUNK, *, on_bytes: OnBytes = None) -> Has
 
 
 def copy_hash(
-    src: str, dst: str, *, chunk: int = CHUNK, fsync: bool = True, on_bytes: OnBytes = None
+    src: str,
+    dst: str,
+    *,
+    chunk: int = CHUNK,
+    fsync: bool = True,
+    mtime_ns: int | None = None,
+    on_bytes: OnBytes = None,
 ) -> Hashed:
     """Copy *src* to the new file *dst* in one pass, hashing what was read.
 
     *dst* must not exist (it is a partial file's unique name). The copy gets the
-    source's mtime. With *fsync* the data is durable when this returns. On any error the
-    partial *dst* is removed.
+    source's mtime (or *mtime_ns*). With *fsync* the data is durable when this returns.
+    On any error the partial *dst* is removed.
     """
     fd, st = _open_regular(src)
     out = -1
@@ -157,7 +163,7 @@ def copy_hash(
             if total >= st.st_size:
                 break  # no read for the end of file: the fstat below sees any growth
         _check_unchanged(src, fd, st, total)
-        os.utime(out, ns=(st.st_atime_ns, st.st_mtime_ns))
+        os.utime(out, ns=(st.st_atime_ns, st.st_mtime_ns if mtime_ns is None else mtime_ns))
         if fsync:
             os.fsync(out)
         elif started:  # a big file: start the rest too (small ones wait for the syncfs)

@@ -39,8 +39,12 @@ def get_immutable(path: str) -> bool:
         os.close(fd)
 
 
-def set_immutable(path: str, on: bool) -> None:
-    """Set or clear the immutable flag; raise OSError where that is not possible."""
+def set_immutable(path: str, on: bool) -> bool:
+    """Set or clear the immutable flag; return whether it changed.
+
+    Raises OSError where that is not possible (no CAP_LINUX_IMMUTABLE, a filesystem
+    without inode flags, not Linux).
+    """
     if not sys.platform.startswith("linux"):
         raise OSError(95, "immutable flag is only supported on Linux")
     fd = _open_for_flags(path)
@@ -48,8 +52,10 @@ def set_immutable(path: str, on: bool) -> None:
         buf = array.array("i", [0])
         fcntl.ioctl(fd, FS_IOC_GETFLAGS, buf, True)
         flags = buf[0] | FS_IMMUTABLE_FL if on else buf[0] & ~FS_IMMUTABLE_FL
-        if flags != buf[0]:
-            buf[0] = flags
-            fcntl.ioctl(fd, FS_IOC_SETFLAGS, buf, False)
+        if flags == buf[0]:
+            return False
+        buf[0] = flags
+        fcntl.ioctl(fd, FS_IOC_SETFLAGS, buf, False)
+        return True
     finally:
         os.close(fd)

@@ -5,6 +5,10 @@ it). When the path contains a backslash, a newline or a carriage return, coreuti
 escapes them as ``\\\\``, ``\\n`` and ``\\r`` and starts the line with a single
 backslash; ``sha256sum -c`` undoes this. Lines are sorted by the UTF-8 bytes of the
 path so that the file is deterministic and diffs well.
+
+:func:`format_lines` writes a manifest from entries that arrive already sorted (the
+catalog streams them in byte order), so a manifest of ten million files never has to
+be held in memory; :func:`format_manifest` sorts small inputs itself.
 """
 
 from __future__ import annotations
@@ -32,6 +36,26 @@ def format_line(sha256_hex: str, path: str) -> str:
 
 def sort_key(path: str) -> bytes:
     return path.encode("utf-8", "surrogateescape")
+
+
+class OutOfOrder(ValueError):
+    """Entries given to :func:`format_lines` were not in strictly ascending byte order."""
+
+
+def format_lines(entries: Iterable[tuple[str, str]]) -> Iterator[str]:
+    """Manifest lines for ``(path, sha256_hex)`` pairs that are already sorted by path bytes.
+
+    Checks the order as the lines go (a wrong collation in a database would otherwise
+    write a manifest that differs from the one the catalog's hash describes) and raises
+    :class:`OutOfOrder` at the first path that is not greater than the one before.
+    """
+    previous: bytes | None = None
+    for path, digest in entries:
+        key = sort_key(path)
+        if previous is not None and key <= previous:
+            raise OutOfOrder(f"manifest entries out of byte order at {path!r}")
+        previous = key
+        yield format_line(digest, path)
 
 
 def format_manifest(entries: Iterable[tuple[str, str]]) -> str:

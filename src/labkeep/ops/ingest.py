@@ -15,6 +15,17 @@ Write order (tested in tests/test_crash.py):
 A crash anywhere leaves partial files (removed on the next run), or final files with
 no catalog row (adopted by the next run after re-hashing them, without copying), or
 committed rows; never a final name on incomplete content, never a row without content.
+
+Re-ingest compares with the tree, not only with the catalog: a file already registered
+is skipped (``notneeded``) only when the source and the tree copy both still have the
+catalog's size and mtime (one lstat) and no verify marked the entry ``modified`` or
+``missing``. Otherwise the tree copy is re-hashed, and a copy that is missing or damaged
+is restored from the source when the source's bytes hash to the catalog's SHA-256:
+copied to a partial file, its hash checked, renamed over the damaged file along the
+same write order (``ok`` with ``repaired: true``; no new version: the dataset's content
+is what the catalog says). A source that differs from the catalog stays a conflict and
+the tree is not touched. Damage that keeps size and mtime (bit rot) is invisible to the
+quick check: ``verify`` finds it, and the next ingest then re-hashes that entry.
 """
 
 from __future__ import annotations
@@ -33,11 +44,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, insert, select, update
 
 from labkeep.catalog import Dataset, Entry, Version
 from labkeep.clock import utcnow
-from labkeep.errors import LabkeepError, SealedError, SourceError, UsageError
+from labkeep.errors import (
+    LabkeepError,
+    SealedError,
+    SealInterrupted,
+    SourceError,
+    UsageError,
+)
 from labkeep.integrity.hashing import (
     FileChanged,
     Hashed,
@@ -85,6 +102,12 @@ class _Item:
     #: copy | link | adopt (final file exists uncommitted) | compare (entry exists)
     mode: str
     known_sha: bytes | None = None
+    #: compare: the entry's row id, size and mtime in the catalog
+    entry_id: int | None = None
+    known_size: int = 0
+    known_mtime: int = 0
+    #: compare: the tree copy may be missing or damaged (re-hash it; restore if so)
+    tree_suspect: bool = False
     #: bytes of it already shown as progress (counted while it is read)
     counted: int = 0
 
@@ -95,10 +118,14 @@ class _Done:
     hashed: Hashed
     partial: str | None  # partial file to rename into place (None: nothing to place)
     verified: bool = False  # copy re-read and matched (needed to delete the source)
+    #: compare: the tree copy was re-hashed and matched the catalog
+    tree_checked: bool = False
 
 
 #: a renamed batch: what to report, and the catalog rows to commit
 _Placed = tuple[list[_Done], list[dict[str, object]]]
+#: a current entry: row id, size, mtime, SHA-256, outcome of its last verification
+_Known = tuple[int, int, int, bytes, str | None]
 
 
 def _scan(source: Path, report: Report, address: str) -> list[_Item]:
@@ -222,6 +249,7 @@ def ingest(
         dataset_id = dataset.id
 
     with keep.tree.lock(project, name, what="ingest"):
+        _refuse_protected(keep, project, name, dataset_id)
         run = _IngestRun(keep, project, name, dataset_id, report, jobs, link, delete_source)
         run.progress, run.on_result = progress, on_result
         run.execute(src_root, message)
@@ -240,6 +268,20 @@ def _refuse_sealed(dataset: Dataset, target: str) -> None:
             f"{target} is sealed: its raw data is write-once",
             hint="ingest into a new dataset (e.g. the next session); "
             "a site admin can 'labkeep unseal --force' if this is truly needed",
+        )
+
+
+def _refuse_protected(keep: Keep, project: str, name: str, dataset_id: int) -> None:
+    """Under the lock: refuse a dataset sealed meanwhile, or one whose seal was cut short
+    (its raw/ may be partly write-protected while the catalog says unsealed)."""
+    target = f"{project}/{name}"
+    with keep.catalog.read() as session:
+        _refuse_sealed(session.get_one(Dataset, dataset_id), target)
+    if keep.tree.seal_intent(project, name) == "seal":
+        raise SealInterrupted(
+            f"a seal of {target} was interrupted: its raw/ may be partly write-protected",
+            hint=f"finish it with 'labkeep seal {target}', or undo it with "
+            f"'labkeep unseal --force {target}'; then run the ingest again",
         )
 
 
@@ -276,6 +318,8 @@ class _IngestRun:
         self.syncing: tuple[list[_Done], Future[bool], _Placed | None] | None = None
         self.version: int | None = None
         self.made_dirs: set[str] = set()
+        #: damaged or missing tree copies restored from the source
+        self.repaired = 0
 
     # -- records ------------------------------------------------------------------------
     def emit(self, result: Result) -> None:
@@ -308,11 +352,16 @@ class _IngestRun:
                 )
             ).scalar_one_or_none()
             current = {
-                path: (size, mtime, digest)
-                for path, size, mtime, digest in session.execute(
-                    select(Entry.path, Entry.size, Entry.mtime_ns, Entry.sha256).where(
-                        Entry.dataset_id == self.dataset_id, Entry.valid_to.is_(None)
-                    )
+                row[0]: row[1:]
+                for row in session.execute(
+                    select(
+                        Entry.path,
+                        Entry.id,
+                        Entry.size,
+                        Entry.mtime_ns,
+                        Entry.sha256,
+                        Entry.verify_status,
+                    ).where(Entry.dataset_id == self.dataset_id, Entry.valid_to.is_(None))
                 )
             }
         scanned = _scan(src_root, self.report, self.target)
@@ -328,27 +377,58 @@ class _IngestRun:
             _remove_empty_dirs(src_root)
         self._finalize(message, resumed)
 
-    def _classify(
-        self, items: list[_Item], current: dict[str, tuple[int, int, bytes]]
-    ) -> list[_Item]:
+    def _classify(self, items: list[_Item], current: dict[str, _Known]) -> list[_Item]:
         work: list[_Item] = []
         for item in items:
             dest_rel = f"{RAW}/{item.rel}"
             known = current.get(dest_rel)
             if known is not None:
-                size, mtime, digest = known
-                if size == item.size and mtime == item.mtime_ns and not self.delete_source:
+                entry_id, size, mtime, digest, verify_status = known
+                tree_same = (
+                    self._tree_has(dest_rel, size, mtime)
+                    and verify_status not in ("modified", "missing")
+                )  # fmt: skip
+                source_same = size == item.size and mtime == item.mtime_ns
+                if source_same and tree_same and not self.delete_source:
                     self.emit(self.record(item, "notneeded", sha256=digest.hex()))
                     if self.progress is not None:
                         self.progress.advance(1, item.size)
                     continue
                 item.mode, item.known_sha = "compare", digest
+                item.entry_id, item.known_size, item.known_mtime = entry_id, size, mtime
+                item.tree_suspect = not tree_same
             elif self._adoptable(dest_rel, item):
                 item.mode = "adopt"
             elif self.link:
                 item.mode = "link"
             work.append(item)
         return work
+
+    def _tree_has(self, dest_rel: str, size: int, mtime_ns: int) -> bool:
+        """The quick check of a tree copy: a regular file with this size and mtime."""
+        try:
+            st = os.lstat(self.dataset_dir / dest_rel)
+        except OSError:
+            return False
+        return stat.S_ISREG(st.st_mode) and (st.st_size, st.st_mtime_ns) == (size, mtime_ns)
+
+    def _tree_matches(self, item: _Item) -> bool:
+        """Re-hash the tree copy of an entry: does it hold the catalog's bytes?
+
+        If it does but its mtime was changed, the catalog's mtime is put back, so that the
+        quick check of the next ingest trusts it again.
+        """
+        dest = self.dataset_dir / RAW / item.rel
+        try:
+            st = os.lstat(dest)
+            if st.st_size != item.known_size or hash_file(str(dest)).sha256 != item.known_sha:
+                return False
+        except (OSError, LabkeepError):
+            return False
+        if st.st_mtime_ns != item.known_mtime:
+            with contextlib.suppress(OSError):
+                os.utime(dest, ns=(st.st_atime_ns, item.known_mtime), follow_symlinks=False)
+        return True
 
     def _adoptable(self, dest_rel: str, item: _Item) -> bool:
         """A final file without a catalog row: left by a crash between rename and commit."""
@@ -376,6 +456,12 @@ class _IngestRun:
     def _work(self, item: _Item, partial: str) -> _Done:
         """Runs on the thread pool: hash, and copy or link, one file (to *partial*)."""
         on_bytes = self._on_bytes(item)
+        if item.mode == "compare" and item.tree_suspect:
+            if not self._tree_matches(item):
+                return self._restore(item, partial, on_bytes)
+            tree_checked = True
+        else:
+            tree_checked = False
         if item.mode in ("adopt", "compare"):
             dest = str(self.dataset_dir / RAW / item.rel)
             hashed = hash_file(dest if item.mode == "adopt" else item.src, on_bytes=on_bytes)
@@ -383,11 +469,27 @@ class _IngestRun:
             if self.delete_source:
                 other = hash_file(item.src if item.mode == "adopt" else dest)
                 verified = other.sha256 == hashed.sha256
-            return _Done(item, hashed, None, verified)
+            return _Done(item, hashed, None, verified, tree_checked)
         if item.mode == "link":
             hashed = link_hash(item.src, partial, fsync=not self.batch_sync, on_bytes=on_bytes)
             return _Done(item, hashed, partial, verified=True)
         hashed = copy_hash(item.src, partial, fsync=not self.batch_sync, on_bytes=on_bytes)
+        verified = self.delete_source and hash_file(partial).sha256 == hashed.sha256
+        return _Done(item, hashed, partial, verified)
+
+    def _restore(self, item: _Item, partial: str, on_bytes: Callable[[int], None] | None) -> _Done:
+        """The tree copy is missing or damaged: copy the source to *partial* (with the
+        catalog's mtime), to be renamed over it only if it has the catalog's SHA-256."""
+        hashed = copy_hash(
+            item.src,
+            partial,
+            fsync=not self.batch_sync,
+            mtime_ns=item.known_mtime,
+            on_bytes=on_bytes,
+        )
+        if hashed.sha256 != item.known_sha:
+            os.unlink(partial)  # another content: a conflict, reported by _place_all
+            return _Done(item, hashed, None)
         verified = self.delete_source and hash_file(partial).sha256 == hashed.sha256
         return _Done(item, hashed, partial, verified)
 
@@ -499,6 +601,13 @@ class _IngestRun:
                 os.unlink(done.partial)
             if isinstance(exc, IsADirectoryError) or (self.dataset_dir / rel).is_dir():
                 return "a folder of that name is already in the dataset"
+            if isinstance(exc, PermissionError):
+                return (
+                    f"cannot place file: {exc.strerror}: raw/ is write-protected (a seal cut "
+                    "short, or a change by hand); run 'labkeep seal "
+                    f"{self.target}' to finish sealing it or 'labkeep unseal --force "
+                    f"{self.target}' to make it writable"
+                )
             return f"cannot place file: {exc.strerror}"
         return None
 
@@ -514,7 +623,7 @@ class _IngestRun:
         if not self.batch_sync:
             if batch:
                 placed, rows = self._place_all(batch)
-                for folder in {os.path.dirname(str(r["path"])) for r in rows}:
+                for folder in {os.path.dirname(f"{RAW}/{d.item.rel}") for d in placed if d.partial}:
                     fsync_dir(self.dataset_dir / folder)
                 self._commit(placed, rows)
             return
@@ -530,7 +639,7 @@ class _IngestRun:
         if batch is not None:
             self.syncing = (batch, syncer.submit(syncfs, self.partial_dir), renamed)
         elif renamed is not None:
-            if renamed[1]:
+            if any(done.partial for done in renamed[0]):
                 syncfs(self.dataset_dir)
             self._commit(*renamed)
 
@@ -553,6 +662,12 @@ class _IngestRun:
                     )
                     self._advance(item)
                     continue
+                if done.partial is not None:  # a restore: over the damaged tree copy
+                    error = self._place(done)
+                    if error:
+                        self.emit(self.record(item, "error", error))
+                        self._advance(item)
+                        continue
                 placed.append(done)
                 continue
             error = self._place(done)
@@ -573,13 +688,28 @@ class _IngestRun:
         return placed, rows
 
     def _commit(self, placed: list[_Done], rows: list[dict[str, object]]) -> None:
-        """Commit the rows of a batch whose renames are durable; then report it."""
-        if rows:
+        """Commit the rows of a batch whose renames are durable; then report it.
+
+        A restored tree copy's entry forgets its failed verification (the copy is new,
+        and not yet verified); a tree copy re-hashed and found intact counts as verified.
+        """
+        now = utcnow()
+        updates: list[dict[str, object]] = [
+            {"id": d.item.entry_id, "verify_status": None, "verified_at": None}
+            if d.partial is not None
+            else {"id": d.item.entry_id, "verify_status": "ok", "verified_at": now}
+            for d in placed
+            if d.item.mode == "compare" and (d.partial is not None or d.tree_checked)
+        ]
+        if rows or updates:
             with self.keep.catalog.write() as session:
-                version = self._open_version(session)
-                for row in rows:
-                    row["valid_from"] = version
-                session.execute(insert(Entry), rows)
+                if rows:
+                    version = self._open_version(session)
+                    for row in rows:
+                        row["valid_from"] = version
+                    session.execute(insert(Entry), rows)
+                if updates:
+                    session.execute(update(Entry), updates)
         for done in placed:
             self._done(done)
 
@@ -610,11 +740,18 @@ class _IngestRun:
 
     def _done(self, done: _Done) -> None:
         item = done.item
-        status = "notneeded" if item.mode == "compare" else "ok"
-        result = self.record(item, status)
+        restored = item.mode == "compare" and done.partial is not None
+        status = "notneeded" if item.mode == "compare" and not restored else "ok"
+        message = None
+        if restored:
+            message = "restored from the source: the copy in the keep was missing or damaged"
+            self.repaired += 1
+        result = self.record(item, status, message)
         result.sha256 = done.hashed.sha256.hex()
         if item.mode == "adopt":
             result.extra["resumed"] = True
+        if restored:
+            result.extra["repaired"] = True
         if self.delete_source:
             result.extra["source_deleted"] = self._delete_source(done)
         self.emit(result)
@@ -647,6 +784,8 @@ class _IngestRun:
             ).scalar_one()
             manifest_sha = store_manifest(self.keep, session, self.project, self.name, dataset.id)
             details: dict[str, object] = {"source": self.report.info["source"], **counts}
+            if self.repaired:
+                details["repaired"] = self.repaired
             if self.version is not None:
                 files, size = session.execute(
                     select(func.count(Entry.id), func.coalesce(func.sum(Entry.size), 0)).where(
@@ -666,9 +805,11 @@ class _IngestRun:
                 dataset.head_version = self.version
                 details.update(version=self.version, manifest_sha256=manifest_sha, resumed=resumed)
                 self.report.info["version"] = self.version
-            if self.version is not None or self.report.failed:
+            if self.version is not None or self.report.failed or self.repaired:
                 append_event(session, self.keep.actor, "ingest", self.target, details)
         self.report.info["manifest_sha256"] = manifest_sha
+        if self.repaired:
+            self.report.info["repaired"] = self.repaired
 
 
 def _remove_empty_dirs(root: Path) -> None:

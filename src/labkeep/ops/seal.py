@@ -1,8 +1,27 @@
-"""Seal and unseal: make a session's ``raw/`` write-once, or (loudly) undo that."""
+"""Seal and unseal: make a session's ``raw/`` write-once, or (loudly) undo that.
+
+Both walk the whole of ``raw/`` and converge from any state a crash can leave:
+
+1. under the dataset's lock, the intent (``seal`` or ``unseal``) is recorded durably in
+   the dataset's ``.labkeep/seal-intent`` before ``raw/`` is touched;
+2. every file and folder below ``raw/`` is protected (read-only bits, then the
+   immutable flag where the process may set it; files before their folder) or cleared
+   (the flag, then the bits; a folder before what is in it);
+3. the catalog commits the new version (sealed or not) with its event;
+4. the intent is removed.
+
+A killed seal leaves a half-protected tree, a catalog that says unsealed and the intent:
+``seal`` run again finishes it; ``unseal --force`` clears it (there is no version to
+add: it reports that it repaired an interrupted seal, with an audit event); ``ingest``
+refuses with an error naming both. A killed unseal leaves a catalog that says sealed:
+``unseal --force`` again finishes it, ``seal`` re-protects what was cleared. Both also
+repair a tree that was changed by hand (or by a version of labkeep without the intent):
+``seal`` of a sealed dataset re-protects anything writable, ``unseal --force`` of an
+unsealed one clears any protection left.
+"""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import stat
 from dataclasses import dataclass, field
@@ -12,8 +31,8 @@ from sqlalchemy import func, select
 
 from labkeep.catalog import Dataset, Entry, Version
 from labkeep.clock import utcnow
-from labkeep.errors import UsageError
-from labkeep.integrity.immutable import set_immutable
+from labkeep.errors import StorageError, UsageError
+from labkeep.integrity.immutable import get_immutable, set_immutable
 from labkeep.names import MAX_MESSAGE, check_text, parse_address
 from labkeep.ops._access import find_dataset
 from labkeep.ops.audit import append_event
@@ -36,9 +55,11 @@ class SealResult:
     manifest_sha256: str | None = None
     immutable: bool = False
     warnings: list[str] = field(default_factory=list)
+    #: what was repaired, when an interrupted seal/unseal (or a hand-made change) was found
+    message: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        record = {
             "action": self.action,
             "status": self.status,
             "dataset": self.dataset,
@@ -47,81 +68,113 @@ class SealResult:
             "immutable": self.immutable,
             "warnings": self.warnings,
         }
+        if self.message:
+            record["message"] = self.message
+        return record
 
 
-def _walk(raw: Path) -> tuple[list[str], list[str]]:
-    """Files and folders below *raw* (folders deepest first, *raw* itself last)."""
-    files: list[str] = []
-    dirs: list[str] = []
-    for folder, subdirs, names in os.walk(raw, topdown=False):
-        files.extend(os.path.join(folder, n) for n in names)
-        dirs.extend(os.path.join(folder, d) for d in subdirs)
-    dirs.append(str(raw))
-    return files, dirs
+class _Protection:
+    """One walk over raw/ that protects (seal) or clears (unseal) every file and folder."""
 
+    def __init__(self, on: bool) -> None:
+        self.on = on
+        #: files and folders whose bits or flag this walk changed
+        self.changed = 0
+        #: whether the immutable flag could be set (sealing)
+        self.immutable = True
+        self.warnings: list[str] = []
 
-def _protect(raw: Path, on: bool) -> tuple[bool, list[str]]:
-    """Set (or clear) read-only bits and the immutable flag on everything below *raw*.
+    def walk(self, raw: Path) -> None:
+        """Sealing marks files before their folder (an immutable folder accepts no new
+        names), deepest folders first; unsealing clears a folder before what is in it.
+        Memory does not grow with the number of files."""
+        if self.on:
+            for folder, _dirs, names in os.walk(raw, topdown=False):
+                for name in names:
+                    self.one(os.path.join(folder, name))
+                self.one(folder)
+        else:
+            for folder, _dirs, names in os.walk(raw):
+                self.one(folder)
+                for name in names:
+                    self.one(os.path.join(folder, name))
 
-    Returns whether the immutable flag could be used and the warnings for the user.
-    Sealing marks files before folders (an immutable folder accepts no new names);
-    unsealing clears folders before files.
-    """
-    if not raw.is_dir():
-        raw.mkdir(parents=True)
-    files, dirs = _walk(raw)
-    warnings: list[str] = []
-    immutable = True
-    order = files + dirs if on else list(reversed(dirs)) + files
-    for path in order:
-        if not on:
-            with contextlib.suppress(OSError):
-                set_immutable(path, False)
+    def one(self, path: str) -> None:
         st = os.lstat(path)
         if stat.S_ISLNK(st.st_mode):
-            continue
+            return
+        if not self.on:
+            self._clear_flag(path)
         mode = stat.S_IMODE(st.st_mode)
-        new_mode = mode & ~_WRITE_BITS if on else mode | stat.S_IWUSR
+        new_mode = mode & ~_WRITE_BITS if self.on else mode | stat.S_IWUSR
         if new_mode != mode:
             os.chmod(path, new_mode)
-        if on and immutable:
+            self.changed += 1
+        if self.on and self.immutable:
             try:
-                set_immutable(path, True)
+                self.changed += set_immutable(path, True)
             except OSError as exc:
-                immutable = False
-                warnings.append(
+                self.immutable = False
+                self.warnings.append(
                     f"could not set the immutable flag (chattr +i): {exc.strerror}; raw/ is "
                     "read-only by permissions only (run labkeep as root or with "
                     "CAP_LINUX_IMMUTABLE on ext4/xfs/btrfs for write-once at inode level)"
                 )
-    return immutable, warnings
+
+    def _clear_flag(self, path: str) -> None:
+        try:
+            self.changed += set_immutable(path, False)
+        except OSError as exc:
+            if get_immutable(path):
+                raise StorageError(
+                    f"cannot clear the immutable flag of {path}: {exc.strerror}",
+                    hint="run 'labkeep unseal --force' as root (it needs CAP_LINUX_IMMUTABLE)",
+                ) from exc
+
+
+def _protect(raw: Path, on: bool) -> _Protection:
+    protection = _Protection(on)
+    if on and not raw.is_dir():
+        raw.mkdir(parents=True)
+    if raw.is_dir():
+        protection.walk(raw)
+    return protection
 
 
 def seal(keep: Keep, address: str, *, message: str = "") -> SealResult:
-    """Seal a dataset: raw/ read-only and immutable, a version and an event."""
+    """Seal a dataset: raw/ read-only and immutable, a version and an event.
+
+    On a dataset the catalog already lists as sealed, it makes sure raw/ is protected
+    (finishing an interrupted unseal's undoing, or a hand-made change) and says so.
+    """
     check_text(message, "the message", MAX_MESSAGE)
     addr = parse_address(address, need_dataset=True)
     assert addr.dataset is not None
-    target = addr.dataset_address
-    with keep.tree.lock(addr.project, addr.dataset, what="seal"):
+    project, name, target = addr.project, addr.dataset, addr.dataset_address
+    with keep.tree.lock(project, name, what="seal"):
         with keep.catalog.read() as session:
-            _, dataset = find_dataset(keep, session, addr.project, addr.dataset, "dataset.seal")
-            if dataset.sealed:
-                return SealResult(target, "seal", "notneeded", dataset.head_version)
-            if session.execute(
-                select(Version.id).where(Version.dataset_id == dataset.id, Version.state == "open")
-            ).first():
+            _, dataset = find_dataset(keep, session, project, name, "dataset.seal")
+            sealed, head = dataset.sealed, dataset.head_version
+            if (
+                not sealed
+                and session.execute(
+                    select(Version.id).where(
+                        Version.dataset_id == dataset.id, Version.state == "open"
+                    )
+                ).first()
+            ):
                 raise UsageError(
                     f"{target} has an unfinished ingest",
                     hint="run the same 'labkeep ingest' again to finish it, then seal",
                 )
-        raw = keep.tree.dataset_dir(addr.project, addr.dataset) / "raw"
-        immutable, warnings = _protect(raw, True)
+        raw = keep.tree.dataset_dir(project, name) / "raw"
+        if sealed:
+            return _reprotect(keep, project, name, raw, head)
+        keep.tree.set_seal_intent(project, name, "seal")
+        done = _protect(raw, True)
         with keep.catalog.write() as session:
-            _, dataset = find_dataset(
-                keep, session, addr.project, addr.dataset, "dataset.seal", for_update=True
-            )
-            manifest_sha = store_manifest(keep, session, addr.project, addr.dataset, dataset.id)
+            _, dataset = find_dataset(keep, session, project, name, "dataset.seal", for_update=True)
+            manifest_sha = store_manifest(keep, session, project, name, dataset.id)
             number = _new_version(
                 session, dataset, "seal", keep.actor, message or "sealed", manifest_sha
             )
@@ -132,34 +185,72 @@ def seal(keep: Keep, address: str, *, message: str = "") -> SealResult:
                 keep.actor,
                 "seal",
                 target,
-                {"version": number, "manifest_sha256": manifest_sha, "immutable": immutable},
+                {"version": number, "manifest_sha256": manifest_sha, "immutable": done.immutable},
             )
-    return SealResult(target, "seal", "ok", number, manifest_sha, immutable, warnings)
+        keep.tree.set_seal_intent(project, name, None)
+    return SealResult(target, "seal", "ok", number, manifest_sha, done.immutable, done.warnings)
+
+
+def _reprotect(keep: Keep, project: str, name: str, raw: Path, head: int) -> SealResult:
+    """Seal of a sealed dataset: protect whatever is writable; an event if anything was."""
+    target = f"{project}/{name}"
+    interrupted = keep.tree.seal_intent(project, name)
+    done = _protect(raw, True)
+    if not done.changed and interrupted != "unseal":
+        keep.tree.set_seal_intent(project, name, None)
+        return SealResult(target, "seal", "notneeded", head, immutable=done.immutable)
+    if interrupted == "unseal":
+        text = (
+            f"an unseal of {target} was interrupted; it stays sealed: {done.changed} files "
+            "and folders under raw/ were protected again"
+        )
+    else:
+        text = (
+            f"{target} was sealed, but {done.changed} files and folders under raw/ were "
+            "writable (changed by hand?): protected again"
+        )
+    with keep.catalog.write() as session:
+        find_dataset(keep, session, project, name, "dataset.seal", for_update=True)
+        append_event(
+            session,
+            keep.actor,
+            "seal-repair",
+            target,
+            {"version": head, "protected": done.changed, "interrupted": interrupted},
+        )
+    keep.tree.set_seal_intent(project, name, None)
+    return SealResult(target, "seal", "ok", head, None, done.immutable, done.warnings, message=text)
 
 
 def unseal(keep: Keep, address: str, *, force: bool = False, reason: str = "") -> SealResult:
-    """Make raw/ writable again. Needs ``force``; recorded as a version and an event."""
+    """Make raw/ writable again. Needs ``force``; recorded as a version and an event.
+
+    On a dataset the catalog lists as unsealed, it clears any protection left in raw/
+    (an interrupted seal, or a hand-made change) and says so; else "notneeded".
+    """
     check_text(reason, "the reason", MAX_MESSAGE)
     addr = parse_address(address, need_dataset=True)
     assert addr.dataset is not None
-    target = addr.dataset_address
+    project, name, target = addr.project, addr.dataset, addr.dataset_address
     if not force:
         raise UsageError(
             f"unsealing {target} makes its raw data writable again",
             hint="if this is truly needed, repeat with --force (it is recorded in the audit log)",
         )
-    with keep.tree.lock(addr.project, addr.dataset, what="unseal"):
+    with keep.tree.lock(project, name, what="unseal"):
         with keep.catalog.read() as session:
-            _, dataset = find_dataset(keep, session, addr.project, addr.dataset, "dataset.unseal")
-            if not dataset.sealed:
-                return SealResult(target, "unseal", "notneeded", dataset.head_version)
-        raw = keep.tree.dataset_dir(addr.project, addr.dataset) / "raw"
+            _, dataset = find_dataset(keep, session, project, name, "dataset.unseal")
+            sealed, head = dataset.sealed, dataset.head_version
+        raw = keep.tree.dataset_dir(project, name) / "raw"
+        if not sealed:
+            return _unprotect_unsealed(keep, project, name, raw, head, reason)
+        keep.tree.set_seal_intent(project, name, "unseal")
         _protect(raw, False)
         with keep.catalog.write() as session:
             _, dataset = find_dataset(
-                keep, session, addr.project, addr.dataset, "dataset.unseal", for_update=True
+                keep, session, project, name, "dataset.unseal", for_update=True
             )
-            manifest_sha = store_manifest(keep, session, addr.project, addr.dataset, dataset.id)
+            manifest_sha = store_manifest(keep, session, project, name, dataset.id)
             number = _new_version(
                 session, dataset, "unseal", keep.actor, reason or "unsealed (forced)", manifest_sha
             )
@@ -172,7 +263,47 @@ def unseal(keep: Keep, address: str, *, force: bool = False, reason: str = "") -
                 target,
                 {"version": number, "reason": reason, "manifest_sha256": manifest_sha},
             )
+        keep.tree.set_seal_intent(project, name, None)
     return SealResult(target, "unseal", "ok", number, manifest_sha)
+
+
+def _unprotect_unsealed(
+    keep: Keep, project: str, name: str, raw: Path, head: int, reason: str
+) -> SealResult:
+    """Unseal of an unsealed dataset: clear whatever protection is left in raw/."""
+    target = f"{project}/{name}"
+    interrupted = keep.tree.seal_intent(project, name)
+    done = _protect(raw, False)
+    if not done.changed and interrupted != "seal":
+        keep.tree.set_seal_intent(project, name, None)
+        return SealResult(target, "unseal", "notneeded", head)
+    if interrupted == "seal":
+        text = (
+            f"undid an interrupted seal of {target} (it was never recorded as sealed): "
+            f"{done.changed} files and folders under raw/ made writable again"
+        )
+    else:
+        text = (
+            f"{target} was not sealed, but {done.changed} files and folders under raw/ were "
+            "write-protected (an interrupted seal of an older labkeep, or a change by hand): "
+            "made writable again"
+        )
+    with keep.catalog.write() as session:
+        find_dataset(keep, session, project, name, "dataset.unseal", for_update=True)
+        append_event(
+            session,
+            keep.actor,
+            "unseal-repair",
+            target,
+            {
+                "version": head,
+                "cleared": done.changed,
+                "interrupted": interrupted,
+                "reason": reason,
+            },
+        )
+    keep.tree.set_seal_intent(project, name, None)
+    return SealResult(target, "unseal", "ok", head, message=text)
 
 
 def _new_version(

@@ -1,9 +1,12 @@
 """Fixity: re-hash the tree and compare with the catalog.
 
 Every catalog entry is OK, MODIFIED (size or SHA-256 differ) or MISSING; every file in
-the tree that the catalog does not know is EXTRA; a manifest that does not match the
-catalog is reported too. Results go to ``verify_YYYY-MM-DD.log``, to each entry's
-``verified_at``/``verify_status`` and to one audit event per dataset.
+the tree that the catalog does not know is EXTRA (labkeep's own files are not data: the
+manifest, ``.labkeep/`` and temp files, which the dataset's lock removes first); a
+manifest that does not match the catalog is reported too. Results go to
+``verify_YYYY-MM-DD.log``, to each entry's ``verified_at``/``verify_status`` and to one
+audit event per dataset, whose details (the counts of files per state and the
+manifest's state) are what ``status`` reads.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import date
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select, update
 
@@ -29,7 +32,7 @@ from labkeep.integrity.manifest import MANIFEST_NAME
 from labkeep.names import parse_address
 from labkeep.ops._access import find_dataset, find_project, project_resource
 from labkeep.ops.audit import append_event
-from labkeep.ops.manifests import manifest_text
+from labkeep.ops.manifests import manifest_digest
 from labkeep.results import Report, Result
 
 if TYPE_CHECKING:
@@ -39,6 +42,8 @@ if TYPE_CHECKING:
     from labkeep.ops.ingest import Progress
 
 STATES = ("ok", "modified", "missing", "extra")
+#: states of the manifest in a verify event: as the catalog says, changed, not there
+MANIFEST_STATES = ("ok", "modified", "missing")
 
 
 def _scope(keep: Keep, target: str | None) -> list[tuple[str, str, int]]:
@@ -183,11 +188,13 @@ class _DatasetVerify:
         self.progress = progress
         self.on_result = on_result
         self.root = keep.tree.dataset_dir(project, name)
+        #: files per state (the manifest is not counted: it has its own state)
         self.counts: Counter[str] = Counter()
+        self.manifest_state = "ok"
 
-    def emit(self, result: Result) -> None:
+    def emit(self, result: Result, *, count: bool = True) -> None:
         self.report.add(result)
-        if result.state:
+        if result.state and count:
             self.counts[result.state] += 1
         if result.state:
             self.log.write(f"{result.state.upper():8} {self.target}/{result.path}")
@@ -225,7 +232,7 @@ class _DatasetVerify:
                     Entry.dataset_id == self.dataset_id, Entry.valid_to.is_(None)
                 )
             ).all()
-            expected_manifest = manifest_text(session, self.dataset_id)
+            expected_manifest = manifest_digest(session, self.dataset_id) if entries else None
         on_disk = dict(self.keep.tree.walk_files(self.project, self.name))
         known = set()
         updates: list[dict[str, object]] = []
@@ -281,21 +288,25 @@ class _DatasetVerify:
         self._check_manifest(expected_manifest)
         self._record(updates)
 
-    def _check_manifest(self, expected: str) -> None:
+    def _check_manifest(self, expected: str | None) -> None:
+        """Compare the manifest on disk with the one the catalog describes (*expected*:
+        its SHA-256, None for no entries) by hashing both as streams."""
         path = self.root / MANIFEST_NAME
         try:
-            actual = path.read_bytes()
+            actual = hash_file(str(path)).sha256.hex()
         except FileNotFoundError:
-            if expected:
-                self.emit(
-                    self.result(
-                        MANIFEST_NAME, "missing", "manifest missing; run 'labkeep manifest'"
-                    )
-                )
+            if expected is not None:
+                self.manifest_state = "missing"
+                message = "manifest missing; run 'labkeep manifest'"
+                self.emit(self.result(MANIFEST_NAME, "missing", message), count=False)
             return
-        if hashlib.sha256(actual).digest() != hashlib.sha256(expected.encode()).digest():
+        except (OSError, LabkeepError) as exc:
+            actual = f"unreadable: {exc}"
+        empty = hashlib.sha256(b"").hexdigest()
+        if actual != (expected or empty):
+            self.manifest_state = "modified"
             message = "manifest does not match the catalog; run 'labkeep manifest'"
-            self.emit(self.result(MANIFEST_NAME, "modified", message))
+            self.emit(self.result(MANIFEST_NAME, "modified", message), count=False)
 
     def _submit(self, pool: ThreadPoolExecutor, path: str) -> tuple[Future[Hashed], list[int]]:
         """Hash one file on the pool; the progress bar moves as its bytes are read (the
@@ -321,13 +332,9 @@ class _DatasetVerify:
             for start in range(0, len(updates), 5000):
                 chunk = [dict(u, verified_at=now) for u in updates[start : start + 5000]]
                 session.execute(update(Entry), chunk)
-            append_event(
-                session,
-                self.keep.actor,
-                "verify",
-                self.target,
-                {s: self.counts.get(s, 0) for s in STATES},
-            )
+            details: dict[str, object] = {s: self.counts.get(s, 0) for s in STATES}
+            details["manifest"] = self.manifest_state
+            append_event(session, self.keep.actor, "verify", self.target, details)
 
 
 def verification(keep: Keep, address: str) -> dict[str, object]:
@@ -357,14 +364,15 @@ def verification_of(session: Session, dataset: Dataset, address: str) -> dict[st
         .order_by(Event.id.desc())
         .limit(1)
     ).first()
-    result: dict[str, int] = json.loads(last[1]) if last else {}
+    result: dict[str, Any] = json.loads(last[1]) if last else {}
     checked = sum(result.get(s, 0) for s in ("ok", "modified", "missing"))
-    counts = {s: result.get(s, 0) for s in ("ok", "modified", "missing", "extra")}
+    counts = {s: int(result.get(s, 0)) for s in ("ok", "modified", "missing", "extra")}
     counts["never"] = max(0, n_files - checked)
     return {
         "dataset": address,
         "files": {k: v for k, v in counts.items() if v},
         "last_verify": isoformat(last[0]) if last else None,
         "last_result": result or None,
-        "ok": not (counts["modified"] or counts["missing"] or counts["extra"]),
+        "ok": not (counts["modified"] or counts["missing"] or counts["extra"])
+        and result.get("manifest", "ok") == "ok",
     }

@@ -2,17 +2,23 @@
 
 This is what people see through SMB/NFS. Each dataset folder holds ``raw/`` (the
 instrument's files), ``MANIFEST.sha256`` and a hidden ``.labkeep/`` folder for the
-dataset's lock and partial files of an ingest in progress (never under a final name).
+dataset's lock and for every temporary file labkeep writes (``partial/``: files of an
+ingest in progress; ``tmp/``: a manifest being written), never under a final name and
+never beside the data. Whoever takes the dataset's lock first removes what a crashed
+run left there (and the manifest temp files that labkeep < 0.2 wrote beside the
+manifest), so temp files cannot outlive the next run nor be mistaken for data.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import os
+import re
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from labkeep.errors import Busy, StorageError, UsageError
@@ -21,7 +27,14 @@ from labkeep.names import check_relpath
 
 PRIVATE_DIR = ".labkeep"
 PARTIAL_DIR = "partial"
+TMP_DIR = "tmp"
 LOCK_NAME = "lock"
+#: names the seal or unseal under way (written before raw/ is touched, removed after the
+#: catalog says it is done): whoever finds it knows that one was interrupted
+INTENT_NAME = "seal-intent"
+INTENTS = ("seal", "unseal")
+#: the manifest's temp file as labkeep < 0.2 wrote it, beside the manifest
+LEGACY_TEMP = re.compile(r"\.MANIFEST\.sha256\.[0-9a-f]{32}\.part")
 
 
 def fsync_dir(path: str | os.PathLike[str]) -> None:
@@ -32,12 +45,23 @@ def fsync_dir(path: str | os.PathLike[str]) -> None:
         os.close(fd)
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Replace *path* with *data*: temp file beside it, fsync, rename, fsync folder."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.part")
+def write_atomic(
+    path: Path, chunks: bytes | Iterable[bytes], *, tmp_dir: Path | None = None
+) -> str:
+    """Replace *path* with *chunks*: temp file, fsync, rename, fsync of the folder.
+
+    The temp file goes into *tmp_dir* (which must be on the same filesystem; default:
+    beside *path*) under a unique name. The bytes are written as they come, so memory
+    does not grow with their size. Returns the SHA-256 (hex) of what was written.
+    """
+    folder = tmp_dir if tmp_dir is not None else path.parent
+    tmp = folder / f"{'' if tmp_dir is not None else '.'}{path.name}.{uuid.uuid4().hex}.part"
+    digest = hashlib.sha256()
     try:
-        with open(tmp, "wb") as handle:
-            handle.write(data)
+        with open(tmp, "xb") as handle:
+            for chunk in [chunks] if isinstance(chunks, bytes) else chunks:
+                digest.update(chunk)
+                handle.write(chunk)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
@@ -45,6 +69,7 @@ def write_atomic(path: Path, data: bytes) -> None:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
     fsync_dir(path.parent)
+    return digest.hexdigest()
 
 
 class TreeStore:
@@ -71,6 +96,9 @@ class TreeStore:
     def partial_dir(self, project: str, dataset: str) -> Path:
         return self.dataset_dir(project, dataset) / PRIVATE_DIR / PARTIAL_DIR
 
+    def tmp_dir(self, project: str, dataset: str) -> Path:
+        return self.dataset_dir(project, dataset) / PRIVATE_DIR / TMP_DIR
+
     def prepare_dataset(self, project: str, dataset: str) -> Path:
         partial = self.partial_dir(project, dataset)
         partial.mkdir(parents=True, exist_ok=True)
@@ -78,20 +106,35 @@ class TreeStore:
 
     def clear_partials(self, project: str, dataset: str) -> int:
         """Remove partial files left by an interrupted ingest (caller holds the lock)."""
-        partial = self.partial_dir(project, dataset)
+        return _empty(self.partial_dir(project, dataset))
+
+    def clean_temporaries(self, project: str, dataset: str) -> int:
+        """Remove every temp file a crashed run left in the dataset (caller holds the lock).
+
+        Best effort (a read-only tree must not stop a verify): returns how many were
+        removed. Only labkeep's own names are touched: the private folders' contents and,
+        beside the manifest, exactly the temp-file name older versions used.
+        """
         removed = 0
-        if partial.is_dir():
-            for child in partial.iterdir():
-                if child.is_dir() and not child.is_symlink():
-                    shutil.rmtree(child)
-                else:
-                    child.unlink()
-                removed += 1
+        for folder in (self.partial_dir(project, dataset), self.tmp_dir(project, dataset)):
+            with contextlib.suppress(OSError):
+                removed += _empty(folder)
+        root = self.dataset_dir(project, dataset)
+        with contextlib.suppress(OSError), os.scandir(root) as it:
+            for item in it:
+                if LEGACY_TEMP.fullmatch(item.name) and not item.is_dir(follow_symlinks=False):
+                    with contextlib.suppress(OSError):
+                        os.unlink(item.path)
+                        removed += 1
         return removed
 
     @contextlib.contextmanager
-    def lock(self, project: str, dataset: str, *, what: str) -> Iterator[None]:
-        """Hold the dataset's exclusive lock, or raise Busy at once if another holds it."""
+    def lock(self, project: str, dataset: str, *, what: str) -> Iterator[int]:
+        """Hold the dataset's exclusive lock, or raise Busy at once if another holds it.
+
+        Nobody else works on the dataset while it is held, so every temp file found
+        then is a crashed run's: they are removed first. Yields how many were.
+        """
         folder = self.dataset_dir(project, dataset) / PRIVATE_DIR
         folder.mkdir(parents=True, exist_ok=True)
         fd = os.open(folder / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
@@ -103,15 +146,54 @@ class TreeStore:
                     f"{project}/{dataset} is busy: another labkeep process is working on it",
                     hint=f"wait for it to finish, then run the {what} again",
                 ) from None
-            yield
+            yield self.clean_temporaries(project, dataset)
         finally:
             os.close(fd)
 
-    def write_manifest(self, project: str, dataset: str, text: str) -> None:
-        folder = self.dataset_dir(project, dataset)
+    def seal_intent(self, project: str, dataset: str) -> str | None:
+        """``seal`` or ``unseal`` when one was started and not finished, else None."""
+        path = self.dataset_dir(project, dataset) / PRIVATE_DIR / INTENT_NAME
         try:
-            folder.mkdir(parents=True, exist_ok=True)
-            write_atomic(folder / MANIFEST_NAME, text.encode("utf-8"))
+            text = path.read_text(encoding="utf-8", errors="replace").strip()
+        except FileNotFoundError:
+            return None
+        except OSError:
+            return "seal"  # unreadable: assume the worst (a tree that may be half protected)
+        return text if text in INTENTS else "seal"
+
+    def set_seal_intent(self, project: str, dataset: str, operation: str | None) -> None:
+        """Record (durably) that *operation* starts, or (None) that it is done."""
+        folder = self.dataset_dir(project, dataset) / PRIVATE_DIR
+        path = folder / INTENT_NAME
+        try:
+            if operation is None:
+                if path.exists():
+                    path.unlink()
+                    fsync_dir(folder)
+                return
+            assert operation in INTENTS
+            tmp = self.tmp_dir(project, dataset)
+            tmp.mkdir(parents=True, exist_ok=True)
+            write_atomic(path, f"{operation}\n".encode(), tmp_dir=tmp)
+        except OSError as exc:
+            raise StorageError(
+                f"cannot write {project}/{dataset}/{PRIVATE_DIR}/{INTENT_NAME}: "
+                f"{exc.strerror or exc}",
+                hint="free space on the keep's disk (or fix the tree's permissions), then run "
+                "the same command again",
+            ) from exc
+
+    def write_manifest(self, project: str, dataset: str, chunks: Iterable[bytes]) -> str:
+        """Replace the dataset's manifest with *chunks* as they come (caller holds the lock).
+
+        The temp file is written in ``.labkeep/tmp/`` and renamed into place (the same
+        filesystem). Returns the SHA-256 (hex) of the manifest's bytes.
+        """
+        folder = self.dataset_dir(project, dataset)
+        tmp = self.tmp_dir(project, dataset)
+        try:
+            tmp.mkdir(parents=True, exist_ok=True)
+            return write_atomic(folder / MANIFEST_NAME, chunks, tmp_dir=tmp)
         except OSError as exc:
             raise StorageError(
                 f"cannot write {project}/{dataset}/{MANIFEST_NAME}: {exc.strerror or exc}",
@@ -120,7 +202,8 @@ class TreeStore:
             ) from exc
 
     def walk_files(self, project: str, dataset: str) -> Iterator[tuple[str, os.stat_result]]:
-        """Every non-directory below the dataset folder except the manifest and .labkeep.
+        """Every non-directory below the dataset folder except labkeep's own files (the
+        manifest, ``.labkeep/`` and an older version's manifest temp file beside it).
 
         Yields ``(relpath, lstat)``; symlinks are yielded as themselves, not followed.
         """
@@ -133,9 +216,25 @@ class TreeStore:
             with os.scandir(folder) as it:
                 for item in it:
                     rel = prefix + item.name
-                    if not prefix and item.name in (PRIVATE_DIR, MANIFEST_NAME):
+                    if not prefix and (
+                        item.name in (PRIVATE_DIR, MANIFEST_NAME)
+                        or LEGACY_TEMP.fullmatch(item.name)
+                    ):
                         continue
                     if item.is_dir(follow_symlinks=False):
                         stack.append((rel + "/", item.path))
                     else:
                         yield rel, item.stat(follow_symlinks=False)
+
+
+def _empty(folder: Path) -> int:
+    """Remove everything inside *folder* (if it exists); return how many entries."""
+    removed = 0
+    if folder.is_dir():
+        for child in folder.iterdir():
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child)
+            else:
+                child.unlink()
+            removed += 1
+    return removed

@@ -15,7 +15,14 @@ import yaml
 
 from labkeep import Keep
 from labkeep.access import ALL_ACTIONS, ANONYMOUS, Principal
-from labkeep.errors import AuthenticationFailed, Forbidden, NotFound, UsageError
+from labkeep.errors import (
+    AlreadyExists,
+    AuthenticationFailed,
+    Forbidden,
+    NameUnavailable,
+    NotFound,
+    UsageError,
+)
 from tests.conftest import unseal_tree
 
 MATRIX = yaml.safe_load((Path(__file__).parent / "authz_matrix.yaml").read_text())
@@ -40,11 +47,13 @@ class World:
         src = self.tmp / f"src{n}"
         src.mkdir()
         (src / "f.txt").write_bytes(b"data %d" % n)
-        self.own, self.foreign = f"a-proj/c{n}", f"b-proj/c{n}"
+        self.own, self.foreign = f"a_proj/c{n}", f"axproj/c{n}"
         for address in (self.own, self.foreign):
             self.admin.ingest(src, address)
         self.admin.grant("ext", "read", self.own)
         self.share_token, _ = self.admin.create_share(self.own, expires="1d")
+        # an event below the foreign dataset: "a_proj/cN/%" would match it
+        self.admin.create_share(self.foreign + "/raw/f.txt", expires="1d")
 
     def name(self, prefix: str) -> str:
         return f"{prefix}{next(self.counter)}"
@@ -85,8 +94,8 @@ def world(keep: Keep, tmp_path: Path) -> Iterator[World]:
     keep.set_member("lab-a", "gadmin", "admin")
     keep.set_member("lab-b", "badmin", "admin")
     keep.set_user_disabled("dis")
-    keep.create_project("a-proj", group="lab-a")
-    keep.create_project("b-proj", group="lab-b")
+    keep.create_project("a_proj", group="lab-a")
+    keep.create_project("axproj", group="lab-b")
     w = World(keep, tmp_path)
     w.fresh()
     yield w
@@ -97,7 +106,7 @@ def _target(w: World, own: bool) -> str:
 
 
 def _project(w: World, own: bool) -> str:
-    return "a-proj" if own else "b-proj"
+    return "a_proj" if own else "axproj"
 
 
 def _ingest(k: Keep, w: World, own: bool) -> None:
@@ -115,6 +124,17 @@ def _unseal(k: Keep, w: World, own: bool) -> None:
 def _list_projects(k: Keep, w: World, own: bool) -> None:
     if _project(w, own) not in [p.name for p in k.list_projects()]:
         raise NotFound("not listed")
+
+
+class Leaked(AssertionError):
+    """An operation answered with something outside what was asked for."""
+
+
+def _events(k: Keep, target: str) -> None:
+    """The events on *target*: none may be on anything but *target* or below it."""
+    for event in k.events(target=target, limit=None):
+        if event["target"] != target and not event["target"].startswith(target + "/"):
+            raise Leaked(f"events of {target!r} include one on {event['target']!r}")
 
 
 def _download(k: Keep, w: World, own: bool) -> None:
@@ -142,12 +162,20 @@ OPERATIONS: dict[str, Callable[[Keep, World, bool], Any]] = {
     "make_public": lambda k, w, own: k.set_public(_target(w, own)),
     "share": lambda k, w, own: k.create_share(_target(w, own)),
     "list_shares": lambda k, w, own: k.list_shares(_project(w, own)),
-    "read_events": lambda k, w, own: k.events(target=_target(w, own)),
+    "read_events": lambda k, w, own: _events(k, _target(w, own)),
+    "read_project_events": lambda k, w, own: _events(k, _project(w, own)),
     "all_events": lambda k, w, own: k.events(),
     "status": lambda k, w, own: k.status(),
     "create_project": lambda k, w, own: k.create_project(
         w.name("p"), group="lab-a" if own else "lab-b"
     ),
+    "create_existing_project": lambda k, w, own: k.create_project(
+        _project(w, own), group="lab-a" if own else "lab-b"
+    ),
+    "create_taken_project": lambda k, w, own: k.create_project(
+        _project(w, not own), group="lab-a" if own else "lab-b"
+    ),
+    "create_existing_dataset": lambda k, w, own: k.create_dataset(_target(w, own)),
     "create_group": lambda k, w, own: k.create_group(w.name("g")),
     "list_groups": lambda k, w, own: k.list_groups(),
     "manage_members": lambda k, w, own: k.set_member("lab-a" if own else "lab-b", "zed", "member"),
@@ -177,6 +205,12 @@ def _outcome(func: Callable[[], Any]) -> str:
         return "hidden"
     except (Forbidden, AuthenticationFailed):
         return "denied"
+    except AlreadyExists:
+        return "exists"
+    except NameUnavailable:
+        return "unavailable"
+    except Leaked as exc:
+        return f"leaked ({exc})"
     return "ok"
 
 
@@ -210,33 +244,33 @@ def test_share_links_stay_in_scope(world: World) -> None:
     (src / "sub").mkdir(parents=True)
     (src / "a.txt").write_bytes(b"a")
     (src / "sub" / "b.txt").write_bytes(b"b")
-    admin.ingest(src, "a-proj/ds-a")
-    admin.ingest(src, "a-proj/ds-sibling")
-    token, _info = admin.create_share("a-proj/ds-a/raw/sub", expires="1h")
+    admin.ingest(src, "a_proj/ds-a")
+    admin.ingest(src, "a_proj/ds-sibling")
+    token, _info = admin.create_share("a_proj/ds-a/raw/sub", expires="1h")
     holder = admin.acting_as(admin.open_share(token))
-    assert [e["path"] for e in holder.ls("a-proj/ds-a/raw/sub").items] == ["raw/sub/b.txt"]
-    _, handle = holder.open_file("a-proj/ds-a/raw/sub/b.txt")
+    assert [e["path"] for e in holder.ls("a_proj/ds-a/raw/sub").items] == ["raw/sub/b.txt"]
+    _, handle = holder.open_file("a_proj/ds-a/raw/sub/b.txt")
     with handle:
         assert handle.read() == b"b"
     # inside the shared dataset, outside the shared folder: refused
     with pytest.raises(Forbidden):
-        holder.ls("a-proj/ds-a")  # the whole dataset's listing
+        holder.ls("a_proj/ds-a")  # the whole dataset's listing
     with pytest.raises(Forbidden):
-        holder.open_file("a-proj/ds-a/raw/a.txt")
+        holder.open_file("a_proj/ds-a/raw/a.txt")
     with pytest.raises(Forbidden):
-        holder.open_file("a-proj/ds-a/raw/subx/b.txt")  # a prefix that is not the folder
+        holder.open_file("a_proj/ds-a/raw/subx/b.txt")  # a prefix that is not the folder
     # other datasets and projects: not even their existence
-    for address in ("a-proj/ds-sibling/raw/sub/b.txt", "b-proj/c0/raw/f.txt"):
+    for address in ("a_proj/ds-sibling/raw/sub/b.txt", "axproj/c0/raw/f.txt"):
         with pytest.raises(NotFound):
             holder.open_file(address)
     # ".." never gets past the address parser
     with pytest.raises(UsageError, match=r"'\.\.'"):
-        holder.ls("a-proj/ds-a/raw/sub/../a.txt")
-    assert [p.name for p in holder.list_projects()] == ["a-proj"]
-    assert [d.name for d in holder.list_datasets("a-proj")] == ["ds-a"]
+        holder.ls("a_proj/ds-a/raw/sub/../a.txt")
+    assert [p.name for p in holder.list_projects()] == ["a_proj"]
+    assert [d.name for d in holder.list_datasets("a_proj")] == ["ds-a"]
     # nothing but reading
     with pytest.raises(Forbidden):
-        holder.seal("a-proj/ds-a")
+        holder.seal("a_proj/ds-a")
 
 
 def test_share_links_expire_are_revocable_and_count_downloads(world: World) -> None:
@@ -360,7 +394,7 @@ def test_private_projects_and_public_datasets(world: World) -> None:
     admin.set_public(world.foreign)
     anyone = admin.acting_as(ANONYMOUS)
     assert anyone.get_dataset(world.foreign).public
-    assert [p.name for p in anyone.list_projects()] == ["b-proj"]
+    assert [p.name for p in anyone.list_projects()] == ["axproj"]
     with pytest.raises(Forbidden):
         anyone.seal(world.foreign)
 
@@ -378,20 +412,62 @@ def test_local_os_user_mapping(keep: Keep, keep_root: Path) -> None:
     assert local_principal(keep, "stranger").name == "bob"
 
 
+def test_a_hidden_project_name_is_answered_as_a_reserved_one(world: World) -> None:
+    """Those who may not see a project learn nothing from trying its name: the answer is
+    the one for a reserved name (and those who may see it are told it exists)."""
+    admin = world.admin
+    gadmin = admin.acting_as(admin.principal_for("gadmin"))
+    gadmin.create_project("a-secret", group="lab-a", private=True)
+    alice = admin.acting_as(admin.principal_for("alice"))
+    badmin = admin.acting_as(admin.principal_for("badmin"))
+    answers = []
+    for keep, name in ((alice, "a-secret"), (alice, "nul"), (badmin, "a_proj"), (badmin, "com1")):
+        with pytest.raises(NameUnavailable) as caught:
+            keep.create_project(name, group="lab-a" if keep is alice else "lab-b")
+        error = caught.value
+        answers.append(
+            (error.code, error.http_status, error.message.replace(name, "NAME"), error.hint)
+        )
+    assert len(set(answers)) == 1, answers
+    with pytest.raises(AlreadyExists, match="already exists"):
+        gadmin.create_project("a-secret", group="lab-a")
+    # datasets the same way
+    for name in ("aux", "lpt1.dat"):
+        with pytest.raises(NameUnavailable):
+            alice.create_dataset(f"a_proj/{name}")
+    with pytest.raises(AlreadyExists):
+        alice.create_dataset(world.own)
+
+
+def test_a_link_in_use_stops_when_its_creator_loses_access(world: World) -> None:
+    """Downloads re-check the link, so a holder who opened it earlier is stopped too."""
+    admin = world.admin
+    alice = admin.acting_as(admin.principal_for("alice"))
+    token, _ = alice.create_share(world.own)
+    holder = admin.acting_as(admin.open_share(token))
+    _, handle = holder.open_file(world.own + "/raw/f.txt")
+    handle.close()
+    admin.set_user_disabled("alice")
+    with pytest.raises(AuthenticationFailed, match="invalid, expired or revoked"):
+        holder.open_file(world.own + "/raw/f.txt")
+    with pytest.raises(AuthenticationFailed, match="invalid, expired or revoked"):
+        holder.files_for_download(world.own)
+
+
 def test_event_filters_match_names_exactly(world: World) -> None:
     """``_`` (a slug character) and ``%`` are no wildcards: a reader of a_b and of
-    a-proj/d_1 sees none of the events of axb, a-proj/dx1 or a-proj/d_10."""
+    a_proj/d_1 sees none of the events of axb, a_proj/dx1 or a_proj/d_10."""
     admin = world.admin
     admin.create_project("a_b", group="lab-a")
     admin.create_project("axb", group="lab-b")
-    for dataset in ("a-proj/d_1", "a-proj/dx1", "a-proj/d_10", "a_b/s1", "axb/s1"):
+    for dataset in ("a_proj/d_1", "a_proj/dx1", "a_proj/d_10", "a_b/s1", "axb/s1"):
         admin.create_dataset(dataset)
     alice = admin.acting_as(admin.principal_for("alice"))  # member of lab-a
     targets = {e["target"] for e in alice.events(target="a_b", limit=None)}
     assert targets == {"a_b", "a_b/s1"}
-    assert {e["target"] for e in alice.events(target="a-proj/d_1", limit=None)} == {"a-proj/d_1"}
-    everything = {e["target"] for e in admin.events(target="a-proj", limit=None)}
-    assert {"a-proj/d_1", "a-proj/dx1", "a-proj/d_10"} <= everything
+    assert {e["target"] for e in alice.events(target="a_proj/d_1", limit=None)} == {"a_proj/d_1"}
+    everything = {e["target"] for e in admin.events(target="a_proj", limit=None)}
+    assert {"a_proj/d_1", "a_proj/dx1", "a_proj/d_10"} <= everything
     assert not any(t.startswith(("a_b", "axb")) for t in everything)
     with pytest.raises(UsageError):
         admin.events(target="a%b")
@@ -404,11 +480,13 @@ def test_share_links_live_no_longer_than_their_creators_access(world: World) -> 
     assert admin.open_share(token).kind == "share"
     # disabled: the link stops working (and the command says so); enabled: it works again
     disabled = admin.set_user_disabled("alice", True)
-    assert disabled.suspended_links == 1 and disabled.to_dict()["suspended_links"] == 1
+    assert disabled.suspended_shares == 1 and disabled.to_dict()["suspended_shares"] == 1
+    assert disabled.to_dict()["message"] == "1 share link made by alice is suspended"
     with pytest.raises(AuthenticationFailed):
         admin.open_share(token)
     listed = {s.id: s for s in admin.list_shares(world.own)}
     assert listed[info.id].suspended and not listed[info.id].active
+    assert listed[info.id].state == "suspended"
     assert listed[info.id].to_dict()["suspended"] is True
     admin.set_user_disabled("alice", False)
     assert admin.open_share(token).kind == "share"
@@ -417,7 +495,7 @@ def test_share_links_live_no_longer_than_their_creators_access(world: World) -> 
     ext = admin.acting_as(admin.principal_for("ext"))
     ext_token, _ = ext.create_share(world.own, expires="7d")
     record = admin.revoke("ext", world.own)
-    assert record["suspended_links"] == 1
+    assert record["suspended_shares"] == 1
     with pytest.raises(AuthenticationFailed):
         admin.open_share(ext_token)
     assert admin.open_share(token).kind == "share"  # alice's link does not depend on it
@@ -429,23 +507,23 @@ def test_a_ranged_download_counts_once(world: World, tmp_path: Path) -> None:
     src.mkdir()
     (src / "one.bin").write_bytes(b"1" * 100)
     (src / "two.bin").write_bytes(b"2" * 100)
-    admin.ingest(src, "a-proj/pair")
-    token, _ = admin.create_share("a-proj/pair", expires="1d", max_downloads=1)
+    admin.ingest(src, "a_proj/pair")
+    token, _ = admin.create_share("a_proj/pair", expires="1d", max_downloads=1)
     holder = admin.acting_as(admin.open_share(token))
-    _, first = holder.open_file("a-proj/pair/raw/one.bin")  # the first range (or all of it)
+    _, first = holder.open_file("a_proj/pair/raw/one.bin")  # the first range (or all of it)
     first.close()
     with pytest.raises(AuthenticationFailed):
         admin.open_share(token)  # used up by that one download
     for _ in range(5):  # the rest of the same download, range by range
         resumed = admin.acting_as(admin.open_share(token, resuming=True))
-        _, more = resumed.open_file("a-proj/pair/raw/one.bin", resuming=True)
+        _, more = resumed.open_file("a_proj/pair/raw/one.bin", resuming=True)
         more.close()
     # but not another file, and not the same one again from its start
     resumed = admin.acting_as(admin.open_share(token, resuming=True))
     with pytest.raises(AuthenticationFailed):
-        resumed.open_file("a-proj/pair/raw/two.bin", resuming=True)
+        resumed.open_file("a_proj/pair/raw/two.bin", resuming=True)
     with pytest.raises(AuthenticationFailed):
-        resumed.open_file("a-proj/pair/raw/one.bin")
+        resumed.open_file("a_proj/pair/raw/one.bin")
 
 
 def test_denials_are_plain_sentences() -> None:
@@ -481,7 +559,7 @@ def test_free_texts_have_limits(world: World) -> None:
     huge = "x" * 100_000
     for call in (
         lambda: admin.create_project("p-long", title=huge),
-        lambda: admin.update_project("a-proj", description=huge),
+        lambda: admin.update_project("a_proj", description=huge),
         lambda: admin.update_dataset(world.own, title=huge),
         lambda: admin.create_share(world.own, label=huge),
         lambda: admin.create_token(huge),
@@ -490,4 +568,4 @@ def test_free_texts_have_limits(world: World) -> None:
     ):
         with pytest.raises(UsageError, match="too long"):
             call()
-    admin.update_project("a-proj", title="t" * 300)  # the limit itself is fine
+    admin.update_project("a_proj", title="t" * 300)  # the limit itself is fine

@@ -136,10 +136,12 @@ class Case:
     after: Callable[[Walk, bool, httpx.Response], None] | None = None
     #: for list routes: (key, value) of the item an "ok" cell must list, a "hidden" not
     listed: Callable[[Walk, bool], tuple[str, str]] | None = None
+    #: checks an "ok" answer's content; returns what is wrong with it ("" if nothing)
+    content: Callable[[Call, httpx.Response], str] | None = None
 
 
 def _p(own: bool) -> str:
-    return "a-proj" if own else "b-proj"
+    return "a_proj" if own else "axproj"
 
 
 def _g(own: bool) -> str:
@@ -200,6 +202,18 @@ def _name(prefix: str) -> Callable[[Walk, str, bool], str]:
     return lambda w, kind, own: w.world.name(prefix)
 
 
+def _only_below(call: Call, response: httpx.Response) -> str:
+    """Every event listed is on the asked target or below it."""
+    assert call.params is not None
+    target = call.params["target"]
+    outside = [
+        e["target"]
+        for e in response.json()
+        if e["target"] != target and not e["target"].startswith(target + "/")
+    ]
+    return f"events of {target!r} include {outside[:3]}" if outside else ""
+
+
 def _login(w: Walk, kind: str, own: bool) -> Call:
     name = _own_name(w, kind) if own else w.world.name("nobody")
     password = PASSWORD if own else "not the password"
@@ -223,6 +237,16 @@ CASES: list[Case] = [
         ),
     ),
     Case(
+        "POST /api/v1/projects",
+        "create_existing_project",
+        lambda w, k, o: Call("POST", f"{API}/projects", json={"name": _p(o), "group": _g(o)}),
+    ),
+    Case(
+        "POST /api/v1/projects",
+        "create_taken_project",
+        lambda w, k, o: Call("POST", f"{API}/projects", json={"name": _p(not o), "group": _g(o)}),
+    ),
+    Case(
         "GET /api/v1/projects/{project}",
         "read_project",
         lambda w, k, o: Call("GET", f"{API}/projects/{_p(o)}"),
@@ -244,6 +268,15 @@ CASES: list[Case] = [
         "create_dataset",
         lambda w, k, o: Call(
             "POST", f"{API}/projects/{_p(o)}/datasets", json={"name": w.world.name("new")}
+        ),
+    ),
+    Case(
+        "POST /api/v1/projects/{project}/datasets",
+        "create_existing_dataset",
+        lambda w, k, o: Call(
+            "POST",
+            f"{API}/projects/{_p(o)}/datasets",
+            json={"name": w.dataset(o).split("/")[1]},
         ),
     ),
     Case(
@@ -388,6 +421,13 @@ CASES: list[Case] = [
         "GET /api/v1/events",
         "read_events",
         lambda w, k, o: Call("GET", f"{API}/events", params={"target": w.dataset(o)}),
+        content=_only_below,
+    ),
+    Case(
+        "GET /api/v1/events",
+        "read_project_events",
+        lambda w, k, o: Call("GET", f"{API}/events", params={"target": _p(o)}),
+        content=_only_below,
     ),
     Case("GET /api/v1/events", "all_events", lambda w, k, o: Call("GET", f"{API}/events"), False),
 ]
@@ -438,7 +478,13 @@ def statuses(outcome: str, kind: str) -> set[int]:
         return {404}
     if outcome == "unauthenticated":
         return {401}
+    if outcome in ("exists", "unavailable"):
+        return {409}
     return {200, 201, 204}
+
+
+#: the error code of each outcome that has one of its own
+ERROR_CODES = {"exists": "exists", "unavailable": "name-unavailable"}
 
 
 # -- fixtures ---------------------------------------------------------------------------
@@ -476,8 +522,8 @@ def _serve_world(keep: Keep, tmp: Path) -> Iterator[Walk]:
     keep.set_member("lab-a", "dis", "member")
     keep.set_member("lab-a", "gadmin", "admin")
     keep.set_member("lab-b", "badmin", "admin")
-    keep.create_project("a-proj", group="lab-a")
-    keep.create_project("b-proj", group="lab-b")
+    keep.create_project("a_proj", group="lab-a")
+    keep.create_project("axproj", group="lab-b")
     keep.set_password(keep.actor, PASSWORD)
     world = World(keep, tmp)
     world.fresh()
@@ -554,6 +600,11 @@ def _check_cell(w: Walk, case: Case, kind: str, own: bool, headers: dict[str, st
     if not response.is_success:
         assert response.headers["content-type"] == "application/json"
         assert response.json()["status"] == "error"
+        code = ERROR_CODES.get(expected)
+        if code is not None and response.json()["error"] != code:
+            return f"{case.route} ({case.operation}) by {kind} on {where}: {response.text}"
+    elif case.content is not None and (wrong := case.content(call, response)):
+        return f"{case.route} ({case.operation}) by {kind} on {where}: {wrong}"
     return ""
 
 
@@ -609,6 +660,23 @@ def test_hidden_datasets_look_like_missing_ones(walk: Walk, kind: str) -> None:
     missing = w.client.get(f"{API}/files/{project}/no-such/raw/f.txt", headers=headers)
     assert hidden.status_code == missing.status_code == 404
     assert hidden.json() == json.loads(missing.text.replace("no-such", name))
+
+
+@pytest.mark.parametrize("kind", ["member", "group_admin"])
+def test_hidden_project_names_look_like_reserved_ones(walk: Walk, kind: str) -> None:
+    """Creating a project named like one the caller may not see is answered exactly as a
+    reserved name is: nobody learns of hidden projects by trying names."""
+    w = walk
+    headers = headers_for(w, kind)
+    taken = w.client.post(
+        f"{API}/projects", json={"name": "axproj", "group": "lab-a"}, headers=headers
+    )
+    reserved = w.client.post(
+        f"{API}/projects", json={"name": "con", "group": "lab-a"}, headers=headers
+    )
+    assert taken.status_code == reserved.status_code == 409
+    assert taken.json() == json.loads(reserved.text.replace("'con'", "'axproj'"))
+    assert "already exists" not in taken.text
 
 
 def test_tokens_of_disabled_accounts_stay_dead_after_enabling(walk: Walk) -> None:

@@ -341,3 +341,42 @@ def test_share_links_and_tokens_show_their_secret_once(init_keep: InitKeep) -> N
     keep.assert_never_shown(bare_token, except_in=bare_result)
     keep.assert_never_shown(api_token, except_in=token_result)
     keep.assert_never_shown(plain_token, except_in=plain_result)
+
+
+def test_disable_and_revoke_say_which_share_links_are_suspended(init_keep: InitKeep) -> None:
+    """Links live on their creator's access: the commands that take access away say how
+    many links they suspended, and ``share list`` shows them as suspended."""
+    keep, _ = init_keep()
+    with Keep.open(keep.root) as api:  # the setup, in-process: the commands are below
+        api.create_project("p1")
+        api.create_dataset("p1/d1")
+        api.add_user("alice")
+        api.add_user("bob")
+        api.grant("alice", "write", "p1")
+        api.grant("bob", "write", "p1/d1")
+        alice = api.acting_as(api.principal_for("alice"))
+        bob = api.acting_as(api.principal_for("bob"))
+        alice_token, _ = alice.create_share("p1/d1")
+        alice.create_share("p1")
+        bob_token, _ = bob.create_share("p1/d1")
+
+    disable = keep.start("user", "disable", "alice")
+    revoke = keep.start("revoke", "bob", "p1/d1", "--json")
+    assert "2 share links made by alice are suspended" in disable.wait().stdout
+    revoked = revoke.json()[0]
+    assert revoked["suspended_shares"] == 1
+    assert revoked["message"] == "1 share link made by bob is suspended"
+    listing = keep.start("share", "list", "p1")
+    on_dataset = keep.start("share", "list", "p1/d1", "--json")
+    assert listing.wait().stdout.count("suspended") == 3
+    states = {s["created_by"]: s["state"] for s in on_dataset.json()}
+    assert states == {"alice": "suspended", "bob": "suspended"}
+    with Keep.open(keep.root) as api:
+        for token in (alice_token, bob_token):
+            with pytest.raises(AuthenticationFailed, match="invalid, expired or revoked"):
+                api.open_share(token)
+
+    enable = keep.start("user", "enable", "alice")
+    assert "2 share links made by alice are working again" in enable.wait().stdout
+    with Keep.open(keep.root) as api:
+        assert api.open_share(alice_token).kind == "share"

@@ -291,3 +291,30 @@ def test_directory_that_never_answers_times_out(tmp_path: Path, blank_keep: Path
             with pytest.raises(DirectoryUnavailable, match="cannot be reached"):
                 keep.authenticate_password("alice", DIRECTORY["alice"])
             assert time.monotonic() - started < 10
+
+
+def test_first_sign_ins_at_once_make_one_account(keep: Keep) -> None:
+    """Two browser tabs or two server workers signing a new LDAP user in at the same
+    moment: both are signed in, one account and one event are made."""
+    import threading
+
+    racers = 6
+    barrier = threading.Barrier(racers)
+    outcomes: list[object] = []
+
+    def sign_in() -> None:
+        barrier.wait()
+        try:
+            outcomes.append(keep.authenticate_password("carol", DIRECTORY["carol"]))
+        except BaseException as exc:  # the test looks at every outcome
+            outcomes.append(exc)
+
+    threads = [threading.Thread(target=sign_in) for _ in range(racers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not [o for o in outcomes if isinstance(o, BaseException)], outcomes
+    assert len({o.user_id for o in outcomes}) == 1  # type: ignore[attr-defined]
+    assert _users(keep)["carol"] == "ldap"
+    assert len(keep.events(action="user-create")) == 1

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from labkeep import Keep
-from labkeep.errors import AlreadyExists, Busy
+from labkeep.errors import AlreadyExists, Busy, NameUnavailable
 
 RACERS = 8
 
@@ -83,9 +83,12 @@ def test_a_hidden_projects_name_is_not_confirmed(keep: Keep) -> None:
     keep.create_project("secret-plans", group="lab-b", private=True)
     keep.create_project("open-lab-a", group="lab-a")
     alice = keep.acting_as(keep.principal_for("alice"))
-    with pytest.raises(AlreadyExists) as hidden:
+    with pytest.raises(NameUnavailable) as hidden:
         alice.create_project("secret-plans", group="lab-a")
     assert "exist" not in str(hidden.value) and "not available" in hidden.value.message
+    with pytest.raises(NameUnavailable) as reserved:
+        alice.create_project("con", group="lab-a")
+    assert reserved.value.message == hidden.value.message.replace("secret-plans", "con")
     with pytest.raises(AlreadyExists) as visible:
         alice.create_project("open-lab-a", group="lab-a")
     assert "already exists" in visible.value.message

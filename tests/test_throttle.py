@@ -55,7 +55,10 @@ def test_concurrent_guesses_get_only_the_free_checks(
 
     def guess(i: int) -> None:
         barrier.wait()
-        outcomes.append(attempt(alice, f"guess {i}", "10.0.0.66"))
+        try:
+            outcomes.append(attempt(alice, f"guess {i}", "10.0.0.66"))
+        except Exception as exc:  # the test looks at every outcome
+            outcomes.append(repr(exc))
 
     threads = [threading.Thread(target=guess, args=(i,)) for i in range(30)]
     for thread in threads:
@@ -63,14 +66,15 @@ def test_concurrent_guesses_get_only_the_free_checks(
     for thread in threads:
         thread.join()
     assert len(checked) <= sessions.FREE_ATTEMPTS, len(checked)
-    assert outcomes.count("wrong") == len(checked)
-    assert outcomes.count("slowed") == 30 - len(checked)
+    assert outcomes.count("wrong") == len(checked), outcomes
+    assert outcomes.count("slowed") == 30 - len(checked), outcomes
 
 
 def test_a_guesser_does_not_keep_the_owner_out(alice: Keep) -> None:
     # the guesser's client is slowed after its free attempts
     for _ in range(sessions.FREE_ATTEMPTS):
         assert attempt(alice, "wrong guess", "10.0.0.66") == "wrong"
+    age_failures(alice, -5)  # the last failure just now (a loaded machine is slow)
     assert attempt(alice, "wrong guess", "10.0.0.66") == "slowed"
     with pytest.raises(TooManyAttempts) as info:
         alice.login("alice", "wrong guess", client="10.0.0.66")

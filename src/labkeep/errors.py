@@ -151,6 +151,15 @@ class CatalogBusy(Busy):
     http_status = 503
 
 
+class NameUnavailable(LabkeepError):
+    """A new project or dataset cannot take this name: it is reserved, or something the
+    caller may not see already has it. Both get the same answer, so that nobody learns of
+    hidden projects by trying names."""
+
+    code = "name-unavailable"
+    http_status = 409
+
+
 class Conflict(LabkeepError):
     """A change collided with another one made at the same moment: run it again."""
 

@@ -25,6 +25,18 @@ MAX_MESSAGE = 10_000
 MAX_EMAIL = 320
 
 
+#: names a new project or dataset may not take, with or without an extension: Windows
+#: cannot open a folder named like a device, and the tree is shared over SMB
+RESERVED_NAMES = frozenset(
+    {"con", "prn", "aux", "nul"} | {f"{port}{i}" for port in ("com", "lpt") for i in range(10)}
+)
+
+
+def reserved_name(name: str) -> bool:
+    """True for names that a new project or dataset may not take (see RESERVED_NAMES)."""
+    return name.split(".", 1)[0].lower() in RESERVED_NAMES
+
+
 def check_text(value: str, what: str, most: int) -> str:
     """*value* if it is at most *most* characters of storable text, else UsageError."""
     if len(value) > most:

@@ -73,11 +73,8 @@ def revoke(
         emit_json(record)
     else:
         out.print(f"revoked the grant of {record['principal']} on {record['target']}")
-        if record.get("suspended_links"):
-            out.print(
-                f"{record['suspended_links']} share link(s) on {record['target']} are suspended: "
-                "their creators may no longer share it (they work again with the access)"
-            )
+        if record.get("message"):
+            out.print(record["message"] + ": they work again when the access is given back")
 
 
 @handle_errors

@@ -45,13 +45,7 @@ def share_url(base_url: str | None, token: str) -> str | None:
 
 
 def _state(info: ShareInfo) -> str:
-    if info.revoked_at is not None:
-        return "revoked"
-    if getattr(info, "suspended", False):
-        return "suspended"
-    if info.max_downloads is not None and info.downloads >= info.max_downloads:
-        return "used up"
-    return "active" if info.active else "expired"
+    return str(info.to_dict()["state"])
 
 
 @share_app.command("create")

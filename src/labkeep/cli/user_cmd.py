@@ -137,14 +137,13 @@ def _set_disabled(name: str, disabled: bool, root: str | None, json_out: bool) -
         emit_json({"action": action, "status": "ok", **info.to_dict()})
     elif disabled:
         out.print(f"disabled {info.name}: signed out, API tokens revoked")
-        if info.suspended_links:
-            out.print(
-                f"{info.suspended_links} share link(s) made by {info.name} are suspended: "
-                "they work again if the account is enabled again"
-            )
+        if info.suspended_shares:
+            out.print(info.to_dict()["message"] + ": they work again if the account is enabled")
         err.print(f"undo with: labkeep user enable {info.name}")
     else:
         out.print(f"enabled {info.name}")
+        if info.resumed_shares:
+            out.print(info.to_dict()["message"])
 
 
 @user_app.command("disable")

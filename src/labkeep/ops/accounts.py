@@ -37,8 +37,18 @@ class UserInfo:
     os_user: str | None
     created_at: datetime
     groups: dict[str, str]
-    #: share links of this account that stopped working with this change (disable)
-    suspended_links: int | None = None
+    #: share links of this account that stopped working (disable) or work again (enable)
+    suspended_shares: int | None = None
+    resumed_shares: int | None = None
+
+    def _shares(self) -> dict[str, Any]:
+        from labkeep.ops.shares import links_message
+
+        for key, state in (("suspended_shares", "suspended"), ("resumed_shares", "working again")):
+            count = getattr(self, key)
+            if count:
+                return {key: count, "message": links_message(count, self.name, state)}
+        return {}
 
     @classmethod
     def of(cls, user: User, groups: dict[str, str]) -> UserInfo:
@@ -65,7 +75,7 @@ class UserInfo:
             "os_user": self.os_user,
             "created_at": isoformat(self.created_at),
             "groups": self.groups,
-            **({"suspended_links": self.suspended_links} if self.suspended_links else {}),
+            **self._shares(),
         }
 
 
@@ -269,15 +279,22 @@ def set_disabled(keep: Keep, name: str, disabled: bool = True) -> UserInfo:
                 .where(ApiToken.user_id == user.id, ApiToken.revoked_at.is_(None))
                 .values(revoked_at=utcnow())
             )
+        from labkeep.ops.shares import count_live
+
+        session.flush()
+        live = count_live(session, creator_id=user.id)
         append_event(
-            session, keep.actor, "user-disable" if disabled else "user-enable", f"user:{name}", {}
+            session,
+            keep.actor,
+            "user-disable" if disabled else "user-enable",
+            f"user:{name}",
+            {"share_links": live},
         )
         info = UserInfo.of(user, _user_groups(session, user.id))
         if disabled:
-            from labkeep.ops.shares import count_suspended
-
-            session.flush()
-            info.suspended_links = count_suspended(session, creator_id=user.id)
+            info.suspended_shares = live
+        else:
+            info.resumed_shares = count_live(session, creator_id=user.id, working=True)
         return info
 
 

@@ -95,6 +95,9 @@ def revoke(keep: Keep, grantee: str, target: str) -> dict[str, Any]:
     with keep.catalog.write() as session:
         proj, dataset = _target(keep, session, target)
         user_id, group_id = _grantee(session, grantee)
+        from labkeep.ops.shares import count_live
+
+        before = count_live(session, project_id=proj.id, working=False)
         result = session.execute(
             delete(Grant).where(
                 Grant.project_id == proj.id,
@@ -105,20 +108,24 @@ def revoke(keep: Keep, grantee: str, target: str) -> dict[str, Any]:
         )
         if not result.rowcount:  # type: ignore[attr-defined]
             raise NotFound(f"{grantee} has no grant on {target}")
-        from labkeep.ops.shares import count_suspended
+        from labkeep.ops.shares import count_live, links_message
 
         session.flush()
-        suspended = count_suspended(session, project_id=proj.id)
+        suspended = count_live(session, project_id=proj.id, working=False) - before
         append_event(
             session, keep.actor, "revoke", target, {"principal": grantee, "suspended": suspended}
         )
-    return {
+    record: dict[str, Any] = {
         "action": "revoke",
         "status": "ok",
         "principal": grantee,
         "target": target,
-        "suspended_links": suspended,
+        "suspended_shares": suspended,
     }
+    if suspended:
+        creator = grantee.removeprefix("user:") if not grantee.startswith("group:") else None
+        record["message"] = links_message(suspended, creator, "suspended", target)
+    return record
 
 
 def list_grants(keep: Keep, target: str) -> list[dict[str, Any]]:

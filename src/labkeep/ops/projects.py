@@ -12,8 +12,15 @@ from sqlalchemy.orm import Session
 from labkeep.access import Resource, check
 from labkeep.catalog import Dataset, Group, Project, Version, add_unique
 from labkeep.clock import isoformat, utcnow
-from labkeep.errors import AlreadyExists, NotFound, UsageError
-from labkeep.names import MAX_DESCRIPTION, MAX_TITLE, check_slug, check_text, parse_address
+from labkeep.errors import AlreadyExists, LabkeepError, NameUnavailable, NotFound, UsageError
+from labkeep.names import (
+    MAX_DESCRIPTION,
+    MAX_TITLE,
+    check_slug,
+    check_text,
+    parse_address,
+    reserved_name,
+)
 from labkeep.ops._access import (
     dataset_readable,
     find_dataset,
@@ -152,6 +159,8 @@ def create_project(
             if group_id is None:
                 raise NotFound(f"no group {group!r}", hint="see 'labkeep group list'")
         check(keep.principal, "project.create", Resource("group", group_id=group_id))
+        if reserved_name(name):
+            raise _unavailable("project", name)
         project = Project(
             name=name,
             title=title,
@@ -195,14 +204,23 @@ def _check_texts(title: str | None, description: str | None) -> None:
         check_text(description, "the description", MAX_DESCRIPTION)
 
 
-def _name_taken(keep: Keep, session: Session, name: str) -> AlreadyExists:
+def _name_taken(keep: Keep, session: Session, name: str) -> LabkeepError:
     """The answer to creating a project whose name is taken: "already exists" for those
-    who may see that project, and for everyone else an answer that does not say a
-    project of that name exists (it may be private to others)."""
+    who may see that project; for everyone else exactly the answer to a reserved name,
+    which does not say that a project of that name exists (it may be private)."""
     existing = session.execute(select(Project).where(Project.name == name)).scalar_one()
     if project_visible(session, keep.principal, existing):
         return AlreadyExists(f"project {name!r} already exists", hint=f"see 'labkeep ls {name}'")
-    return AlreadyExists(f"the project name {name!r} is not available", hint="choose another name")
+    return _unavailable("project", name)
+
+
+def _unavailable(kind: str, name: str) -> NameUnavailable:
+    """The one answer for a reserved name and for one taken by something hidden."""
+    return NameUnavailable(
+        f"cannot create {kind} {name!r}: the name is not available",
+        hint="choose another name (names are unique, and names Windows cannot open, such as "
+        "con, nul, com1 or lpt1, are reserved)",
+    )
 
 
 def _visible_datasets(session: Session, keep: Keep, project: Project) -> int:
@@ -298,9 +316,16 @@ def ensure_dataset(
         select(Dataset).where(Dataset.project_id == proj.id, Dataset.name == name)
     ).scalar_one_or_none()
     if dataset is not None:
+        if not dataset_readable(
+            session, keep.principal, proj, dataset, project_resource(session, proj).grants
+        ):
+            check(keep.principal, "dataset.create", project_resource(session, proj))
+            raise _unavailable("dataset", f"{project}/{name}")
         find_dataset(keep, session, project, name, action)
         return proj, dataset, False
     check(keep.principal, "dataset.create", project_resource(session, proj))
+    if reserved_name(name):
+        raise _unavailable("dataset", f"{project}/{name}")
     dataset = Dataset(
         project_id=proj.id,
         name=name,

@@ -64,7 +64,20 @@ class ShareInfo:
             "revoked_at": isoformat(self.revoked_at),
             "suspended": self.suspended,
             "active": self.active,
+            "state": self.state,
         }
+
+    @property
+    def state(self) -> str:
+        """active, suspended (its creator may no longer share it), revoked, expired or
+        used up."""
+        if self.revoked_at is not None:
+            return "revoked"
+        if self.max_downloads is not None and self.downloads >= self.max_downloads:
+            return "used up"
+        if self.expires_at <= utcnow():
+            return "expired"
+        return "suspended" if self.suspended else "active"
 
 
 def _target_text(project: str, dataset: str | None, path: str | None, version: int | None) -> str:
@@ -104,10 +117,24 @@ def creator_may_share(session: Session, link: ShareLink) -> bool:
     return allowed(load_principal(session, user), "share.create", resource)
 
 
-def count_suspended(
-    session: Session, *, creator_id: int | None = None, project_id: int | None = None
+def links_message(count: int, creator: str | None, state: str, where: str = "") -> str:
+    """'2 share links made by alice are suspended' (what disable, enable and revoke say)."""
+    links = "1 share link" if count == 1 else f"{count} share links"
+    verb = "is" if count == 1 else "are"
+    by = f" made by {creator}" if creator else f" on {where}"
+    return f"{links}{by} {verb} {state}"
+
+
+def count_live(
+    session: Session,
+    *,
+    creator_id: int | None = None,
+    project_id: int | None = None,
+    working: bool | None = None,
 ) -> int:
-    """How many otherwise working links of a creator (or on a project) are suspended."""
+    """How many links of a creator (or on a project) are neither revoked, expired nor
+    used up; of those, only the ones that work (*working* True) or are suspended (False).
+    """
     query = select(ShareLink).where(ShareLink.revoked_at.is_(None), ShareLink.expires_at > utcnow())
     if creator_id is not None:
         query = query.where(ShareLink.created_by == creator_id)
@@ -117,7 +144,7 @@ def count_suspended(
         1
         for link in session.execute(query).scalars()
         if (link.max_downloads is None or link.downloads < link.max_downloads)
-        and not creator_may_share(session, link)
+        and (working is None or creator_may_share(session, link) == working)
     )
 
 
@@ -291,6 +318,16 @@ def count_download(keep: Keep, file: FileInfo | None = None, *, resuming: bool =
         link = session.execute(
             select(ShareLink).where(ShareLink.id == scope.link_id).with_for_update()
         ).scalar_one()
+        if (
+            link.revoked_at is not None
+            or link.expires_at <= utcnow()
+            or not creator_may_share(session, link)
+        ):
+            # (a holder who opened the link earlier is stopped at the next download)
+            raise AuthenticationFailed(
+                "this share link is invalid, expired or revoked",
+                hint="ask the person who shared it for a new link",
+            )
         seen = None
         if file is not None:
             seen = session.execute(

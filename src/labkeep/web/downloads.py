@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import functools
 import os
+import re
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, BinaryIO
 from urllib.parse import quote
@@ -37,8 +38,10 @@ def content_disposition(filename: str, inline: bool = False) -> str:
 
 
 def resuming(range_header: str | None) -> bool:
-    """A Range that does not start at the first byte continues a download."""
-    return range_header is not None and not range_header.replace(" ", "").startswith("bytes=0-")
+    """A Range from a byte after the first (``bytes=N-``, N > 0) continues a download; a
+    whole file, a range from byte 0 or one counted from the end (``bytes=-N``) is one."""
+    match = re.match(r"\s*bytes\s*=\s*(\d+)\s*-", range_header or "")
+    return match is not None and int(match.group(1)) > 0
 
 
 def file_response(keep: Keep, address: str, range_header: str | None = None) -> Response:

@@ -460,6 +460,7 @@ def test_status_names_datasets_with_extra_files_and_manifest_drift(
     assert set(problems) == {"proj/s001", "proj/s002"}
     assert problems["proj/s001"]["extra"] == 1
     assert problems["proj/s002"]["manifest"] == "modified"
+    assert (info["extra_files"], info["manifests_not_matching"]) == (1, 1)
     assert any("proj/s001" in line and "EXTRA 1" in line for line in info["attention"])
     assert any("proj/s002" in line and "manifest" in line for line in info["attention"])
     human = labkeep("status", "--root", str(keep_root))

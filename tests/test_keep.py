@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -484,3 +485,116 @@ def test_catalog_path_order_is_manifest_order(keep: Keep) -> None:
         assert [p for p, _ in parse_manifest(text)] == sorted(paths, key=sort_key)
 
     check()
+
+
+# -- the audit chain's anchor outside the catalog ---------------------------------------
+def make_history(keep: Keep, tmp_path: Path) -> None:
+    src = tmp_path / "buffer"
+    make_files(src, 4)
+    keep.ingest(src, "proj/s001")
+    keep.seal("proj/s001")
+    keep.verify("proj")
+    (src / "more.txt").write_bytes(b"more")
+    keep.ingest(src, "proj/s002")
+
+
+def drop_event_triggers(keep: Keep) -> None:
+    """What an attacker with rights on the database does first."""
+    from sqlalchemy import text
+
+    with keep.catalog.write() as session:
+        if keep.catalog.dialect == "postgresql":
+            session.execute(text("DROP TRIGGER events_no_update ON events"))
+        else:
+            session.execute(text("DROP TRIGGER events_no_update"))
+            session.execute(text("DROP TRIGGER events_no_delete"))
+
+
+def anchor_lines(keep: Keep) -> list[list[str]]:
+    path = keep.tree.base / ".labkeep" / "audit-anchor.log"
+    return [line.split("\t") for line in path.read_text().splitlines()]
+
+
+def test_chain_head_is_checkpointed_outside_the_catalog(
+    keep: Keep, keep_root: Path, tmp_path: Path
+) -> None:
+    make_history(keep, tmp_path)
+    newest = keep.events(limit=1)[0]
+    lines = anchor_lines(keep)
+    # a checkpoint with every version committed and every verify: id, hash, time
+    assert len(lines) >= 4 and all(len(line) == 3 for line in lines)
+    assert lines[-1][:2] == [str(newest["id"]), newest["hash"]]
+    verify_event = keep.events(action="verify", limit=1)[0]
+    assert [str(verify_event["id"]), verify_event["hash"]] in [line[:2] for line in lines]
+    log = (keep_root / "logs").glob("verify_*.log")
+    assert f"audit chain head: event {verify_event['id']} {verify_event['hash']}" in "".join(
+        p.read_text() for p in log
+    )
+    check = keep.check_events()
+    assert check.ok, check.message
+    assert check.to_dict()["anchor"]["event_id"] == newest["id"]
+    result = subprocess.run([sys.executable, "-m", "labkeep", "events", "--check", "--root",
+                             str(keep_root)], capture_output=True, text=True)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+
+
+def rechain(keep: Keep) -> None:
+    """Rewrite an old event, then recompute every hash after it, correctly."""
+    from sqlalchemy import select, text
+
+    from labkeep.catalog import Event
+    from labkeep.ops.audit import GENESIS, HEAD_KEY, event_hash
+
+    with keep.catalog.write() as session:
+        rows = session.execute(select(Event).order_by(Event.id)).scalars().all()
+        prev = GENESIS
+        for row in rows:
+            actor = "mallory" if row.id == rows[1].id else row.actor
+            digest = event_hash(prev, row.at, actor, row.action, row.target, row.details)
+            session.execute(
+                text("UPDATE events SET actor = :a, prev_hash = :p, hash = :h WHERE id = :i"),
+                {"a": actor, "p": prev, "h": digest, "i": row.id},
+            )
+            prev = digest
+        session.execute(
+            text("UPDATE keep_state SET value = :v WHERE key = :k"), {"v": prev, "k": HEAD_KEY}
+        )
+
+
+@pytest.mark.parametrize("tampering", ["delete-tail", "wipe", "wipe-and-anchor", "rechain"])
+def test_events_check_catches_tampering_the_chain_alone_cannot(
+    keep: Keep, keep_root: Path, tmp_path: Path, tampering: str
+) -> None:
+    from sqlalchemy import select, text
+
+    from labkeep.catalog import Event
+    from labkeep.ops.audit import HEAD_KEY
+
+    make_history(keep, tmp_path)
+    assert keep.check_events().ok
+    drop_event_triggers(keep)
+    with keep.catalog.write() as session:
+        ids = [(i, h) for i, h in session.execute(select(Event.id, Event.hash).order_by(Event.id))]
+        if tampering == "delete-tail":
+            # cut the history after the first ingest; make the catalog's head match
+            keep_id, keep_hash = next((i, h) for i, h in ids if i > 3)
+            session.execute(text("DELETE FROM events WHERE id > :i"), {"i": keep_id})
+            session.execute(text("UPDATE keep_state SET value = :v WHERE key = :k"),
+                            {"v": keep_hash, "k": HEAD_KEY})  # fmt: skip
+            expected = f"events after {keep_id} were removed"
+        elif tampering.startswith("wipe"):
+            session.execute(text("DELETE FROM events"))
+            session.execute(text("DELETE FROM keep_state WHERE key = :k"), {"k": HEAD_KEY})
+            expected = "empty"
+    if tampering == "wipe-and-anchor":
+        (keep.tree.base / ".labkeep" / "audit-anchor.log").unlink()
+    if tampering == "rechain":
+        rechain(keep)  # every hash recomputed: the chain itself is consistent again
+        expected = "does not match the checkpoint"
+    check = keep.check_events()
+    assert not check.ok
+    assert expected in check.message, check.message
+    result = subprocess.run([sys.executable, "-m", "labkeep", "events", "--check", "--root",
+                             str(keep_root)], capture_output=True, text=True)  # fmt: skip
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "BROKEN" in result.stdout and expected in result.stdout.replace("\n", " ")

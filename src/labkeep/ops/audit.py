@@ -4,6 +4,14 @@ Each event's hash is SHA-256 over the previous event's hash and the event's own
 canonical fields, so changing, removing or reordering any row breaks the chain from
 that row on. The database also refuses UPDATE and DELETE on the table (triggers); the
 chain is what proves history intact even to someone who doubts the database.
+
+The chain's head is also checkpointed outside the catalog (see
+:mod:`labkeep.integrity.anchor`): after every committed version (ingest, seal, unseal)
+and every verify run, ``(event id, hash, time)`` is appended to each anchor, so that
+someone who can rewrite the whole database still cannot cut off or re-chain the history
+up to the newest checkpoint unseen. The write order is: the event's transaction
+commits, then the checkpoint is written (a crash in between leaves an older checkpoint,
+which is still true).
 """
 
 from __future__ import annotations
@@ -17,14 +25,18 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from labkeep.catalog import Event, KeepState
+from labkeep.catalog import Event, KeepState, Version
 from labkeep.clock import isoformat, utcnow
+from labkeep.errors import StorageError
+from labkeep.integrity.anchor import Anchor, Checkpoint, FileAnchor
 
 if TYPE_CHECKING:
     from labkeep.keep import Keep
 
 GENESIS = "0" * 64
 HEAD_KEY = "event_head"
+#: the anchor file in the tree's private folder (``TREE/.labkeep/``)
+ANCHOR_FILE = "audit-anchor.log"
 
 
 def canonical(details: dict[str, Any]) -> str:
@@ -65,6 +77,33 @@ def append_event(
         head.value = digest
     session.flush()
     return row
+
+
+def anchors(keep: Keep) -> list[Anchor]:
+    """Where the chain's head is checkpointed, outside the catalog.
+
+    So far one append-only file in the tree's private folder (on a facility's NAS, not
+    where the catalog's database runs); WORM stores join this list once stores exist.
+    """
+    from labkeep.storage import PRIVATE_DIR
+
+    return [FileAnchor(keep.tree.base / PRIVATE_DIR / ANCHOR_FILE)]
+
+
+def checkpoint(keep: Keep, event: Event) -> Checkpoint:
+    """Write *event* (appended by a transaction that has committed) to every anchor."""
+    point = Checkpoint(int(event.id), event.hash, isoformat(utcnow()) or "")
+    for anchor in anchors(keep):
+        try:
+            anchor.append(point)
+        except OSError as exc:
+            raise StorageError(
+                f"cannot write the audit checkpoint to {anchor.name}: {exc.strerror or exc}",
+                hint="what was done is committed and recorded in the audit log; only this "
+                "checkpoint of it is missing: free space (or fix permissions) there, and the "
+                "next version or verify writes a newer one",
+            ) from exc
+    return point
 
 
 def event_record(row: Event) -> dict[str, Any]:
@@ -128,6 +167,8 @@ class ChainCheck:
     checked: int
     first_bad_id: int | None = None
     message: str = ""
+    #: the newest checkpoint outside the catalog that the chain was compared with
+    anchor: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -136,17 +177,45 @@ class ChainCheck:
             "checked": self.checked,
             "first_bad_id": self.first_bad_id,
             "message": self.message,
+            "anchor": self.anchor,
         }
 
 
+def _newest_checkpoint(keep: Keep) -> tuple[str, Checkpoint] | None:
+    """The checkpoint with the highest event id over all anchors, and where it is."""
+    found: list[tuple[str, Checkpoint]] = []
+    for anchor in anchors(keep):
+        try:
+            point = anchor.newest()
+        except OSError as exc:
+            raise StorageError(
+                f"cannot read the audit checkpoints in {anchor.name}: {exc.strerror or exc}"
+            ) from exc
+        if point is not None:
+            found.append((anchor.name, point))
+    return max(found, key=lambda item: item[1].event_id, default=None)
+
+
 def check_events(keep: Keep, *, batch: int = 5000) -> ChainCheck:
-    """Recompute the whole chain; report the first row where it breaks."""
+    """Recompute the whole chain; report the first row where it breaks.
+
+    Then compare it with the newest checkpoint outside the catalog: that event must be in
+    the chain with that hash (else history up to it was rewritten), and the chain must
+    reach it (else its newest events were removed). An empty log always fails: every
+    keep's log starts with its ``init`` event.
+    """
     from labkeep.access import check
 
     check(keep.principal, "events.all")
+    # read the checkpoints first: their events committed before they were written, so
+    # the chain read next contains them
+    newest = _newest_checkpoint(keep)
+    where, point = newest if newest is not None else ("", None)
+    anchor = None if point is None else {**point.__dict__, "where": where}
     prev = GENESIS
     checked = 0
     last_id = 0
+    met = False
     with keep.catalog.read() as session:
         while True:
             rows = (
@@ -167,7 +236,24 @@ def check_events(keep: Keep, *, batch: int = 5000) -> ChainCheck:
                         row.id,
                         f"event {row.id} does not match the chain: it or an earlier event "
                         "was altered, removed or inserted",
+                        anchor,
                     )
+                if point is not None and not met and row.id >= point.event_id:
+                    if row.id != point.event_id or row.hash != point.hash:
+                        what = (
+                            f"event {point.event_id} is missing"
+                            if row.id != point.event_id
+                            else f"event {row.id} does not match the checkpoint"
+                        )
+                        return ChainCheck(
+                            False,
+                            checked,
+                            row.id,
+                            f"{what} written at {point.at} in {where}: the history up to it "
+                            "was rewritten and its hashes recomputed",
+                            anchor,
+                        )
+                    met = True
                 prev = row.hash
                 checked += 1
                 last_id = row.id
@@ -175,8 +261,42 @@ def check_events(keep: Keep, *, batch: int = 5000) -> ChainCheck:
         head = session.execute(
             select(KeepState.value).where(KeepState.key == HEAD_KEY)
         ).scalar_one_or_none()
+        versions = session.execute(
+            select(func.count(Version.id)).where(Version.state == "committed")
+        ).scalar_one()
+    if not checked:
+        why = (
+            f"the keep has {versions} committed versions"
+            if versions
+            else "every keep's log starts with its 'init' event"
+        )
+        return ChainCheck(
+            False, 0, None, f"the event log is empty, but {why}: it was wiped", anchor
+        )
+    if point is not None and not met:
+        return ChainCheck(
+            False,
+            checked,
+            None,
+            f"events after {last_id} were removed: the checkpoint written at {point.at} in "
+            f"{where} names event {point.event_id}",
+            anchor,
+        )
     if head is not None and head != prev:
         return ChainCheck(
-            False, checked, None, "the newest events were removed (chain head does not match)"
+            False,
+            checked,
+            None,
+            "the newest events were removed (chain head does not match)",
+            anchor,
         )
-    return ChainCheck(True, checked, None, f"{checked} events, chain intact")
+    if point is None:
+        return ChainCheck(True, checked, None, f"{checked} events, chain intact (no checkpoint)")
+    return ChainCheck(
+        True,
+        checked,
+        None,
+        f"{checked} events, chain intact, through the checkpoint of event {point.event_id} "
+        f"({point.at})",
+        anchor,
+    )

@@ -66,7 +66,7 @@ from labkeep.integrity.hashing import (
     syncfs,
 )
 from labkeep.names import MAX_MESSAGE, check_relpath, check_text, parse_address
-from labkeep.ops.audit import append_event
+from labkeep.ops.audit import append_event, checkpoint
 from labkeep.ops.manifests import store_manifest
 from labkeep.ops.projects import ensure_dataset
 from labkeep.results import Report, Result
@@ -778,6 +778,7 @@ class _IngestRun:
 
     def _finalize(self, message: str, resumed: bool) -> None:
         counts = self.report.counts()
+        event = None
         with self.keep.catalog.write() as session:
             dataset = session.execute(
                 select(Dataset).where(Dataset.id == self.dataset_id).with_for_update()
@@ -806,7 +807,9 @@ class _IngestRun:
                 details.update(version=self.version, manifest_sha256=manifest_sha, resumed=resumed)
                 self.report.info["version"] = self.version
             if self.version is not None or self.report.failed or self.repaired:
-                append_event(session, self.keep.actor, "ingest", self.target, details)
+                event = append_event(session, self.keep.actor, "ingest", self.target, details)
+        if event is not None:
+            checkpoint(self.keep, event)
         self.report.info["manifest_sha256"] = manifest_sha
         if self.repaired:
             self.report.info["repaired"] = self.repaired

@@ -35,7 +35,7 @@ from labkeep.errors import StorageError, UsageError
 from labkeep.integrity.immutable import get_immutable, set_immutable
 from labkeep.names import MAX_MESSAGE, check_text, parse_address
 from labkeep.ops._access import find_dataset
-from labkeep.ops.audit import append_event
+from labkeep.ops.audit import append_event, checkpoint
 from labkeep.ops.manifests import store_manifest
 
 if TYPE_CHECKING:
@@ -180,13 +180,14 @@ def seal(keep: Keep, address: str, *, message: str = "") -> SealResult:
             )
             dataset.sealed = True
             dataset.sealed_at = utcnow()
-            append_event(
+            event = append_event(
                 session,
                 keep.actor,
                 "seal",
                 target,
                 {"version": number, "manifest_sha256": manifest_sha, "immutable": done.immutable},
             )
+        checkpoint(keep, event)
         keep.tree.set_seal_intent(project, name, None)
     return SealResult(target, "seal", "ok", number, manifest_sha, done.immutable, done.warnings)
 
@@ -211,13 +212,14 @@ def _reprotect(keep: Keep, project: str, name: str, raw: Path, head: int) -> Sea
         )
     with keep.catalog.write() as session:
         find_dataset(keep, session, project, name, "dataset.seal", for_update=True)
-        append_event(
+        event = append_event(
             session,
             keep.actor,
             "seal-repair",
             target,
             {"version": head, "protected": done.changed, "interrupted": interrupted},
         )
+    checkpoint(keep, event)
     keep.tree.set_seal_intent(project, name, None)
     return SealResult(target, "seal", "ok", head, None, done.immutable, done.warnings, message=text)
 
@@ -256,13 +258,14 @@ def unseal(keep: Keep, address: str, *, force: bool = False, reason: str = "") -
             )
             dataset.sealed = False
             dataset.sealed_at = None
-            append_event(
+            event = append_event(
                 session,
                 keep.actor,
                 "unseal",
                 target,
                 {"version": number, "reason": reason, "manifest_sha256": manifest_sha},
             )
+        checkpoint(keep, event)
         keep.tree.set_seal_intent(project, name, None)
     return SealResult(target, "unseal", "ok", number, manifest_sha)
 
@@ -290,7 +293,7 @@ def _unprotect_unsealed(
         )
     with keep.catalog.write() as session:
         find_dataset(keep, session, project, name, "dataset.unseal", for_update=True)
-        append_event(
+        event = append_event(
             session,
             keep.actor,
             "unseal-repair",
@@ -302,6 +305,7 @@ def _unprotect_unsealed(
                 "reason": reason,
             },
         )
+    checkpoint(keep, event)
     keep.tree.set_seal_intent(project, name, None)
     return SealResult(target, "unseal", "ok", head, message=text)
 

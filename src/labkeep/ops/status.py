@@ -69,7 +69,7 @@ def status(keep: Keep, *, deep: bool = False) -> dict[str, Any]:
             )
         ]
         events = session.execute(select(func.count(Event.id))).scalar_one()
-        verify_problems, n_verify_problems = _verify_problems(session)
+        verify_problems, n_verify_problems, n_extra, n_drift = _verify_problems(session)
     attention: list[str] = []
     if problems:
         attention.append(f"{problems} files failed their last verification: run 'labkeep verify'")
@@ -97,6 +97,8 @@ def status(keep: Keep, *, deep: bool = False) -> dict[str, Any]:
         "never_verified": never,
         "failed_verification": problems,
         "datasets_with_verify_problems": n_verify_problems,
+        "extra_files": n_extra,
+        "manifests_not_matching": n_drift,
         "verify_problems": verify_problems,
         "unfinished_ingests": unfinished,
         "last_verify": isoformat(last_verify),
@@ -130,8 +132,9 @@ def _found(item: dict[str, Any]) -> str:
     return ", ".join(parts) + f"; fix it, then run 'labkeep verify {item['dataset']}'"
 
 
-def _verify_problems(session: Session) -> tuple[list[dict[str, Any]], int]:
-    """Datasets whose newest verify found problems: the first MAX_LISTED, and how many."""
+def _verify_problems(session: Session) -> tuple[list[dict[str, Any]], int, int, int]:
+    """Datasets whose newest verify found problems: the first MAX_LISTED, how many, and
+    the totals of EXTRA files and of manifests that did not match, by those verifies."""
     address = (Project.name + "/" + Dataset.name).label("address")
     earlier = aliased(Event)
     newest = (
@@ -149,7 +152,7 @@ def _verify_problems(session: Session) -> tuple[list[dict[str, Any]], int]:
         .execution_options(yield_per=1000)
     )
     listed: list[dict[str, Any]] = []
-    count = 0
+    count = extra = drift = 0
     for target, at, text in rows:
         details = json.loads(text)
         item: dict[str, Any] = {
@@ -158,11 +161,13 @@ def _verify_problems(session: Session) -> tuple[list[dict[str, Any]], int]:
             **{s: int(details.get(s, 0)) for s in ("modified", "missing", "extra")},
             "manifest": str(details.get("manifest", "ok")),
         }
+        extra += item["extra"]
+        drift += item["manifest"] != "ok"
         if item["modified"] or item["missing"] or item["extra"] or item["manifest"] != "ok":
             count += 1
             if len(listed) < MAX_LISTED:
                 listed.append(item)
-    return listed, count
+    return listed, count, extra, drift
 
 
 def _look_at_the_tree(keep: Keep) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:

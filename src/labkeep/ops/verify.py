@@ -24,14 +24,14 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select, update
 
 from labkeep.access import allowed, check
-from labkeep.catalog import Dataset, Entry, Project
+from labkeep.catalog import Dataset, Entry, Event, Project
 from labkeep.clock import isoformat, utcnow
 from labkeep.errors import Busy, LabkeepError, from_os_error
 from labkeep.integrity.hashing import Hashed, hash_file
 from labkeep.integrity.manifest import MANIFEST_NAME
 from labkeep.names import parse_address
 from labkeep.ops._access import find_dataset, find_project, project_resource
-from labkeep.ops.audit import append_event
+from labkeep.ops.audit import append_event, checkpoint
 from labkeep.ops.manifests import manifest_digest
 from labkeep.results import Report, Result
 
@@ -99,6 +99,7 @@ def verify(
         )
         if progress is not None:
             progress.start(*_totals(keep, [d[2] for d in datasets]))
+        last_event = None
         with ThreadPoolExecutor(threads, thread_name_prefix="labkeep-verify") as pool:
             for project, name, dataset_id in datasets:
                 run = _DatasetVerify(
@@ -106,13 +107,16 @@ def verify(
                 )
                 try:
                     with keep.tree.lock(project, name, what="verify"):
-                        run.execute(pool)
+                        last_event = run.execute(pool)
                 except Busy as exc:
                     run.emit(Result("verify", "error", dataset=run.target, message=exc.message))
         summary = Counter(r.state for r in report.results if r.state)
         log.write(
             "# summary: " + ", ".join(f"{s.upper()} {summary.get(s, 0)}" for s in STATES) + "\n"
         )
+        if last_event is not None:
+            point = checkpoint(keep, last_event)
+            log.write(f"# audit chain head: event {point.event_id} {point.hash}\n")
     report.info["states"] = {s: summary.get(s, 0) for s in STATES}
     return report
 
@@ -225,7 +229,8 @@ class _DatasetVerify:
             sha256=sha256,
         )
 
-    def execute(self, pool: ThreadPoolExecutor) -> None:
+    def execute(self, pool: ThreadPoolExecutor) -> Event:
+        """Verify the dataset; return the verify event it appended."""
         with self.keep.catalog.read() as session:
             entries = session.execute(
                 select(Entry.id, Entry.path, Entry.size, Entry.sha256).where(
@@ -286,7 +291,7 @@ class _DatasetVerify:
         for path in sorted(set(on_disk) - known):
             self.emit(self.result(path, "extra", "in the tree, not in the catalog"))
         self._check_manifest(expected_manifest)
-        self._record(updates)
+        return self._record(updates)
 
     def _check_manifest(self, expected: str | None) -> None:
         """Compare the manifest on disk with the one the catalog describes (*expected*:
@@ -326,7 +331,7 @@ class _DatasetVerify:
         if self.progress is not None:
             self.progress.advance(1, max(0, size))
 
-    def _record(self, updates: list[dict[str, object]]) -> None:
+    def _record(self, updates: list[dict[str, object]]) -> Event:
         now = utcnow()
         with self.keep.catalog.write() as session:
             for start in range(0, len(updates), 5000):
@@ -334,7 +339,7 @@ class _DatasetVerify:
                 session.execute(update(Entry), chunk)
             details: dict[str, object] = {s: self.counts.get(s, 0) for s in STATES}
             details["manifest"] = self.manifest_state
-            append_event(session, self.keep.actor, "verify", self.target, details)
+            return append_event(session, self.keep.actor, "verify", self.target, details)
 
 
 def verification(keep: Keep, address: str) -> dict[str, object]:
@@ -354,7 +359,6 @@ def verification_of(session: Session, dataset: Dataset, address: str) -> dict[st
     """:func:`verification` for a dataset the caller already found (and may read)."""
     import json
 
-    from labkeep.catalog import Event
     from labkeep.ops.projects import _head_counts
 
     n_files = _head_counts(session, [dataset.id]).get(dataset.id, (0, 0))[0]

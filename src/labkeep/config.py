@@ -60,10 +60,12 @@ root_path = ""
 secure_cookies = "auto"
 # reverse proxies whose X-Forwarded-For/-Proto headers are trusted
 forwarded_allow_ips = "127.0.0.1"
-# largest upload through the web or the API (bytes; 2 GiB), and largest body of any
-# other request (JSON, forms: 64 KiB); larger ones are refused with 413 before being read
+# largest upload through the web or the API (bytes; 2 GiB), and largest JSON body and
+# form of any other request (256 KiB each; max_body_bytes sets both): larger ones are
+# refused with 413 before they are read
 max_upload_bytes = 2147483648
-max_body_bytes = 65536
+max_json_bytes = 262144
+max_form_bytes = 262144
 
 # Buttons on file pages that open a file in another service, e.g.:
 # [[web.links]]
@@ -107,8 +109,10 @@ class WebConfig:
     forwarded_allow_ips: str = "127.0.0.1"
     #: largest upload (web form or API), bytes (large data goes through 'labkeep ingest')
     max_upload_bytes: int = 2 << 30
-    #: largest body of any other request (JSON, forms), bytes
-    max_body_bytes: int = 64 << 10
+    #: largest JSON body and largest form (not an upload) of a request, bytes: a
+    #: 10,000-character description is up to 90 KB once escaped as a form field
+    max_json_bytes: int = 256 << 10
+    max_form_bytes: int = 256 << 10
     links: tuple[LinkOut, ...] = ()
 
 
@@ -192,7 +196,8 @@ def _web(section: dict[str, Any]) -> WebConfig:
         secure_cookies=str(section.get("secure_cookies", "auto")).lower(),
         forwarded_allow_ips=str(section.get("forwarded_allow_ips", "127.0.0.1")),
         max_upload_bytes=int(section.get("max_upload_bytes", 2 << 30)),
-        max_body_bytes=int(section.get("max_body_bytes", 64 << 10)),
+        max_json_bytes=int(section.get("max_json_bytes", section.get("max_body_bytes", 256 << 10))),
+        max_form_bytes=int(section.get("max_form_bytes", section.get("max_body_bytes", 256 << 10))),
         links=links,
     )
 

@@ -33,7 +33,7 @@ from labkeep.catalog import Dataset, Entry, Version
 from labkeep.clock import utcnow
 from labkeep.errors import StorageError, UsageError
 from labkeep.integrity.immutable import get_immutable, set_immutable
-from labkeep.names import MAX_MESSAGE, check_text, parse_address
+from labkeep.names import MAX_MESSAGE, MAX_REASON, check_text, parse_address
 from labkeep.ops._access import find_dataset
 from labkeep.ops.audit import append_event, checkpoint
 from labkeep.ops.manifests import store_manifest
@@ -230,7 +230,7 @@ def unseal(keep: Keep, address: str, *, force: bool = False, reason: str = "") -
     On a dataset the catalog lists as unsealed, it clears any protection left in raw/
     (an interrupted seal, or a hand-made change) and says so; else "notneeded".
     """
-    check_text(reason, "the reason", MAX_MESSAGE)
+    check_text(reason, "the reason", MAX_REASON)
     addr = parse_address(address, need_dataset=True)
     assert addr.dataset is not None
     project, name, target = addr.project, addr.dataset, addr.dataset_address

@@ -14,6 +14,7 @@ from labkeep.names import (
     MAX_EMAIL,
     MAX_LABEL,
     MAX_PATH_BYTES,
+    MAX_REASON,
     MAX_TITLE,
     address_text,
 )
@@ -350,7 +351,12 @@ def seal(keep: Caller, project: str, dataset: str) -> dict[str, Any]:
 
 
 @router.post("/datasets/{project}/{dataset}/unseal", tags=["datasets"])
-def unseal(keep: Caller, project: str, dataset: str, reason: str = "") -> dict[str, Any]:
+def unseal(
+    keep: Caller,
+    project: str,
+    dataset: str,
+    reason: Annotated[str, Query(max_length=MAX_REASON)] = "",
+) -> dict[str, Any]:
     return keep.unseal(_dataset(project, dataset), force=True, reason=reason).to_dict()
 
 

@@ -105,7 +105,12 @@ def create_app(keep: Keep | str | os.PathLike[str] | None = None) -> FastAPI:
     app.add_middleware(CatchAll)  # inside SecurityHeaders: error answers get its headers
     app.add_middleware(SecurityHeaders)
     # outermost but for Starlette's own: bodies are bounded before anything reads them
-    app.add_middleware(BodyLimit, body_bytes=web.max_body_bytes, upload_bytes=web.max_upload_bytes)
+    app.add_middleware(
+        BodyLimit,
+        json_bytes=web.max_json_bytes,
+        form_bytes=web.max_form_bytes,
+        upload_bytes=web.max_upload_bytes,
+    )
     # the web waits for an unreachable catalog briefly, then answers 503 (clients retry)
     base.catalog.retry_seconds = min(base.catalog.retry_seconds, WEB_CATALOG_RETRY)
 

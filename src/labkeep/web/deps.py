@@ -112,7 +112,7 @@ async def csrf_protect(request: Request) -> None:
             return
         content_type = request.headers.get("content-type", "")
         if content_type.startswith(("application/x-www-form-urlencoded", "multipart/form-data")):
-            form = await request.form()  # small: BodyLimit caps forms at max_body_bytes
+            form = await request.form()  # small: BodyLimit caps forms at max_form_bytes
             value = form.get(CSRF_FIELD)
             sent = value if isinstance(value, str) else None
     expected = request.state.csrf or ""

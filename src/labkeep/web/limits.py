@@ -3,9 +3,10 @@
 :class:`BodyLimit` is a pure ASGI middleware (it never buffers): a declared
 ``Content-Length`` above the route's limit is answered 413 at once; a body without one
 (chunked) is counted as it arrives and stopped at the limit. Upload routes get
-``[web] max_upload_bytes``, everything else ``[web] max_body_bytes`` (64 KiB: JSON and
-forms are small). When an answer goes out before the client finished sending its body
-(a refusal), the connection is closed rather than read to the end.
+``[web] max_upload_bytes``, forms ``max_form_bytes`` and everything else
+``max_json_bytes`` (256 KiB each: JSON and forms are small). When an answer goes out
+before the client finished sending its body (a refusal), the connection is closed rather
+than read to the end.
 
 :func:`receive_upload` streams a multipart upload straight into the upload's staging
 folder, after the Keep has said that the caller may add files to the dataset: an
@@ -52,9 +53,12 @@ def is_upload(scope: Scope) -> bool:
 
 
 class BodyLimit:
-    def __init__(self, app: ASGIApp, *, body_bytes: int, upload_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, *, json_bytes: int, form_bytes: int, upload_bytes: int
+    ) -> None:
         self.app = app
-        self.body_bytes = body_bytes
+        self.json_bytes = json_bytes
+        self.form_bytes = form_bytes
         self.upload_bytes = upload_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -62,8 +66,11 @@ class BodyLimit:
             await self.app(scope, receive, send)
             return
         upload = is_upload(scope)
-        limit = self.upload_bytes if upload else self.body_bytes
         headers = dict(scope["headers"])
+        form = headers.get(b"content-type", b"").startswith(
+            (b"application/x-www-form-urlencoded", b"multipart/form-data")
+        )
+        limit = self.upload_bytes if upload else self.form_bytes if form else self.json_bytes
         declared = headers.get(b"content-length")
         expects_body = declared not in (None, b"0") or b"transfer-encoding" in headers
         if declared is not None and not declared.isdigit():
@@ -104,10 +111,10 @@ async def _refuse(scope: Scope, receive: Receive, send: Send, limit: int) -> Non
     from labkeep.web.app import error_response
 
     error = TooLarge(
-        f"the request body is larger than this server accepts ({limit:,} bytes)",
+        f"the request body is larger than this server accepts ({limit} bytes)",
         hint="large data goes in with 'labkeep ingest' on the keep's machine"
         if is_upload(scope)
-        else "send less",
+        else "the limits are [web] max_json_bytes and max_form_bytes in labkeep.toml",
     )
     response = error_response(Request(scope, receive), error)
     response.headers["connection"] = "close"

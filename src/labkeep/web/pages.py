@@ -25,6 +25,7 @@ from labkeep.errors import (
     Forbidden,
     LabkeepError,
     NotFound,
+    TooLarge,
     TooManyAttempts,
 )
 from labkeep.web.app import HERE
@@ -406,6 +407,8 @@ def _error_title(exc: LabkeepError, on_share: bool) -> str:
         return "Not signed in"
     if isinstance(exc, TooManyAttempts):
         return "Too many attempts"
+    if isinstance(exc, TooLarge):
+        return "Too large"
     if exc.http_status >= 500:
         return "Something went wrong on the server"
     return "That did not work"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import http.client
+import io
 import os
 import re
 import unicodedata
@@ -550,3 +551,33 @@ def test_odd_names_through_a_share_link(odd_site: tuple[Keep, LiveServer, str]) 
         for i, name in enumerate(ODD_NAMES):
             url = f"/s/{token}/file/p/d/" + quote(f"raw/sub@3/{name}", safe="/")
             assert client.get(url).content == b"nested %d" % i, name
+
+
+def test_zip_names_are_safe_for_windows_and_unique() -> None:
+    from labkeep.web.zipstream import ZipNames
+
+    existing = {"raw/a_b", "raw/x/y"}
+    names = ZipNames(lambda path: path in existing)
+    given = [names(p) for p in ("raw/a:b", "raw/a?b", "raw/CON", "raw/com1.txt", "raw/x/y",
+                                "raw/..\\..\\evil.bat", "raw/C:\\x", "raw/end. ")]  # fmt: skip
+    assert given == ["raw/a_b~2", "raw/a_b~3", "raw/_CON", "raw/_com1.txt", "raw/x/y",
+                     "raw/.._.._evil.bat", "raw/C__x", "raw/end"]  # fmt: skip
+
+
+def test_a_crashed_uploads_staging_is_removed_by_the_next_upload(
+    odd_site: tuple[Keep, LiveServer, str],
+) -> None:
+    import time as clock
+
+    keep, _server, _token = odd_site
+    stale = keep.root / "uploads" / ("0" * 32)
+    (stale / "parts").mkdir(parents=True)
+    (stale / "parts" / "1").write_bytes(b"half an upload")
+    old = clock.time() - 2 * 86400
+    for path in (stale / "parts" / "1", stale / "parts", stale):
+        os.utime(path, (old, old))
+    fresh = keep.root / "uploads" / ("1" * 32)
+    fresh.mkdir()
+    keep.create_dataset("p/up")
+    keep.upload("p/up", [("new.txt", io.BytesIO(b"new"))])
+    assert not stale.exists() and fresh.exists()

@@ -66,7 +66,9 @@ def ingest(
         done = [r for r in report.results if r.status == "ok"]
         size = sum(r.size or 0 for r in done)
         version = report.info.get("version")
-        tail = f" ({human_size(size)} ingested" + (f", version {version})" if version else ")")
+        tail = f" ({human_size(size)} ingested" + (f", version {version}" if version else "")
+        repaired = report.info.get("repaired")
+        tail += f"; {repaired} damaged or missing in the keep restored)" if repaired else ")"
         print_summary(f"ingest {report.info['dataset']}", report.counts(), tail)
         sealed = report.info.get("seal")
         if sealed:

@@ -10,9 +10,12 @@ against the limit as it arrives; the staging folder is removed whatever happens.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
 import uuid
 from collections.abc import Iterable
+from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
 from labkeep.errors import TooLarge, UsageError, from_os_error
@@ -54,6 +57,7 @@ class Upload:
         self.names: list[str] = []
         self._staging = keep.root / UPLOADS_DIR / uuid.uuid4().hex
         self._current: BinaryIO | None = None
+        _remove_stale(keep.root / UPLOADS_DIR)
         try:
             (self._staging / "parts").mkdir(parents=True)
         except OSError as exc:
@@ -139,6 +143,33 @@ class Upload:
 
 
 _USE_INGEST = "large data goes in with 'labkeep ingest' on the keep's machine"
+#: a staging folder untouched this long belongs to an upload whose server died
+STALE_SECONDS = 24 * 3600
+
+
+def _remove_stale(folder: Path) -> None:
+    """Remove staging folders that a killed server left behind (a live upload writes
+    into its folder at least every few seconds, and none lasts a day)."""
+    import time
+
+    try:
+        children = list(os.scandir(folder))
+    except FileNotFoundError:
+        return
+    cutoff = time.time() - STALE_SECONDS
+    for child in children:
+        with contextlib.suppress(OSError):
+            if child.is_dir(follow_symlinks=False) and _newest_mtime(child.path) < cutoff:
+                shutil.rmtree(child.path, ignore_errors=True)
+
+
+def _newest_mtime(path: str) -> float:
+    newest = os.lstat(path).st_mtime
+    for folder, _dirs, files in os.walk(path):
+        for name in files:
+            with contextlib.suppress(OSError):
+                newest = max(newest, os.lstat(os.path.join(folder, name)).st_mtime)
+    return newest
 
 
 def begin_upload(keep: Keep, address: str, *, max_bytes: int | None = None) -> Upload:

@@ -66,9 +66,9 @@ def file_response(keep: Keep, address: str, range_header: str | None = None) -> 
 
 
 def manifest_response(keep: Keep, address: str) -> Response:
-    text = keep.read_manifest(address)
-    return Response(
-        text.encode("utf-8"),
+    """MANIFEST.sha256 streamed from the catalog (access checked before the first byte)."""
+    return ClosingStreamingResponse(
+        keep.iter_manifest(address),
         media_type="text/plain; charset=utf-8",
         headers={"Content-Disposition": content_disposition("MANIFEST.sha256", inline=True)},
     )

@@ -51,9 +51,14 @@ class Member:
 
 
 def safe_component(part: str) -> str:
-    """One path component as every extractor writes it inside its target folder."""
+    """One path component as every extractor writes it inside its target folder (and
+    Windows can open: a device name such as ``CON`` or ``com1.txt`` gets a ``_`` first)."""
+    from labkeep.names import reserved_name
+
     cleaned = "".join("_" if ch in _UNSAFE else ch for ch in part).rstrip(" .")
-    return cleaned if cleaned not in ("", ".", "..") else "_"
+    if cleaned in ("", ".", ".."):
+        return "_"
+    return "_" + cleaned if reserved_name(cleaned) else cleaned
 
 
 class ZipNames:

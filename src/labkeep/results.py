@@ -53,9 +53,12 @@ class Report:
     info: dict[str, Any] = field(default_factory=dict)
     keep_all: bool = True
     _counts: Counter[str] = field(default_factory=Counter, repr=False)
+    _states: Counter[str] = field(default_factory=Counter, repr=False)
 
     def add(self, result: Result) -> Result:
         self._counts[result.status] += 1
+        if result.state:
+            self._states[result.state] += 1
         if self.keep_all or result.status in ("error", "impossible"):
             self.results.append(result)
         return result
@@ -63,6 +66,10 @@ class Report:
     def tally(self, status: str, n: int) -> None:
         """Count *n* records of *status* that were reported elsewhere (e.g. by a server)."""
         self._counts[status] += n
+
+    def states(self) -> Counter[str]:
+        """How many records had each ``state`` (verify: ok, modified, missing, extra)."""
+        return Counter(self._states)
 
     def counts(self) -> dict[str, int]:
         return {status: self._counts[status] for status in STATUSES if self._counts[status]}

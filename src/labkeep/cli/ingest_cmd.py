@@ -59,12 +59,12 @@ def ingest(
             message=message,
             progress=bar,
             on_result=lambda r: print_result(r, json_out=json_out, show_ok=verbose),
+            keep_results=False,
         )
     if json_out:
         emit_json(report.summary())
     else:
-        done = [r for r in report.results if r.status == "ok"]
-        size = sum(r.size or 0 for r in done)
+        size = int(report.info.get("bytes", 0))
         version = report.info.get("version")
         tail = f" ({human_size(size)} ingested" + (f", version {version}" if version else "")
         repaired = report.info.get("repaired")

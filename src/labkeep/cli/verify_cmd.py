@@ -58,6 +58,7 @@ def verify(
             log_dir=log_dir,
             progress=bar,
             on_result=lambda r: print_result(r, json_out=json_out, show_ok=verbose),
+            keep_results=False,
         )
     states = report.info["states"]
     if json_out:

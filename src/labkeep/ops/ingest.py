@@ -223,6 +223,7 @@ def ingest(
     message: str = "",
     progress: Progress | None = None,
     on_result: Callable[[Result], None] | None = None,
+    keep_results: bool = True,
 ) -> Report:
     """Ingest the files below *source* into ``PROJECT/DATASET/raw/``.
 
@@ -239,7 +240,12 @@ def ingest(
     project, name = addr.project, addr.dataset
     target = f"{project}/{name}"
     src_root = _check_source(Path(source).expanduser().absolute(), keep)
-    report = Report("ingest", info={"dataset": target, "source": str(src_root)})
+    # (without keep_results, on_result takes every record and the report keeps problems)
+    report = Report(
+        "ingest",
+        info={"dataset": target, "source": str(src_root), "bytes": 0},
+        keep_all=keep_results,
+    )
 
     with keep.catalog.write() as session:
         _, dataset, _created = ensure_dataset(
@@ -748,6 +754,8 @@ class _IngestRun:
             self.repaired += 1
         result = self.record(item, status, message)
         result.sha256 = done.hashed.sha256.hex()
+        if status == "ok":
+            self.report.info["bytes"] += item.size
         if item.mode == "adopt":
             result.extra["resumed"] = True
         if restored:

@@ -85,10 +85,19 @@ def verify(
     progress: Progress | None = None,
     on_result: Callable[[Result], None] | None = None,
     log_dir: str | os.PathLike[str] | None = None,
+    keep_results: bool = True,
 ) -> Report:
-    """Verify every dataset in *target* (a project, a dataset, or the whole keep)."""
+    """Verify every dataset in *target* (a project, a dataset, or the whole keep).
+
+    With *keep_results* False (when *on_result* takes every record as it comes) the
+    report keeps only the problems: memory does not grow with the number of files.
+    """
     datasets = _scope(keep, target)
-    report = Report("verify", info={"target": target or "(all)", "datasets": len(datasets)})
+    report = Report(
+        "verify",
+        info={"target": target or "(all)", "datasets": len(datasets)},
+        keep_all=keep_results,
+    )
     folder = Path(log_dir) if log_dir else keep.config.verify_log_dir
     log_path = folder / f"verify_{date.today().isoformat()}.log"
     report.info["log"] = str(log_path)
@@ -110,7 +119,7 @@ def verify(
                         last_event = run.execute(pool)
                 except Busy as exc:
                     run.emit(Result("verify", "error", dataset=run.target, message=exc.message))
-        summary = Counter(r.state for r in report.results if r.state)
+        summary = report.states()
         log.write(
             "# summary: " + ", ".join(f"{s.upper()} {summary.get(s, 0)}" for s in STATES) + "\n"
         )

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,7 @@ import pytest
 from labkeep import Keep
 from labkeep.errors import Busy
 from labkeep.integrity.immutable import get_immutable, set_immutable
-from tests.conftest import make_files, unseal_tree
+from tests.conftest import make_files
 
 ADDRESS = "proj/s001"
 
@@ -66,34 +66,7 @@ def assert_verifies(keep: Keep, n_files: int, address: str = ADDRESS) -> None:
     assert report.info["states"]["ok"] == n_files
 
 
-# -- a full disk -----------------------------------------------------------------------
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Callable[[int], Path]]:
-    """Mount small tmpfs file systems (unmounted at the end): ``small_disk(size_kib)``."""
-    mounted: list[Path] = []
-
-    def mount(size_kib: int) -> Path:
-        point = tmp_path / f"disk{len(mounted)}"
-        point.mkdir()
-        result = subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", f"size={size_kib}k,mode=0755", "tmpfs", str(point)],
-            capture_output=True, text=True,
-        )  # fmt: skip
-        if result.returncode != 0:
-            pytest.skip(
-                "cannot fill a disk here: mounting a small tmpfs is not permitted "
-                f"(needs root or CAP_SYS_ADMIN): {result.stderr.strip()}"
-            )
-        mounted.append(point)
-        return point
-
-    yield mount
-    for point in mounted:
-        unseal_tree(point)
-        if subprocess.run(["umount", str(point)]).returncode != 0:
-            subprocess.run(["umount", "--lazy", str(point)], check=True)
-
-
+# -- a full disk (small_disk: tests/conftest.py) -----------------------------------------
 def test_full_disk_keeps_what_fits_and_reports_the_rest(
     tmp_path: Path, catalog_url: str | None, small_disk: Callable[[int], Path]
 ) -> None:

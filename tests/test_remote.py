@@ -7,10 +7,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,14 +17,9 @@ import pytest
 
 from labkeep import Keep
 from tests.conftest import make_files
+from tests.webserver import ServeProcess
 
 PASSWORD = "alice's long password"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture
@@ -39,37 +32,8 @@ def server(tmp_path: Path) -> Iterator[tuple[str, Path, dict[str, bytes]]]:
         keep.ingest(tmp_path / "buffer", "proj/s001")
         keep.verify("proj/s001")
         keep.grant("alice", "read", "proj")
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LABKEEP_")}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "labkeep", "serve", "--root", str(root), "--port", str(port)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(url + "/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
-            assert time.monotonic() < deadline, "server did not start"
-            time.sleep(0.2)
-        yield url, root, files
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        if proc.stdout:
-            proc.stdout.close()
+    with ServeProcess(root, tmp_path / "serve.log") as served:
+        yield served.url, root, files
 
 
 def laptop(

@@ -11,9 +11,13 @@ socket or connection outlives a test (pytest runs with ResourceWarning as an err
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING
 
@@ -140,3 +144,57 @@ class LiveServer:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+class ServeProcess:
+    """``labkeep serve`` in its own process (what an admin runs), on a free port, its
+    output in *log*; ``with ServeProcess(root, log) as server: server.url``."""
+
+    def __init__(self, root: Path, log: Path) -> None:
+        self.root, self.log = root, log
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def __enter__(self) -> ServeProcess:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LABKEEP_")}
+        command = [sys.executable, "-m", "labkeep", "serve", "--root", str(self.root)]
+        with open(self.log, "wb") as out:
+            self.proc = subprocess.Popen(
+                [*command, "--port", str(self.port)], env=env, stdout=out, stderr=out
+            )
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
+                        return self
+                except httpx.TransportError:
+                    pass
+                assert self.proc.poll() is None, self.log.read_text()
+                assert time.monotonic() < deadline, "server did not start: " + self.log.read_text()
+                time.sleep(0.1)
+        except BaseException:
+            self.__exit__()
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

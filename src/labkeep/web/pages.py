@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 templates = Jinja2Templates(directory=HERE / "templates")
 #: rows per page of a file table
-PAGE_SIZE = 200
+PAGE_SIZE = 100
 
 #: the fixed notices a redirect may ask for with ``?done=KEY`` (never free text)
 NOTICES = {

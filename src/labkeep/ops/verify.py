@@ -14,8 +14,8 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
-from collections import Counter
-from collections.abc import Callable
+from collections import Counter, deque
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import date
 from pathlib import Path
@@ -42,6 +42,8 @@ if TYPE_CHECKING:
     from labkeep.ops.ingest import Progress
 
 STATES = ("ok", "modified", "missing", "extra")
+#: files handed to the hashing threads ahead of the one whose result is awaited
+HASH_AHEAD = 64
 #: states of the manifest in a verify event: as the catalog says, changed, not there
 MANIFEST_STATES = ("ok", "modified", "missing")
 
@@ -274,8 +276,7 @@ class _DatasetVerify:
                 self._advance(size)
             else:
                 to_hash.append((entry_id, path, size, digest))
-        futures = [(item, *self._submit(pool, item[1])) for item in to_hash]
-        for (entry_id, path, size, digest), future, read in futures:
+        for (entry_id, path, size, digest), future, read in self._hashed(pool, to_hash):
             try:
                 actual = future.result().sha256
             except (OSError, LabkeepError) as exc:
@@ -321,6 +322,19 @@ class _DatasetVerify:
             self.manifest_state = "modified"
             message = "manifest does not match the catalog; run 'labkeep manifest'"
             self.emit(self.result(MANIFEST_NAME, "modified", message), count=False)
+
+    def _hashed(
+        self, pool: ThreadPoolExecutor, items: list[tuple[int, str, int, bytes]]
+    ) -> Iterator[tuple[tuple[int, str, int, bytes], Future[Hashed], list[int]]]:
+        """Hash *items* on the pool, in order, with a few files in flight per thread (not
+        one future per file of the dataset at once)."""
+        window: deque[tuple[tuple[int, str, int, bytes], Future[Hashed], list[int]]] = deque()
+        for item in items:
+            window.append((item, *self._submit(pool, item[1])))
+            if len(window) >= HASH_AHEAD:
+                yield window.popleft()
+        while window:
+            yield window.popleft()
 
     def _submit(self, pool: ThreadPoolExecutor, path: str) -> tuple[Future[Hashed], list[int]]:
         """Hash one file on the pool; the progress bar moves as its bytes are read (the

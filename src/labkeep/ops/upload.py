@@ -164,11 +164,12 @@ def _remove_stale(folder: Path) -> None:
 
 
 def _newest_mtime(path: str) -> float:
+    """When the staging folder last changed: itself, or a part written into it (one
+    level: parts/ holds at most MAX_FILES files; no walk over other uploads' trees)."""
     newest = os.lstat(path).st_mtime
-    for folder, _dirs, files in os.walk(path):
-        for name in files:
-            with contextlib.suppress(OSError):
-                newest = max(newest, os.lstat(os.path.join(folder, name)).st_mtime)
+    with contextlib.suppress(OSError), os.scandir(os.path.join(path, "parts")) as parts:
+        for part in parts:
+            newest = max(newest, part.stat(follow_symlinks=False).st_mtime)
     return newest
 
 

@@ -273,3 +273,31 @@ class SealInterrupted(SealedError):
     """A seal of the dataset was started and not finished: raw/ may be half protected."""
 
     code = "seal-interrupted"
+
+
+class StoreUnavailable(EnvironmentFailure):
+    """A store (a backup folder, an S3 endpoint) cannot be reached or used: unreachable,
+    wrong credentials, a missing bucket. Nothing was recorded that did not happen."""
+
+    code = "store-unavailable"
+
+
+class TransferCorrupted(StorageError):
+    """Bytes that arrived in a store (or were read back from it) do not hash to the
+    expected SHA-256: nothing was stored under the key, nothing counted as a copy."""
+
+    code = "checksum-mismatch"
+
+
+class RetentionLocked(SealedError):
+    """The content is under WORM retention (Object Lock) in a store: it cannot be deleted
+    or changed before its retain-until date, by anyone."""
+
+    code = "retention"
+
+
+class BelowPolicy(LabkeepError):
+    """Refused: fewer verified copies than the policy's minimum would remain."""
+
+    code = "below-min-copies"
+    http_status = 409

@@ -1,0 +1,283 @@
+"""The ``objects`` store: a content-addressed folder (``ab/cd/<sha256>``), write-once.
+
+A put writes to a unique temp file under ``.tmp/`` in the store's root (the same
+filesystem), hashing the bytes as they are written; only when they hash to the expected
+SHA-256 is the file fsynced, made read-only and renamed to its final name, and the
+folder fsynced. A final name therefore always holds exactly its content; a crash leaves
+at most a temp file, removed by the next put of the same content or by ``clean``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import os
+import shutil
+import stat
+import uuid
+from collections.abc import Iterable, Iterator
+from datetime import datetime
+from pathlib import Path
+
+from labkeep.errors import (
+    LabkeepError,
+    NotFound,
+    StorageError,
+    StoreUnavailable,
+    TransferCorrupted,
+)
+from labkeep.storage.base import (
+    CHUNK,
+    Capabilities,
+    ContentStore,
+    Health,
+    OnBytes,
+    Stored,
+)
+
+TMP = ".tmp"
+_O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+
+
+def _fsync_dir(path: str | os.PathLike[str]) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class ObjectsStore(ContentStore):
+    kind = "objects"
+    capabilities = Capabilities(content_addressed=True)
+
+    def __init__(self, name: str, root: str | os.PathLike[str]) -> None:
+        super().__init__(name)
+        self.root = Path(root)
+
+    # -- paths ----------------------------------------------------------------------------
+    def _path(self, key: str) -> Path:
+        parts = key.split("/")
+        if not key or any(p in ("", ".", "..") for p in parts) or key.startswith(TMP):
+            raise NotFound(f"{key!r} is not a key of {self.describe()}")
+        return self.root.joinpath(*parts)
+
+    def _ready(self) -> None:
+        if not self.root.is_dir():
+            raise StoreUnavailable(
+                f"{self.describe()}: its folder {self.root} does not exist or is not mounted",
+                hint="mount the disk (or create the folder), then run the same command again",
+            )
+
+    def _error(self, exc: OSError, doing: str) -> LabkeepError:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return StorageError(
+                f"{self.describe()}: no space left on {self.root} while {doing}; "
+                "nothing was recorded for what did not fit",
+                hint="free space on that disk (or add a store), then run the same command "
+                "again: what was copied is kept",
+            )
+        if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            return StoreUnavailable(
+                f"{self.describe()}: {exc.strerror} while {doing} ({exc.filename or self.root})",
+                hint="check the folder's permissions and mount (read-only?)",
+            )
+        if exc.errno in (errno.ENOENT, errno.ENOTDIR) and not self.root.is_dir():
+            return StoreUnavailable(
+                f"{self.describe()}: its folder {self.root} is gone (unmounted?)",
+                hint="mount the disk, then run the same command again",
+            )
+        return StorageError(
+            f"{self.describe()}: {exc.strerror or exc} while {doing}",
+            hint="check the disk, then run the same command again",
+        )
+
+    # -- writing --------------------------------------------------------------------------
+    def put_file(
+        self,
+        key: str,
+        path: str,
+        *,
+        sha256: bytes,
+        size: int,
+        on_bytes: OnBytes = None,
+        retain_until: datetime | None = None,
+    ) -> Stored:
+        try:
+            handle = open(path, "rb", buffering=0)  # noqa: SIM115 (closed below)
+        except FileNotFoundError:
+            raise NotFound(f"{path} is gone: nothing to copy from it") from None
+        with handle:
+            if hasattr(os, "posix_fadvise") and size > CHUNK:
+                os.posix_fadvise(handle.fileno(), 0, 0, os.POSIX_FADV_SEQUENTIAL)
+            return self.put_stream(
+                key,
+                iter(lambda: handle.read(CHUNK), b""),
+                sha256=sha256,
+                size=size,
+                on_bytes=on_bytes,
+            )
+
+    def put_stream(
+        self,
+        key: str,
+        chunks: Iterable[bytes],
+        *,
+        sha256: bytes,
+        size: int,
+        on_bytes: OnBytes = None,
+        retain_until: datetime | None = None,
+    ) -> Stored:
+        self._ready()
+        final = self._path(key)
+        existing = self.stat(key)
+        if existing is not None and existing.size == size:
+            return existing  # content-addressed: the same name holds the same bytes
+        tmp_dir = self.root / TMP
+        tmp = tmp_dir / f"{uuid.uuid4().hex}.part"
+        try:
+            tmp_dir.mkdir(exist_ok=True)
+            digest = hashlib.sha256()
+            written = 0
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_CLOEXEC, 0o644)
+            try:
+                if size >= CHUNK and hasattr(os, "posix_fallocate"):
+                    os.posix_fallocate(fd, 0, size)  # a full disk fails here, at once
+                for chunk in chunks:
+                    view = memoryview(chunk)
+                    digest.update(view)
+                    done = 0
+                    while done < len(view):
+                        done += os.write(fd, view[done:])
+                    written += len(view)
+                    if on_bytes is not None:
+                        on_bytes(len(view))
+                if written != size or digest.digest() != sha256:
+                    raise TransferCorrupted(
+                        f"{self.describe()}: the bytes written for {key} "
+                        f"({written} bytes, SHA-256 {digest.hexdigest()[:12]}…) are not the "
+                        f"expected content ({size} bytes, {sha256.hex()[:12]}…): not stored",
+                        hint="the source changed or is damaged: verify it, then try again",
+                    )
+                os.fchmod(fd, 0o444)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            final.parent.mkdir(parents=True, exist_ok=True)
+            os.rename(tmp, final)
+            _fsync_dir(final.parent)
+        except OSError as exc:
+            raise self._error(exc, f"storing {key}") from exc
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+        return Stored(key, written, sha256)
+
+    # -- reading --------------------------------------------------------------------------
+    def open(self, key: str, start: int = 0, end: int | None = None) -> Iterator[bytes]:
+        path = self._path(key)
+        try:
+            handle = open(path, "rb", buffering=0)  # noqa: SIM115 (closed by the generator)
+        except FileNotFoundError:
+            self._ready()
+            raise NotFound(f"{self.describe()} does not hold {key}") from None
+        except OSError as exc:
+            raise self._error(exc, f"reading {key}") from exc
+        return _read_range(handle, start, end)
+
+    def stat(self, key: str) -> Stored | None:
+        try:
+            st = os.stat(self._path(key))
+        except FileNotFoundError:
+            self._ready()
+            return None
+        except NotFound:
+            return None
+        except OSError as exc:
+            raise self._error(exc, f"looking up {key}") from exc
+        if not stat.S_ISREG(st.st_mode):
+            return None
+        name = key.rsplit("/", 1)[-1]
+        try:
+            sha = bytes.fromhex(name) if len(name) == 64 else None
+        except ValueError:
+            sha = None
+        return Stored(key, st.st_size, sha)
+
+    def delete(self, key: str) -> None:
+        path = self._path(key)
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise self._error(exc, f"deleting {key}") from exc
+        with contextlib.suppress(OSError):
+            _fsync_dir(path.parent)
+
+    def list(self, prefix: str = "") -> Iterator[Stored]:
+        self._ready()
+
+        def walk(folder: Path, rel: str) -> Iterator[Stored]:
+            try:
+                children = sorted(os.scandir(folder), key=lambda e: e.name)
+            except FileNotFoundError:
+                return
+            for child in children:
+                key = f"{rel}{child.name}"
+                if not rel and child.name == TMP:
+                    continue
+                if child.is_dir(follow_symlinks=False):
+                    if key.startswith(prefix[: len(key)]):
+                        yield from walk(Path(child.path), key + "/")
+                elif key.startswith(prefix):
+                    name = child.name
+                    sha = None
+                    if len(name) == 64:
+                        with contextlib.suppress(ValueError):
+                            sha = bytes.fromhex(name)
+                    yield Stored(key, child.stat(follow_symlinks=False).st_size, sha)
+
+        yield from walk(self.root, "")
+
+    def check(self) -> Health:
+        if not self.root.is_dir():
+            return Health(False, f"its folder {self.root} does not exist or is not mounted")
+        probe = self.root / TMP
+        try:
+            probe.mkdir(exist_ok=True)
+            test = probe / f"probe-{uuid.uuid4().hex}"
+            test.write_bytes(b"")
+            test.unlink()
+            free = shutil.disk_usage(self.root).free
+        except OSError as exc:
+            return Health(False, f"cannot write to {self.root}: {exc.strerror or exc}")
+        return Health(True, free_bytes=free)
+
+    def clean(self) -> int:
+        """Remove temp files left by crashed puts; returns how many."""
+        removed = 0
+        with contextlib.suppress(FileNotFoundError), os.scandir(self.root / TMP) as it:
+            for item in it:
+                with contextlib.suppress(OSError):
+                    os.unlink(item.path)
+                    removed += 1
+        return removed
+
+
+def _read_range(handle: object, start: int, end: int | None) -> Iterator[bytes]:
+    from io import FileIO
+
+    assert isinstance(handle, FileIO)
+    with handle:
+        if start:
+            handle.seek(start)
+        remaining = None if end is None else max(0, end - start)
+        while remaining is None or remaining > 0:
+            block = handle.read(CHUNK if remaining is None else min(CHUNK, remaining))
+            if not block:
+                return
+            if remaining is not None:
+                remaining -= len(block)
+            yield block

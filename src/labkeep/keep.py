@@ -229,6 +229,21 @@ class Keep:
     events = ops.audit.events
     check_events = ops.audit.check_events
     status = ops.status.status
+    # stores and copies
+    add_store = ops.stores.add_store
+    list_stores = ops.stores.list_stores
+    remove_store = ops.stores.remove_store
+    get_policy = ops.stores.get_policy
+    set_policy = ops.stores.set_policy
+    copy = ops.copies.copy
+    get = ops.copies.get
+    drop = ops.copies.drop
+    whereis = ops.copies.whereis
+    copies_of = ops.copies.copies_of
+    verify_store = ops.copies.verify_store
+    repair_tree = ops.copies.repair_tree
+    policy_check = ops.copies.policy_check
+    policy_apply = ops.copies.policy_apply
     # accounts and access
     add_user = ops.accounts.add_user
     list_users = ops.accounts.list_users

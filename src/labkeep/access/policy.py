@@ -16,6 +16,9 @@ The model, on one page:
 - **public datasets**: readable by anyone.
 - **API tokens** act as their user, capped at ``read`` when read-only.
 - **disabled users** can do nothing.
+- **copies**: ``write`` copies a dataset to a store; ``manage`` drops copies, repairs them
+  and sets the project's copy policy; stores and the keep's default policy are the site
+  admin's.
 """
 
 from __future__ import annotations
@@ -59,6 +62,10 @@ RESOURCE_ACTIONS: dict[str, Permission] = {
     "dataset.seal": Permission.WRITE,
     "dataset.verify": Permission.WRITE,
     "dataset.publish": Permission.MANAGE,
+    "dataset.copy": Permission.WRITE,
+    "dataset.drop": Permission.MANAGE,
+    "dataset.repair": Permission.MANAGE,
+    "project.policy": Permission.MANAGE,
     "share.create": Permission.WRITE,
     "share.manage": Permission.MANAGE,
     "events.read": Permission.READ,
@@ -67,7 +74,15 @@ RESOURCE_ACTIONS: dict[str, Permission] = {
 SHARE_ACTIONS = frozenset({"project.read", "dataset.read", "dataset.download"})
 #: actions only a site-admin may do
 SITE_ADMIN_ACTIONS = frozenset(
-    {"dataset.unseal", "user.create", "user.manage", "group.create", "keep.admin", "events.all"}
+    {
+        "dataset.unseal",
+        "user.create",
+        "user.manage",
+        "group.create",
+        "keep.admin",
+        "events.all",
+        "store.manage",
+    }
 )
 #: actions for any signed-in user (not anonymous, not a share link)
 USER_ACTIONS = frozenset({"user.self", "group.list", "token.create"})
@@ -265,6 +280,11 @@ ACTION_WORDS = {
     "dataset.unseal": "unseal datasets",
     "dataset.verify": "verify this dataset",
     "dataset.publish": "make this dataset public",
+    "dataset.copy": "copy this dataset to another store",
+    "dataset.drop": "drop copies of this dataset",
+    "dataset.repair": "repair copies of this dataset",
+    "project.policy": "set this project's copy policy",
+    "store.manage": "add or remove stores",
     "share.create": "create share links to this",
     "share.manage": "manage the share links of this",
     "events.read": "read this audit log",

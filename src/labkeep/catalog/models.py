@@ -46,13 +46,92 @@ class KeepState(Base):
 
 
 class Store(Base):
+    """A place that holds content: the tree, or a content store (objects folder, S3).
+
+    Credentials are never stored here: ``settings`` (JSON) names an AWS profile or
+    credentials file section, never a secret.
+    """
+
     __tablename__ = "stores"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(64), unique=True)
     kind: Mapped[str] = mapped_column(String(16))  # tree | objects | s3
-    tier: Mapped[str] = mapped_column(String(16), default="hot")
+    tier: Mapped[str] = mapped_column(String(16), default="hot")  # hot | warm | cold
     location: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime)
+    #: counts as an off-site copy for the 3-2-1 rule
+    offsite: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: the kind of medium (disk, object, tape): copies on two media count as two kinds
+    medium: Mapped[str] = mapped_column(String(16), default="disk")
+    #: kind-specific settings as JSON: endpoint, bucket, prefix, region, profile,
+    #: credentials_file, lock_mode, retention_days, storage_class
+    settings: Mapped[str] = mapped_column(Text, default="{}")
+
+
+class Replica(Base):
+    """A content store holds one content (by SHA-256) under *key*: the replica log.
+
+    A row is written only after the content was durable in the store and verified
+    (server-checked SHA-256, or read back), and removed before the content is deleted.
+    The tree's copies are the current entries of datasets whose ``tree_state`` is
+    ``present``; their fixity is recorded by ``verify``.
+    """
+
+    __tablename__ = "replicas"
+    __table_args__ = (
+        UniqueConstraint("store_id", "sha256"),
+        Index("ix_replicas_sha256", "sha256"),
+    )
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    store_id: Mapped[int] = mapped_column(ForeignKey("stores.id", ondelete="RESTRICT"))
+    sha256: Mapped[bytes] = mapped_column(LargeBinary(32))
+    size: Mapped[int] = mapped_column(BigInteger)
+    key: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    #: when its bytes were last checked, and what was found: ok | damaged | missing
+    verified_at: Mapped[datetime] = mapped_column(DateTime)
+    status: Mapped[str] = mapped_column(String(16), default="ok")
+    #: how it was last checked: hash (read back and re-hashed) | server (the store's
+    #: own SHA-256 on upload or --quick) | size
+    checked_by: Mapped[str] = mapped_column(String(16), default="hash")
+    #: WORM: cannot be deleted or changed before this time
+    retain_until: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+
+
+class Policy(Base):
+    """How many verified copies a project's data needs, and where (NULL project: the
+    keep's default)."""
+
+    __tablename__ = "policies"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    project_id: Mapped[int | None] = mapped_column(
+        ForeignKey("projects.id", ondelete="CASCADE"), unique=True, nullable=True
+    )
+    min_copies: Mapped[int] = mapped_column(Integer, default=1)
+    #: copies on at least this many kinds of media, and at least this many off site
+    min_media: Mapped[int] = mapped_column(Integer, default=1)
+    min_offsite: Mapped[int] = mapped_column(Integer, default=0)
+    #: comma-separated store names to copy a dataset to when it is sealed
+    on_seal: Mapped[str] = mapped_column(Text, default="")
+    #: a sealed dataset's tree copy may be dropped (cold data) when enough copies remain
+    tree_droppable: Mapped[bool] = mapped_column(Boolean, default=False)
+    updated_at: Mapped[datetime] = mapped_column(DateTime)
+    updated_by: Mapped[str] = mapped_column(String(255))
+
+
+class Lease(Base):
+    """A named lock held in the catalog by one process (on any host) until it expires.
+
+    Holders renew it while they work (a heartbeat); a holder that died loses it when it
+    expires, so its work can be taken over without a person clearing a lock file.
+    """
+
+    __tablename__ = "leases"
+    name: Mapped[str] = mapped_column(String(255), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(255))
+    what: Mapped[str] = mapped_column(Text, default="")
+    acquired_at: Mapped[datetime] = mapped_column(DateTime)
+    expires_at: Mapped[datetime] = mapped_column(DateTime)
 
 
 class Project(Base):
@@ -87,6 +166,9 @@ class Dataset(Base):
     #: readable by anyone, without an account (e.g. once published)
     public: Mapped[bool] = mapped_column(Boolean, default=False)
     description: Mapped[str] = mapped_column(Text, default="")
+    #: whether the tree holds the dataset's files: present | dropped (its content lives
+    #: in other stores only; ``labkeep get`` brings it back)
+    tree_state: Mapped[str] = mapped_column(String(16), default="present")
 
 
 class Version(Base):

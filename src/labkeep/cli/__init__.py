@@ -16,6 +16,7 @@ from labkeep.cli import (
     seal_cmd,
     serve_cmd,
     share_cmd,
+    store_cmd,
     token_cmd,
     user_cmd,
     verify_cmd,
@@ -44,6 +45,7 @@ for module in (
     grant_cmd,
     share_cmd,
     token_cmd,
+    store_cmd,
     remote_cmd,
 ):
     module.register(app)

@@ -44,14 +44,42 @@ def verify(
             "(also works against a server after 'labkeep login').",
         ),
     ] = False,
+    store: Annotated[
+        str | None,
+        typer.Option("--store", help="Verify the copies in this store instead of the tree."),
+    ] = None,
+    quick: Annotated[
+        bool,
+        typer.Option(
+            help="With --store: trust the store's size and its own SHA-256 instead of "
+            "re-reading every copy (said so in each record)."
+        ),
+    ] = False,
+    repair: Annotated[
+        bool,
+        typer.Option(
+            help="Replace every damaged or missing copy found from a good one (the tree "
+            "through its seal, which is restored)."
+        ),
+    ] = False,
     root: RootOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Re-hash the tree and compare with the catalog. Exit 1 when anything is wrong."""
+    """Re-hash the tree (or a store's copies) and compare with the catalog. Exit 1 when
+    anything is wrong."""
     if show_status:
         _status(target, root, json_out)
         return
     with open_keep_or_remote(root) as keep, progress_for("verify", json_out) as bar:
+        from labkeep.client import RemoteKeep
+
+        if isinstance(keep, RemoteKeep) and (store or repair or quick):
+            from labkeep.errors import UsageError
+
+            raise UsageError(
+                "--store, --quick and --repair run on the keep's host",
+                hint="run them there (or as a job once workers exist)",
+            )
         report = keep.verify(
             target,
             jobs=jobs,
@@ -59,16 +87,23 @@ def verify(
             progress=bar,
             on_result=lambda r: print_result(r, json_out=json_out, show_ok=verbose),
             keep_results=False,
+            **({"store": store, "quick": quick} if store else {}),
+            **({"repair": True} if repair else {}),
         )
     states = report.info["states"]
     if json_out:
         emit_json(report.summary())
     else:
-        print_summary(
-            "verify", {k.upper(): v for k, v in states.items() if v}, f"  log: {report.info['log']}"
-        )
+        where = f" {store}" if store else ""
+        log = f"  log: {report.info['log']}" if "log" in report.info else ""
+        repaired = report.info.get("repaired")
+        log += f"  ({repaired} repaired)" if repaired else ""
+        print_summary(f"verify{where}", {k.upper(): v for k, v in states.items() if v}, log)
         if report.failed:
-            err.print("problems found: see the lines above and the log")
+            err.print(
+                "problems found: see the lines above"
+                + ("" if repair else f"; 'labkeep verify {target or ''} --repair' fixes them")
+            )
     if report.failed:
         raise typer.Exit(1)
 

@@ -872,7 +872,7 @@ def _drop_tree(run: _Run, scope: _Scope, policy: PolicyInfo, held: Held, *, quic
                 run.result(
                     f,
                     "impossible",
-                    f"only {len(good)} good copies elsewhere ({', '.join(good) or 'none'}), "
+                    f"only {len(good)} good {_copies(len(good))} elsewhere ({', '.join(good) or 'none'}), "
                     f"the policy needs {needed}" + (f"; {'; '.join(why)}" if why else ""),
                     store="tree",
                     copies=good,
@@ -981,7 +981,7 @@ def _drop_store(
                 run.result(
                     f,
                     "impossible",
-                    f"only {len(good)} good copies elsewhere ({', '.join(good) or 'none'}), "
+                    f"only {len(good)} good {_copies(len(good))} elsewhere ({', '.join(good) or 'none'}), "
                     f"the policy needs {needed}" + (f"; {'; '.join(why)}" if why else ""),
                     store=source.name,
                     copies=good,
@@ -1709,3 +1709,82 @@ def last_event_at(session: Session, action: str, target: str) -> datetime | None
         .order_by(Event.id.desc())
         .limit(1)
     ).scalar_one_or_none()
+
+
+def below_policy(session: Session, limit: int = 100) -> tuple[list[dict[str, Any]], int]:
+    """Datasets with fewer good copies than their policy asks (the first *limit*, and how
+    many): the 3-2-1 picture of the whole keep, from grouped catalog queries."""
+    from labkeep.catalog import Policy
+
+    stores = {s.id: s for s in session.execute(select(Store)).scalars()}
+    tree_medium = stores_tree_medium(stores)
+    policies = {p.project_id: p for p in session.execute(select(Policy)).scalars()}
+    default = policies.get(None)
+    current = Entry.valid_to.is_(None)
+    n_files = dict(
+        session.execute(
+            select(Entry.dataset_id, func.count(Entry.id)).where(current).group_by(Entry.dataset_id)
+        ).all()
+    )
+    held: dict[int, list[tuple[int, int, int]]] = {}
+    for dataset_id, store_id, n, bad in session.execute(
+        select(
+            Entry.dataset_id,
+            Replica.store_id,
+            func.count(Entry.id),
+            func.count(Entry.id).filter(Replica.status != "ok"),
+        )
+        .join(Replica, Replica.sha256 == Entry.sha256)
+        .where(current)
+        .group_by(Entry.dataset_id, Replica.store_id)
+    ):
+        held.setdefault(dataset_id, []).append((store_id, int(n), int(bad)))
+    listed: list[dict[str, Any]] = []
+    count = 0
+    for dataset_id, project_id, project, name, tree_state in session.execute(
+        select(Dataset.id, Project.id, Project.name, Dataset.name, Dataset.tree_state)
+        .join(Project, Project.id == Dataset.project_id)
+        .order_by(Project.name, Dataset.name)
+    ):
+        files = int(n_files.get(dataset_id, 0))
+        if not files:
+            continue
+        row = policies.get(project_id) or default
+        need = (row.min_copies, row.min_media, row.min_offsite) if row else (1, 1, 0)
+        full: list[tuple[str, str, bool]] = []
+        if tree_state == "present":
+            full.append(("tree", tree_medium, False))
+        for store_id, n, bad in held.get(dataset_id, []):
+            s = stores[store_id]
+            if n == files and not bad:
+                full.append((s.name, s.medium, bool(s.offsite)))
+        media = {m for _, m, _ in full}
+        offsite = sum(1 for *_, o in full if o)
+        short = []
+        if len(full) < need[0]:
+            short.append(f"{len(full)} of {need[0]} copies")
+        if len(media) < need[1]:
+            short.append(f"{len(media)} of {need[1]} kinds of media")
+        if offsite < need[2]:
+            short.append(f"{offsite} of {need[2]} off-site copies")
+        if not short:
+            continue
+        count += 1
+        if len(listed) < limit:
+            have = {n for n, _, _ in full}
+            spare = [s.name for s in stores.values() if s.kind != "tree" and s.name not in have]
+            listed.append(
+                {
+                    "dataset": f"{project}/{name}",
+                    "copies": [n for n, _, _ in full],
+                    "below": short,
+                    "fix": f"labkeep copy {project}/{name} --to {spare[0]}"
+                    if spare
+                    else "add a store ('labkeep store add ...') and copy the dataset to it",
+                }
+            )
+    return listed, count
+
+
+def _copies(n: int) -> str:
+    return "copy" if n == 1 else "copies"

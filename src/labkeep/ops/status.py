@@ -70,7 +70,17 @@ def status(keep: Keep, *, deep: bool = False) -> dict[str, Any]:
         ]
         events = session.execute(select(func.count(Event.id))).scalar_one()
         verify_problems, n_verify_problems, n_extra, n_drift = _verify_problems(session)
+        from labkeep.ops.copies import below_policy
+
+        short, n_short = below_policy(session, MAX_LISTED)
     attention: list[str] = []
+    for item in short:
+        attention.append(
+            f"{item['dataset']}: below its copy policy ({', '.join(item['below'])}; copies: "
+            f"{', '.join(item['copies']) or 'none'}): {item['fix']}"
+        )
+    if n_short > len(short):
+        attention.append(f"... and {n_short - len(short)} more datasets below their copy policy")
     if problems:
         attention.append(f"{problems} files failed their last verification: run 'labkeep verify'")
     for item in verify_problems:
@@ -101,6 +111,8 @@ def status(keep: Keep, *, deep: bool = False) -> dict[str, Any]:
         "manifests_not_matching": n_drift,
         "verify_problems": verify_problems,
         "unfinished_ingests": unfinished,
+        "below_policy": short,
+        "datasets_below_policy": n_short,
         "last_verify": isoformat(last_verify),
         "events": events,
         "deep": deep,

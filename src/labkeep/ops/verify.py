@@ -26,7 +26,7 @@ from sqlalchemy import select, update
 from labkeep.access import allowed, check
 from labkeep.catalog import Dataset, Entry, Event, Project
 from labkeep.clock import isoformat, utcnow
-from labkeep.errors import Busy, LabkeepError, from_os_error
+from labkeep.errors import Busy, LabkeepError, UsageError, from_os_error
 from labkeep.integrity.hashing import Hashed, hash_file
 from labkeep.integrity.manifest import MANIFEST_NAME
 from labkeep.names import parse_address
@@ -88,12 +88,37 @@ def verify(
     on_result: Callable[[Result], None] | None = None,
     log_dir: str | os.PathLike[str] | None = None,
     keep_results: bool = True,
+    store: str | None = None,
+    quick: bool = False,
+    repair: bool = False,
 ) -> Report:
     """Verify every dataset in *target* (a project, a dataset, or the whole keep).
 
     With *keep_results* False (when *on_result* takes every record as it comes) the
     report keeps only the problems: memory does not grow with the number of files.
+
+    *store* verifies the replicas in that store instead of the tree (*quick*: trust the
+    store's size and SHA-256). *repair* replaces every damaged or missing copy found
+    (in the tree, through the seal, or in the store) from a good copy.
     """
+    if store is not None and store != "tree":
+        if not target:
+            raise UsageError("--store needs a PROJECT or PROJECT/DATASET")
+        from labkeep.ops.copies import verify_store
+
+        return verify_store(
+            keep,
+            target,
+            store=store,
+            quick=quick,
+            repair=repair,
+            jobs=jobs,
+            progress=progress,
+            on_result=on_result,
+            keep_results=keep_results,
+        )
+    if quick:
+        raise UsageError("--quick is for the replicas of a store (--store NAME)")
     datasets = _scope(keep, target)
     report = Report(
         "verify",
@@ -116,11 +141,24 @@ def verify(
                 run = _DatasetVerify(
                     keep, project, name, dataset_id, report, log, progress, on_result
                 )
+                if dropped(keep, dataset_id):
+                    run.emit(
+                        Result(
+                            "verify",
+                            "notneeded",
+                            dataset=run.target,
+                            message="its tree copy was dropped (see 'labkeep whereis "
+                            f"{run.target}'): verify its stores with --store",
+                        )
+                    )
+                    continue
                 try:
                     with keep.tree.lock(project, name, what="verify"):
                         last_event = run.execute(pool)
                 except Busy as exc:
                     run.emit(Result("verify", "error", dataset=run.target, message=exc.message))
+                if repair and run.damaged:
+                    _repair(keep, run, report, progress, on_result, jobs)
         summary = report.states()
         log.write(
             "# summary: " + ", ".join(f"{s.upper()} {summary.get(s, 0)}" for s in STATES) + "\n"
@@ -130,6 +168,56 @@ def verify(
             log.write(f"# audit chain head: event {point.event_id} {point.hash}\n")
     report.info["states"] = {s: summary.get(s, 0) for s in STATES}
     return report
+
+
+def dropped(keep: Keep, dataset_id: int) -> bool:
+    with keep.catalog.read() as session:
+        return session.get_one(Dataset, dataset_id).tree_state != "present"
+
+
+def _repair(
+    keep: Keep,
+    run: _DatasetVerify,
+    report: Report,
+    progress: Progress | None,
+    on_result: Callable[[Result], None] | None,
+    jobs: int | None,
+) -> None:
+    """Replace the damaged and missing tree files *run* found from good replicas."""
+    from labkeep.ops.copies import repair_tree
+
+    def forward(result: Result) -> None:
+        report.add(result)
+        run.log.write(
+            f"REPAIR   {run.target}/{result.path}: {result.status}"
+            + (f" ({result.message})" if result.message else "")
+            + "\n"
+        )
+        if on_result is not None:
+            on_result(result)
+
+    try:
+        repaired = repair_tree(keep, run.target, run.damaged, jobs=jobs, on_result=forward)
+    except LabkeepError as exc:
+        forward(Result("repair", "error", dataset=run.target, message=exc.message))
+        return
+    fixed = [r.path for r in repaired.results if r.status == "ok"]
+    report.info["repaired"] = report.info.get("repaired", 0) + len(fixed)
+    if fixed:
+        # the dataset's fixity as it is now: repaired files were hashed as they were written
+        counts = {s: run.counts.get(s, 0) for s in STATES}
+        lost = {p for p in run.damaged if p not in set(fixed)}
+        counts["ok"] += len(fixed)
+        counts["modified"] = sum(1 for p in lost if p in run.modified)
+        counts["missing"] = len(lost) - counts["modified"]
+        with keep.catalog.write() as session:
+            append_event(
+                session,
+                keep.actor,
+                "verify",
+                run.target,
+                {**counts, "manifest": run.manifest_state, "repaired": len(fixed)},
+            )
 
 
 class VerifyLog:
@@ -205,12 +293,19 @@ class _DatasetVerify:
         self.root = keep.tree.dataset_dir(project, name)
         #: files per state (the manifest is not counted: it has its own state)
         self.counts: Counter[str] = Counter()
+        #: paths found modified or missing (for --repair; as many as there are problems)
+        self.damaged: list[str] = []
+        self.modified: set[str] = set()
         self.manifest_state = "ok"
 
     def emit(self, result: Result, *, count: bool = True) -> None:
         self.report.add(result)
         if result.state and count:
             self.counts[result.state] += 1
+            if result.state in ("modified", "missing") and result.path:
+                self.damaged.append(result.path)
+                if result.state == "modified":
+                    self.modified.add(result.path)
         if result.state:
             self.log.write(f"{result.state.upper():8} {self.target}/{result.path}")
             self.log.write(f"  ({result.message})\n" if result.message else "\n")

@@ -872,8 +872,7 @@ def _drop_tree(run: _Run, scope: _Scope, policy: PolicyInfo, held: Held, *, quic
                 run.result(
                     f,
                     "impossible",
-                    f"only {len(good)} good {_copies(len(good))} elsewhere ({', '.join(good) or 'none'}), "
-                    f"the policy needs {needed}" + (f"; {'; '.join(why)}" if why else ""),
+                    _short_message(good, why, needed),
                     store="tree",
                     copies=good,
                 ),
@@ -981,8 +980,7 @@ def _drop_store(
                 run.result(
                     f,
                     "impossible",
-                    f"only {len(good)} good {_copies(len(good))} elsewhere ({', '.join(good) or 'none'}), "
-                    f"the policy needs {needed}" + (f"; {'; '.join(why)}" if why else ""),
+                    _short_message(good, why, needed),
                     store=source.name,
                     copies=good,
                 ),
@@ -1786,5 +1784,9 @@ def below_policy(session: Session, limit: int = 100) -> tuple[list[dict[str, Any
     return listed, count
 
 
-def _copies(n: int) -> str:
-    return "copy" if n == 1 else "copies"
+def _short_message(good: list[str], why: list[str], needed: int) -> str:
+    n = len(good)
+    return (
+        f"only {n} good {'copy' if n == 1 else 'copies'} elsewhere ({', '.join(good) or 'none'}), "
+        f"the policy needs {needed}" + (f"; {'; '.join(why)}" if why else "")
+    )

@@ -96,6 +96,7 @@ def world(keep: Keep, tmp_path: Path) -> Iterator[World]:
     keep.set_user_disabled("dis")
     keep.create_project("a_proj", group="lab-a")
     keep.create_project("axproj", group="lab-b")
+    keep.add_store("backup", kind="objects", path=str(tmp_path / "backup"))
     w = World(keep, tmp_path)
     w.fresh()
     yield w
@@ -184,6 +185,14 @@ OPERATIONS: dict[str, Callable[[Keep, World, bool], Any]] = {
     "list_users": lambda k, w, own: k.list_users(),
     "whoami_tokens": lambda k, w, own: k.list_tokens(),
     "create_token": lambda k, w, own: k.create_token("t"),
+    "whereis": lambda k, w, own: k.whereis(_target(w, own) + "/raw/f.txt"),
+    "copy": lambda k, w, own: k.copy(_target(w, own), to="backup"),
+    "drop": lambda k, w, own: k.drop(_target(w, own), from_store="backup"),
+    "repair": lambda k, w, own: k.verify_store(_target(w, own), store="backup", repair=True),
+    "set_policy": lambda k, w, own: k.set_policy(_project(w, own), min_copies=1),
+    "add_store": lambda k, w, own: k.add_store(
+        w.name("s"), kind="objects", path=str(w.tmp / w.name("store"))
+    ),
 }
 #: operations that change what later cells see get fresh datasets before they run
 MUTATING = {"ingest", "seal", "unseal", "make_public", "grant", "disable_user"}

@@ -71,8 +71,8 @@ if TYPE_CHECKING:
 PAGE = 2000
 AHEAD = 8
 #: commit replica rows at least this often
-COMMIT_ROWS = 500
-COMMIT_SECONDS = 2.0
+COMMIT_ROWS = 200
+COMMIT_SECONDS = 1.0
 TIER_ORDER = {"hot": 0, "warm": 1, "cold": 2}
 CHUNK = 1 << 20
 
@@ -1566,7 +1566,7 @@ def dataset_copies(session: Session, proj: Project, dataset: Dataset) -> dict[st
             func.count(Entry.id),
             func.min(Replica.verified_at),
             func.min(Replica.retain_until),
-            func.sum(func.cast(Replica.status != "ok", type_=Entry.size.type)),
+            func.count(Entry.id).filter(Replica.status != "ok"),
         )
         .join(Replica, Replica.sha256 == Entry.sha256)
         .where(current)

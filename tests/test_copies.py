@@ -23,7 +23,7 @@ from sqlalchemy import func, select
 from labkeep import Keep
 from labkeep.catalog import Replica
 from labkeep.errors import BelowPolicy, Busy, StoreUnavailable, UsageError
-from tests.conftest import make_files, unseal_tree
+from tests.conftest import make_files
 from tests.test_cli import records, run
 
 
@@ -389,7 +389,7 @@ def test_two_racing_drops_never_leave_fewer_than_min_copies(
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
-        )  # fmt: skip
+        )
         for store in ("a", "b", "tree")
     ]
     outcomes = [(p.returncode, p.communicate(timeout=120)) for p in procs]
@@ -418,9 +418,11 @@ def test_a_lease_held_elsewhere_makes_a_second_copy_job_wait(
         from labkeep.catalog import Dataset
 
         dataset_id = session.execute(select(Dataset.id).where(Dataset.name == "s1")).scalar_one()
-    with lease(keep, f"copies:{dataset_id}", what="a copy job on proj/s1"):
-        with pytest.raises(Busy, match="under way"):
-            keep.copy("proj/s1", to="backup")
+    with (
+        lease(keep, f"copies:{dataset_id}", what="a copy job on proj/s1"),
+        pytest.raises(Busy, match="under way"),
+    ):
+        keep.copy("proj/s1", to="backup")
     assert not keep.copy("proj/s1", to="backup").failed
 
 

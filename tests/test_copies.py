@@ -472,3 +472,64 @@ def test_cli_copy_whereis_drop_json(tmp_path: Path) -> None:
     assert "no store named 'nowhere'" in out.stderr
     out = run("store", "add", "bad", "--path", "/no/such/disk/x", "--root", str(root), check=3)
     assert "does not exist" in out.stderr
+
+
+def test_web_shows_copies_and_serves_a_dropped_tree_from_the_stores(
+    keep: Keep, tmp_path: Path, sealed: dict[str, bytes]
+) -> None:
+    """Landing pages say where the content lives; downloads (whole, ranges, zip) still
+    work when the tree copy was dropped, served from a store and still matching."""
+    import io
+    import zipfile
+
+    from tests.webserver import LiveServer
+
+    add_objects(keep, tmp_path, "backup")
+    add_objects(keep, tmp_path, "archive", tier="cold", offsite=True)
+    keep.copy("proj/s1", to="backup")
+    keep.copy("proj/s1", to="archive")
+    keep.set_policy("proj", min_copies=2, tree_droppable=True)
+    keep.drop("proj/s1", from_store="tree")
+    secret, _ = keep.create_token("web", expires="1d")
+    rel = max(sealed, key=lambda r: len(sealed[r]))
+    data = sealed[rel]
+    with LiveServer(keep) as server, server.client(timeout=30) as client:
+        auth = {"Authorization": f"Bearer {secret}"}
+        page = client.get("/p/proj/s1", headers=auth)
+        assert page.status_code == 200
+        assert "backup" in page.text and "archive" in page.text and "cold data" in page.text
+        assert "BELOW POLICY" not in page.text
+        file_page = client.get(f"/p/proj/s1/-/raw/{rel}", headers=auth)
+        assert file_page.status_code == 200 and "file-copies" in file_page.text
+        got = client.get(f"/api/v1/files/proj/s1/raw/{rel}", headers=auth)
+        assert got.status_code == 200 and got.content == data
+        assert got.headers["x-content-sha256"] == hashlib.sha256(data).hexdigest()
+        part = client.get(
+            f"/api/v1/files/proj/s1/raw/{rel}", headers={**auth, "Range": "bytes=10-99"}
+        )
+        assert part.status_code == 206 and part.content == data[10:100]
+        assert part.headers["content-range"] == f"bytes 10-99/{len(data)}"
+        tail = client.get(f"/api/v1/files/proj/s1/raw/{rel}", headers={**auth, "Range": "bytes=-7"})
+        assert tail.status_code == 206 and tail.content == data[-7:]
+        beyond = client.get(
+            f"/api/v1/files/proj/s1/raw/{rel}", headers={**auth, "Range": f"bytes={len(data)}-"}
+        )
+        assert beyond.status_code == 416
+        archive = client.get("/api/v1/datasets/proj/s1/zip", headers=auth)
+        assert archive.status_code == 200
+        with zipfile.ZipFile(io.BytesIO(archive.content)) as z:
+            assert {n: z.read(n) for n in z.namelist()} == {
+                f"raw/{r}": d for r, d in sealed.items()
+            }
+        copies = client.get("/api/v1/datasets/proj/s1/copies", headers=auth).json()
+        assert copies["tree"] == "dropped" and copies["good_copies"] == 2
+        where = client.get(f"/api/v1/whereis/proj/s1/raw/{rel}", headers=auth).json()
+        assert {c["store"] for c in where["copies"]} == {"backup", "archive"}
+        policy = client.put("/api/v1/projects/proj/policy", headers=auth, json={"min_copies": 3})
+        assert policy.status_code == 200 and policy.json()["min_copies"] == 3
+        check = client.get("/api/v1/policy-check", headers=auth).json()
+        assert check[0]["below_policy"] == ["2 of 3 copies"]
+        listed = client.get("/api/v1/stores", headers=auth).json()
+        assert {s["name"] for s in listed} == {"tree", "backup", "archive"}
+        bad = client.put("/api/v1/projects/proj/policy", headers=auth, json={"min_copies": 0})
+        assert bad.status_code == 422

@@ -100,19 +100,16 @@ def open_file(keep: Keep, address: str, *, resuming: bool = False) -> tuple[File
     catalog is refused: labkeep never serves content it cannot vouch for.
     """
     info = stat_file(keep, address, action="dataset.download")
+    from labkeep.ops.content import open_content
+
     try:
-        handle = open(info.local_path, "rb")  # noqa: SIM115 (returned to the caller)
-    except FileNotFoundError:
+        handle = open_content(keep, info.local_path, info.size, bytes.fromhex(info.sha256))
+    except NotFound as exc:
         raise NotFound(
-            f"{info.dataset}/{info.path} is missing from the tree",
-            hint="run 'labkeep verify' and repair it from another copy",
+            f"{info.dataset}/{info.path}: {exc.message}",
+            hint="run 'labkeep verify' and repair it from another copy, or "
+            f"'labkeep get {info.dataset}' if its tree copy was dropped",
         ) from None
-    if os.fstat(handle.fileno()).st_size != info.size:
-        handle.close()
-        raise NotFound(
-            f"{info.dataset}/{info.path} on disk does not match the catalog",
-            hint="run 'labkeep verify' and repair it from another copy",
-        )
     from labkeep.ops.shares import count_download
 
     try:

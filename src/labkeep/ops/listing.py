@@ -208,6 +208,8 @@ class DatasetView:
     verification: dict[str, object]
     #: the dataset's share links, for those who may manage them
     shares: list[Any] | None
+    #: where its content lives, store by store, against its copy policy
+    copies: dict[str, Any] | None = None
 
 
 def dataset_view(
@@ -224,6 +226,7 @@ def dataset_view(
     read transaction, whatever the dataset's size."""
     from labkeep.access import allowed
     from labkeep.ops._access import project_resource
+    from labkeep.ops.copies import dataset_copies
     from labkeep.ops.projects import _dataset_info
     from labkeep.ops.shares import dataset_shares
     from labkeep.ops.verify import verification_of
@@ -255,4 +258,7 @@ def dataset_view(
                 if allowed(keep.principal, "share.manage", resource)
                 else None
             ),
+            copies=dataset_copies(session, project, dataset)
+            if keep.principal.kind == "user"
+            else None,
         )

@@ -177,14 +177,23 @@ class ObjectsStore(ContentStore):
     # -- reading --------------------------------------------------------------------------
     def open(self, key: str, start: int = 0, end: int | None = None) -> Iterator[bytes]:
         path = self._path(key)
-        try:
-            handle = open(path, "rb", buffering=0)  # noqa: SIM115 (closed by the generator)
+        try:  # settle now whether it is there; the file is opened when reading starts
+            os.stat(path)
         except FileNotFoundError:
             self._ready()
             raise NotFound(f"{self.describe()} does not hold {key}") from None
         except OSError as exc:
             raise self._error(exc, f"reading {key}") from exc
-        return _read_range(handle, start, end)
+        return self._read(path, key, start, end)
+
+    def _read(self, path: Path, key: str, start: int, end: int | None) -> Iterator[bytes]:
+        try:
+            handle = open(path, "rb", buffering=0)  # noqa: SIM115 (closed below)
+        except FileNotFoundError:
+            raise NotFound(f"{self.describe()} does not hold {key}") from None
+        except OSError as exc:
+            raise self._error(exc, f"reading {key}") from exc
+        yield from _read_range(handle, start, end)
 
     def stat(self, key: str) -> Stored | None:
         try:

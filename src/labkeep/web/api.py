@@ -374,6 +374,52 @@ def verification(keep: Caller, project: str, dataset: str) -> dict[str, Any]:
     return keep.verification(_dataset(project, dataset))
 
 
+@router.get("/datasets/{project}/{dataset}/copies", tags=["copies"])
+def copies(keep: Caller, project: str, dataset: str) -> dict[str, Any]:
+    """Where the dataset's content lives, store by store, against its copy policy."""
+    return keep.copies_of(_dataset(project, dataset))
+
+
+@router.get("/whereis/{project}/{dataset}/{path:path}", tags=["copies"])
+def whereis(
+    keep: Caller, project: str, dataset: str, path: str, version: VersionQuery = None
+) -> dict[str, Any]:
+    """Every store holding the file, when each copy was last checked and what was found."""
+    return keep.whereis(address_text(project, dataset, path, version))
+
+
+@router.get("/stores", tags=["copies"])
+def stores(keep: Caller, check: bool = True) -> list[dict[str, Any]]:
+    """The stores (site admins): usage as recorded, reachability, lock mode."""
+    return [s.to_dict() for s in keep.list_stores(check_health=check)]
+
+
+class PolicyIn(In):
+    min_copies: int | None = Field(None, ge=1, le=20)
+    min_media: int | None = Field(None, ge=1, le=20)
+    min_offsite: int | None = Field(None, ge=0, le=20)
+    on_seal: list[Annotated[str, Field(max_length=64)]] | None = Field(None, max_length=20)
+    tree_droppable: bool | None = None
+
+
+@router.get("/projects/{project}/policy", tags=["copies"])
+def get_policy(keep: Caller, project: str) -> dict[str, Any]:
+    """The project's copy policy (or the keep's default it inherits)."""
+    return keep.get_policy(project).to_dict()
+
+
+@router.put("/projects/{project}/policy", tags=["copies"])
+def set_policy(keep: Caller, project: str, body: PolicyIn) -> dict[str, Any]:
+    """Set (part of) the project's copy policy (who manages the project)."""
+    return keep.set_policy(project, **body.model_dump()).to_dict()
+
+
+@router.get("/policy-check", tags=["copies"])
+def policy_check(keep: Caller, project: str | None = None) -> list[dict[str, Any]]:
+    """Every dataset the caller may read, its copies and whether it meets its policy."""
+    return keep.policy_check(project)
+
+
 @router.put("/datasets/{project}/{dataset}/public", tags=["access"])
 def set_public(keep: Caller, project: str, dataset: str, body: PublicIn) -> dict[str, Any]:
     return keep.set_public(_dataset(project, dataset), body.public)

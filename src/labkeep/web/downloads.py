@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import functools
-import os
 import re
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -51,17 +50,20 @@ def file_response(keep: Keep, address: str, range_header: str | None = None) -> 
     or for a range from its first byte counts, the later ranges of that file do not.
     """
     info, handle = keep.open_file(address, resuming=resuming(range_header))
-    handle.close()
     digest_b64 = base64.b64encode(bytes.fromhex(info.sha256)).decode()
+    headers = {
+        "Content-Disposition": content_disposition(info.name),
+        "ETag": f'"{info.sha256}"',
+        "Repr-Digest": f"sha-256=:{digest_b64}:",
+        "X-Content-SHA256": info.sha256,
+    }
+    if not _from_tree(handle):  # the tree has no copy: stream it from a store
+        return _store_response(handle, info.size, range_header, headers)
+    handle.close()
     return _FileResponse(
         info.local_path,
         media_type="application/octet-stream",
-        headers={
-            "Content-Disposition": content_disposition(info.name),
-            "ETag": f'"{info.sha256}"',
-            "Repr-Digest": f"sha-256=:{digest_b64}:",
-            "X-Content-SHA256": info.sha256,
-        },
+        headers=headers,
     )
 
 
@@ -87,7 +89,7 @@ def zip_response(keep: Keep, address: str, filename: str) -> Response:
         lambda path: keep.has_file(address_text(addr.project, addr.dataset, path, addr.version))
     )
     members = (
-        Member(names(f.path), f.size, f.mtime_ns, functools.partial(_open_checked, f))
+        Member(names(f.path), f.size, f.mtime_ns, functools.partial(_open_checked, keep, f))
         for f in files
     )
     return ClosingStreamingResponse(
@@ -122,10 +124,72 @@ class ClosingStreamingResponse(StreamingResponse):
                     await anyio.to_thread.run_sync(close)
 
 
-def _open_checked(info: FileInfo) -> BinaryIO:
-    """A tree file for a zip, refused (ending the zip) when its size is not the catalog's."""
-    handle = open(info.local_path, "rb")  # noqa: SIM115 (closed by stream_zip)
-    if os.fstat(handle.fileno()).st_size != info.size:
+def _open_checked(keep: Keep, info: FileInfo) -> BinaryIO:
+    """A file for a zip: the tree's copy (of the catalog's size), else a good replica;
+    an error (ending the zip) when there is neither."""
+    from labkeep.errors import NotFound
+    from labkeep.ops.content import open_content
+
+    try:
+        return open_content(keep, info.local_path, info.size, bytes.fromhex(info.sha256))
+    except NotFound as exc:
+        raise OSError(f"{info.dataset}/{info.path}: {exc.message}") from None
+
+
+def _from_tree(handle: BinaryIO) -> bool:
+    from labkeep.ops.content import StoreReader
+
+    raw = getattr(handle, "raw", None)
+    return not isinstance(raw, StoreReader)
+
+
+def _store_response(
+    handle: BinaryIO, size: int, range_header: str | None, headers: dict[str, str]
+) -> Response:
+    """A file served from a store: the whole file, or one byte range (206)."""
+    from labkeep.ops.content import StoreReader
+
+    reader = handle.raw  # type: ignore[attr-defined]
+    assert isinstance(reader, StoreReader)
+    headers = {**headers, "Accept-Ranges": "bytes"}
+    span = _one_range(range_header, size)
+    if span is None:
+        headers["Content-Length"] = str(size)
+        return ClosingStreamingResponse(
+            _chunks(handle), media_type="application/octet-stream", headers=headers
+        )
+    if isinstance(span, str):  # unsatisfiable
         handle.close()
-        raise OSError(f"{info.dataset}/{info.path} on disk does not match the catalog")
-    return handle
+        return Response(status_code=416, headers={"Content-Range": f"bytes */{size}"})
+    start, end = span
+    handle.close()
+    headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
+    headers["Content-Length"] = str(end - start)
+    return ClosingStreamingResponse(
+        reader.ranges(start, end),
+        status_code=206,
+        media_type="application/octet-stream",
+        headers=headers,
+    )
+
+
+def _chunks(handle: BinaryIO) -> Iterator[bytes]:
+    with handle:
+        while block := handle.read(1 << 20):
+            yield block
+
+
+def _one_range(header: str | None, size: int) -> tuple[int, int] | str | None:
+    """``bytes=A-B``, ``bytes=A-`` or ``bytes=-N`` as [start, end); None: the whole file."""
+    match = re.fullmatch(r"\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*", header or "")
+    if match is None or not (match.group(1) or match.group(2)):
+        return None
+    first, last = match.group(1), match.group(2)
+    if not first:
+        start, end = max(0, size - int(last)), size
+    else:
+        start = int(first)
+        end = min(size, int(last) + 1) if last else size
+    if start >= size or start >= end:
+        return "unsatisfiable"
+    return start, end

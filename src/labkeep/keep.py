@@ -73,9 +73,14 @@ class Keep:
         self.config = config
         self.root = config.root
         self.catalog = Catalog(config.catalog_url, retry_seconds=config.catalog_retry_seconds)
-        self.tree = TreeStore(config.data_path)
+        self.tree = TreeStore(config.data_path, leases=self._lease)
         self._principal = principal
         self._owns_catalog = True
+
+    def _lease(self, name: str, what: str, busy: str) -> Any:
+        from labkeep.ops.leases import lease
+
+        return lease(self, name, what=what, busy=busy)
 
     # -- who is acting -------------------------------------------------------------------
     @property

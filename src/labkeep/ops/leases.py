@@ -5,7 +5,9 @@ A lease is a row (name, owner, expires_at). Taking it is one write transaction (
 lock on PostgreSQL, ``BEGIN IMMEDIATE`` on SQLite): it succeeds when there is no row or
 the row has expired. The holder renews it from a heartbeat thread; a holder that died
 (SIGKILL, a lost host) stops renewing and its lease can be taken once it expired, without
-anybody removing a lock file by hand. A holder that could not renew in time (the catalog
+anybody removing a lock file by hand. A holder on the same host is checked at once: a
+lease whose process is gone (its pid no longer runs with the same start time) is taken
+over without waiting. A holder that could not renew in time (the catalog
 was unreachable longer than the lease) is told through :attr:`Held.lost`, and checks it
 before each commit it makes under the lease.
 """
@@ -33,6 +35,7 @@ if TYPE_CHECKING:
 
 #: seconds a lease lives without a heartbeat
 TTL = 60.0
+BUSY = "{what} is under way (by {holder}, since {since})"
 
 
 @dataclass
@@ -51,14 +54,51 @@ class Held:
 
 
 def owner_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    """``host:pid:start:random``: who holds a lease, and enough to tell, on the same
+    host, whether that process is still alive (a pid reused later has another start)."""
+    pid = os.getpid()
+    return f"{socket.gethostname()}:{pid}:{_started(pid)}:{uuid.uuid4().hex[:8]}"
+
+
+def _started(pid: int) -> str:
+    """The process's start time in clock ticks since boot (Linux), or '' if unknown."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            fields = handle.read().rsplit(b")", 1)[1].split()
+        return fields[19].decode()
+    except (OSError, IndexError):
+        return ""
+
+
+def _dead_here(owner: str) -> bool:
+    """The holder ran on this host and its process is gone (killed, crashed): its lease
+    need not be waited out."""
+    parts = owner.split(":")
+    if len(parts) < 4 or parts[0] != socket.gethostname() or not parts[1].isdigit():
+        return False
+    pid, start = int(parts[1]), parts[2]
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        pass  # alive, another user's
+    return bool(start) and _started(pid) not in ("", start)
 
 
 @contextlib.contextmanager
-def lease(keep: Keep, name: str, *, what: str, ttl: float = TTL) -> Iterator[Held]:
-    """Hold the lease *name* while the block runs, or raise Busy at once."""
+def lease(
+    keep: Keep, name: str, *, what: str, ttl: float = TTL, busy: str = BUSY
+) -> Iterator[Held]:
+    """Hold the lease *name* while the block runs, or raise Busy at once.
+
+    *busy* is the refusal's message, formatted with ``what`` (the holder's), ``holder``
+    (its host and process id) and ``since``.
+    """
     held = Held(name, owner_id())
-    _acquire(keep, held, what, ttl)
+    _acquire(keep, held, what, ttl, busy)
     stop = threading.Event()
     beat = threading.Thread(
         target=_heartbeat, args=(keep, held, ttl, stop), name="labkeep-lease", daemon=True
@@ -73,7 +113,7 @@ def lease(keep: Keep, name: str, *, what: str, ttl: float = TTL) -> Iterator[Hel
             session.execute(delete(Lease).where(Lease.name == name, Lease.owner == held.owner))
 
 
-def _acquire(keep: Keep, held: Held, what: str, ttl: float) -> None:
+def _acquire(keep: Keep, held: Held, what: str, ttl: float, busy: str) -> None:
     now = utcnow()
     until = now + timedelta(seconds=ttl)
     with keep.catalog.write() as session:
@@ -87,7 +127,7 @@ def _acquire(keep: Keep, held: Held, what: str, ttl: float) -> None:
             if add_unique(session, row):
                 return
             row = session.execute(select(Lease).where(Lease.name == held.name)).scalar_one()
-        if row.expires_at <= now:
+        if row.expires_at <= now or _dead_here(row.owner):
             taken = session.execute(
                 update(Lease)
                 .where(Lease.name == held.name, Lease.owner == row.owner)
@@ -95,9 +135,13 @@ def _acquire(keep: Keep, held: Held, what: str, ttl: float) -> None:
             )
             if taken.rowcount == 1:  # type: ignore[attr-defined]
                 return
+        host, pid = [*row.owner.split(":"), "", ""][:2]
         raise Busy(
-            f"{row.what or held.name} is under way (by {row.owner.rsplit(':', 1)[0]}, "
-            f"since {isoformat(row.acquired_at)})",
+            busy.format(
+                what=row.what or held.name,
+                holder=f"{host} pid {pid}",
+                since=isoformat(row.acquired_at),
+            ),
             hint="wait until it has finished, then run the command again (a lease left by a "
             f"process that died expires by itself, at the latest at {isoformat(row.expires_at)})",
         )

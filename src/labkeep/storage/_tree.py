@@ -18,7 +18,7 @@ import os
 import re
 import shutil
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from labkeep.errors import Busy, StorageError, UsageError
@@ -77,8 +77,15 @@ class TreeStore:
 
     kind = "tree"
 
-    def __init__(self, base: Path) -> None:
+    def __init__(
+        self,
+        base: Path,
+        leases: Callable[[str, str, str], contextlib.AbstractContextManager[object]] | None = None,
+    ) -> None:
         self.base = base
+        #: takes a named lease in the catalog (name, what, busy message); without it (a
+        #: tree opened on its own) the dataset's lock is a flock, good for one host only
+        self.leases = leases
 
     def dataset_dir(self, project: str, dataset: str) -> Path:
         return self.base / project / dataset
@@ -132,18 +139,28 @@ class TreeStore:
     def lock(self, project: str, dataset: str, *, what: str) -> Iterator[int]:
         """Hold the dataset's exclusive lock, or raise Busy at once if another holds it.
 
+        The lock is a lease in the catalog, so that processes on several hosts sharing
+        the keep exclude each other (a holder that died loses it when it expires).
         Nobody else works on the dataset while it is held, so every temp file found
         then is a crashed run's: they are removed first. Yields how many were.
         """
         folder = self.dataset_dir(project, dataset) / PRIVATE_DIR
         folder.mkdir(parents=True, exist_ok=True)
+        if self.leases is not None:
+            busy = (
+                f"{project}/{dataset} is busy: another labkeep process ({{holder}}) is "
+                f"running {{what}} on it since {{since}}"
+            )
+            with self.leases(f"tree:{project}/{dataset}", what, busy):
+                yield self.clean_temporaries(project, dataset)
+            return
         fd = os.open(folder / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 raise Busy(
-                    f"{project}/{dataset} is busy: another labkeep process is working on it",
+                    f"{project}/{dataset} is busy: another labkeep process is running {what} on it",
                     hint=f"wait for it to finish, then run the {what} again",
                 ) from None
             yield self.clean_temporaries(project, dataset)

@@ -598,3 +598,23 @@ def test_events_check_catches_tampering_the_chain_alone_cannot(
                              str(keep_root)], capture_output=True, text=True)  # fmt: skip
     assert result.returncode == 1, result.stdout + result.stderr
     assert "BROKEN" in result.stdout and expected in result.stdout.replace("\n", " ")
+
+
+def test_verify_merges_tree_and_catalog_in_byte_order(keep: Keep, tmp_path: Path) -> None:
+    """Names that sort differently as paths and as strings ("a.txt" < "a/b" < "a0",
+    non-ASCII after ASCII) are matched one to one, and an extra file among them is named."""
+    src = tmp_path / "odd"
+    names = ["a.txt", "a/b", "a/b.c/d", "a-b/c", "a0", "a", "é/x", "Z", "z/z", "a b/c"]
+    for i, name in enumerate(names):
+        if name == "a":
+            continue  # a file and a folder of one name cannot both exist
+        path = src / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"%d" % i)
+    keep.ingest(src, "proj/odd")
+    report = keep.verify("proj/odd")
+    assert report.info["states"] == {"ok": len(names) - 1, "modified": 0, "missing": 0, "extra": 0}
+    extra = keep.tree.dataset_dir("proj", "odd") / "raw" / "a.u"
+    extra.write_bytes(b"stray")
+    report = keep.verify("proj/odd")
+    assert [(r.state, r.path) for r in report.results if r.state != "ok"] == [("extra", "raw/a.u")]

@@ -44,6 +44,8 @@ if TYPE_CHECKING:
 STATES = ("ok", "modified", "missing", "extra")
 #: files handed to the hashing threads ahead of the one whose result is awaited
 HASH_AHEAD = 64
+#: catalog rows read, and outcomes written, per transaction
+PAGE = 5000
 #: states of the manifest in a verify event: as the catalog says, changed, not there
 MANIFEST_STATES = ("ok", "modified", "missing")
 
@@ -168,6 +170,25 @@ def verify(
             log.write(f"# audit chain head: event {point.event_id} {point.hash}\n")
     report.info["states"] = {s: summary.get(s, 0) for s in STATES}
     return report
+
+
+def _merge(
+    entries: Iterator[tuple[int, str, int, bytes]],
+    disk: Iterator[tuple[str, os.stat_result]],
+) -> Iterator[tuple[tuple[int, str, int, bytes] | None, tuple[str, os.stat_result] | None]]:
+    """Pair two path-sorted streams: (entry, file) for a path in both, else one None."""
+    entry = next(entries, None)
+    item = next(disk, None)
+    while entry is not None or item is not None:
+        if item is None or (entry is not None and entry[1] < item[0]):
+            yield entry, None
+            entry = next(entries, None)
+        elif entry is None or item[0] < entry[1]:
+            yield None, item
+            item = next(disk, None)
+        else:
+            yield entry, item
+            entry, item = next(entries, None), next(disk, None)
 
 
 def dropped(keep: Keep, dataset_id: int) -> bool:
@@ -336,67 +357,98 @@ class _DatasetVerify:
         )
 
     def execute(self, pool: ThreadPoolExecutor) -> Event:
-        """Verify the dataset; return the verify event it appended."""
+        """Verify the dataset; return the verify event it appended.
+
+        The catalog's rows (keyset pages, path order) and the tree (a sorted walk) are
+        merged as two sorted streams; files are hashed a bounded window ahead, and the
+        outcomes written to the catalog in batches: memory does not grow with the files.
+        """
         with self.keep.catalog.read() as session:
-            entries = session.execute(
-                select(Entry.id, Entry.path, Entry.size, Entry.sha256).where(
-                    Entry.dataset_id == self.dataset_id, Entry.valid_to.is_(None)
-                )
-            ).all()
-            expected_manifest = manifest_digest(session, self.dataset_id) if entries else None
-        on_disk = dict(self.keep.tree.walk_files(self.project, self.name))
-        known = set()
-        updates: list[dict[str, object]] = []
-        to_hash = []
-        for entry_id, path, size, digest in entries:
-            known.add(path)
-            st = on_disk.get(path)
+            has_entries = session.execute(
+                select(Entry.id)
+                .where(Entry.dataset_id == self.dataset_id, Entry.valid_to.is_(None))
+                .limit(1)
+            ).first()
+            expected_manifest = manifest_digest(session, self.dataset_id) if has_entries else None
+        self.updates: list[dict[str, object]] = []
+        self.verified_at = utcnow()
+        window: deque[tuple[tuple[int, str, int, bytes], Future[Hashed], list[int]]] = deque()
+        for entry, disk in _merge(
+            self._entries(), self.keep.tree.walk_sorted(self.project, self.name)
+        ):
+            if entry is None:
+                assert disk is not None
+                self.emit(self.result(disk[0], "extra", "in the tree, not in the catalog"))
+                continue
+            entry_id, path, size, _digest = entry
+            st = disk[1] if disk is not None else None
             if st is None:
-                self.emit(
-                    self.result(path, "missing", "in the catalog, not in the tree", size=size)
-                )
-                updates.append({"id": entry_id, "verify_status": "missing"})
-                self._advance(size)
+                self._found(entry_id, path, size, "missing", "in the catalog, not in the tree")
             elif not stat.S_ISREG(st.st_mode):
-                self.emit(self.result(path, "modified", "no longer a regular file", size=size))
-                updates.append({"id": entry_id, "verify_status": "modified"})
-                self._advance(size)
+                self._found(entry_id, path, size, "modified", "no longer a regular file")
             elif st.st_size != size:
-                self.emit(
-                    self.result(
-                        path, "modified", f"size {st.st_size}, catalog says {size}", size=size
-                    )
+                self._found(
+                    entry_id, path, size, "modified", f"size {st.st_size}, catalog says {size}"
                 )
-                updates.append({"id": entry_id, "verify_status": "modified"})
-                self._advance(size)
             else:
-                to_hash.append((entry_id, path, size, digest))
-        for (entry_id, path, size, digest), future, read in self._hashed(pool, to_hash):
-            try:
-                actual = future.result().sha256
-            except (OSError, LabkeepError) as exc:
-                message = exc.message if isinstance(exc, LabkeepError) else str(exc.strerror)
-                self.emit(self.result(path, "modified", f"cannot read: {message}", size=size))
-                updates.append({"id": entry_id, "verify_status": "modified"})
-            else:
-                if actual == digest:
-                    self.emit(self.result(path, "ok", size=size, sha256=digest.hex()))
-                    updates.append({"id": entry_id, "verify_status": "ok"})
-                else:
-                    self.emit(
-                        self.result(
-                            path,
-                            "modified",
-                            f"SHA-256 is {actual.hex()}, catalog says {digest.hex()}",
-                            size=size,
-                        )
-                    )
-                    updates.append({"id": entry_id, "verify_status": "modified"})
-            self._advance(size - read[0])
-        for path in sorted(set(on_disk) - known):
-            self.emit(self.result(path, "extra", "in the tree, not in the catalog"))
+                window.append((entry, *self._submit(pool, path)))
+                if len(window) >= HASH_AHEAD:
+                    self._hashed_one(*window.popleft())
+        while window:
+            self._hashed_one(*window.popleft())
         self._check_manifest(expected_manifest)
-        return self._record(updates)
+        return self._record(self.updates)
+
+    def _entries(self) -> Iterator[tuple[int, str, int, bytes]]:
+        after: str | None = None
+        while True:
+            query = select(Entry.id, Entry.path, Entry.size, Entry.sha256).where(
+                Entry.dataset_id == self.dataset_id, Entry.valid_to.is_(None)
+            )
+            if after is not None:
+                query = query.where(Entry.path > after)
+            with self.keep.catalog.read() as session:
+                rows = session.execute(query.order_by(Entry.path).limit(PAGE)).all()
+            for entry_id, path, size, digest in rows:
+                yield int(entry_id), path, int(size), bytes(digest)
+            if len(rows) < PAGE:
+                return
+            after = rows[-1][1]
+
+    def _found(self, entry_id: int, path: str, size: int, state: str, message: str) -> None:
+        self.emit(self.result(path, state, message, size=size))
+        self._update(entry_id, state)
+        self._advance(size)
+
+    def _hashed_one(
+        self, entry: tuple[int, str, int, bytes], future: Future[Hashed], read: list[int]
+    ) -> None:
+        entry_id, path, size, digest = entry
+        try:
+            actual = future.result().sha256
+        except (OSError, LabkeepError) as exc:
+            message = exc.message if isinstance(exc, LabkeepError) else str(exc.strerror)
+            self.emit(self.result(path, "modified", f"cannot read: {message}", size=size))
+            self._update(entry_id, "modified")
+        else:
+            if actual == digest:
+                self.emit(self.result(path, "ok", size=size, sha256=digest.hex()))
+                self._update(entry_id, "ok")
+            else:
+                message = f"SHA-256 is {actual.hex()}, catalog says {digest.hex()}"
+                self.emit(self.result(path, "modified", message, size=size))
+                self._update(entry_id, "modified")
+        self._advance(size - read[0])
+
+    def _update(self, entry_id: int, state: str) -> None:
+        self.updates.append({"id": entry_id, "verify_status": state})
+        if len(self.updates) >= PAGE:
+            self._write(self.updates)
+            self.updates = []
+
+    def _write(self, updates: list[dict[str, object]]) -> None:
+        with self.keep.catalog.write() as session:
+            session.execute(update(Entry), [dict(u, verified_at=self.verified_at) for u in updates])
 
     def _check_manifest(self, expected: str | None) -> None:
         """Compare the manifest on disk with the one the catalog describes (*expected*:
@@ -418,19 +470,6 @@ class _DatasetVerify:
             message = "manifest does not match the catalog; run 'labkeep manifest'"
             self.emit(self.result(MANIFEST_NAME, "modified", message), count=False)
 
-    def _hashed(
-        self, pool: ThreadPoolExecutor, items: list[tuple[int, str, int, bytes]]
-    ) -> Iterator[tuple[tuple[int, str, int, bytes], Future[Hashed], list[int]]]:
-        """Hash *items* on the pool, in order, with a few files in flight per thread (not
-        one future per file of the dataset at once)."""
-        window: deque[tuple[tuple[int, str, int, bytes], Future[Hashed], list[int]]] = deque()
-        for item in items:
-            window.append((item, *self._submit(pool, item[1])))
-            if len(window) >= HASH_AHEAD:
-                yield window.popleft()
-        while window:
-            yield window.popleft()
-
     def _submit(self, pool: ThreadPoolExecutor, path: str) -> tuple[Future[Hashed], list[int]]:
         """Hash one file on the pool; the progress bar moves as its bytes are read (the
         list holds how many were shown)."""
@@ -450,11 +489,10 @@ class _DatasetVerify:
             self.progress.advance(1, max(0, size))
 
     def _record(self, updates: list[dict[str, object]]) -> Event:
-        now = utcnow()
+        now = self.verified_at
         with self.keep.catalog.write() as session:
-            for start in range(0, len(updates), 5000):
-                chunk = [dict(u, verified_at=now) for u in updates[start : start + 5000]]
-                session.execute(update(Entry), chunk)
+            if updates:
+                session.execute(update(Entry), [dict(u, verified_at=now) for u in updates])
             details: dict[str, object] = {s: self.counts.get(s, 0) for s in STATES}
             details["manifest"] = self.manifest_state
             return append_event(session, self.keep.actor, "verify", self.target, details)

@@ -218,6 +218,34 @@ class TreeStore:
                 "the same command again: nothing that was done is lost",
             ) from exc
 
+    def walk_sorted(self, project: str, dataset: str) -> Iterator[tuple[str, os.stat_result]]:
+        """:meth:`walk_files` in byte-wise path order, one folder's names in memory at a
+        time (for a merge with the catalog's rows, which come in the same order)."""
+        root = self.dataset_dir(project, dataset)
+        if not root.is_dir():
+            return
+        stack = [("", str(root), iter(_sorted_children(str(root))))]
+        while stack:
+            prefix, folder, children = stack[-1]
+            item = next(children, None)
+            if item is None:
+                stack.pop()
+                continue
+            key, name = item
+            if not prefix and (name in (PRIVATE_DIR, MANIFEST_NAME) or LEGACY_TEMP.fullmatch(name)):
+                continue
+            path = os.path.join(folder, name)
+            if key.endswith("/"):
+                try:
+                    stack.append((prefix + name + "/", path, iter(_sorted_children(path))))
+                except FileNotFoundError:
+                    continue
+            else:
+                try:
+                    yield prefix + name, os.lstat(path)
+                except FileNotFoundError:
+                    continue
+
     def walk_files(self, project: str, dataset: str) -> Iterator[tuple[str, os.stat_result]]:
         """Every non-directory below the dataset folder except labkeep's own files (the
         manifest, ``.labkeep/`` and an older version's manifest temp file beside it).
@@ -242,6 +270,16 @@ class TreeStore:
                         stack.append((rel + "/", item.path))
                     else:
                         yield rel, item.stat(follow_symlinks=False)
+
+
+def _sorted_children(folder: str) -> list[tuple[str, str]]:
+    """(sort key, name) of a folder's entries; a folder's key ends in "/" so that a walk
+    in this order yields full paths in byte-wise order (what the catalog's indexes use):
+    "a.txt" < "a/b" < "a0"."""
+    with os.scandir(folder) as it:
+        items = [(e.name + "/" if e.is_dir(follow_symlinks=False) else e.name, e.name) for e in it]
+    items.sort()
+    return items
 
 
 def _empty(folder: Path) -> int:

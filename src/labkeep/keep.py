@@ -243,12 +243,12 @@ class Keep:
     copy = ops.copies.copy
     get = ops.copies.get
     drop = ops.copies.drop
-    whereis = ops.copies.whereis
-    copies_of = ops.copies.copies_of
-    verify_store = ops.copies.verify_store
-    repair_tree = ops.copies.repair_tree
-    policy_check = ops.copies.policy_check
-    policy_apply = ops.copies.policy_apply
+    whereis = ops.whereis.whereis
+    copies_of = ops.whereis.copies_of
+    verify_store = ops.repair.verify_store
+    repair_tree = ops.repair.repair_tree
+    policy_check = ops.whereis.policy_check
+    policy_apply = ops.whereis.policy_apply
     # accounts and access
     add_user = ops.accounts.add_user
     list_users = ops.accounts.list_users

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
         listing,
         manifests,
         projects,
+        repair,
         seal,
         sessions,
         shares,
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
         tokens,
         upload,
         verify,
+        whereis,
     )
 
 __all__ = [
@@ -45,6 +47,7 @@ __all__ = [
     "listing",
     "manifests",
     "projects",
+    "repair",
     "seal",
     "sessions",
     "shares",
@@ -53,6 +56,7 @@ __all__ = [
     "tokens",
     "upload",
     "verify",
+    "whereis",
 ]
 
 

@@ -226,10 +226,10 @@ def dataset_view(
     read transaction, whatever the dataset's size."""
     from labkeep.access import allowed
     from labkeep.ops._access import project_resource
-    from labkeep.ops.copies import dataset_copies
     from labkeep.ops.projects import _dataset_info
     from labkeep.ops.shares import dataset_shares
     from labkeep.ops.verify import verification_of
+    from labkeep.ops.whereis import dataset_copies
 
     addr = parse_address(address, need_dataset=True)
     assert addr.dataset is not None

@@ -70,7 +70,7 @@ def status(keep: Keep, *, deep: bool = False) -> dict[str, Any]:
         ]
         events = session.execute(select(func.count(Event.id))).scalar_one()
         verify_problems, n_verify_problems, n_extra, n_drift = _verify_problems(session)
-        from labkeep.ops.copies import below_policy
+        from labkeep.ops.whereis import below_policy
 
         short, n_short = below_policy(session, MAX_LISTED)
     attention: list[str] = []

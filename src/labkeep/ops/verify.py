@@ -106,7 +106,7 @@ def verify(
     if store is not None and store != "tree":
         if not target:
             raise UsageError("--store needs a PROJECT or PROJECT/DATASET")
-        from labkeep.ops.copies import verify_store
+        from labkeep.ops.repair import verify_store
 
         return verify_store(
             keep,
@@ -205,7 +205,7 @@ def _repair(
     jobs: int | None,
 ) -> None:
     """Replace the damaged and missing tree files *run* found from good replicas."""
-    from labkeep.ops.copies import repair_tree
+    from labkeep.ops.repair import repair_tree
 
     def forward(result: Result) -> None:
         report.add(result)

@@ -167,6 +167,8 @@ class ObjectsStore(ContentStore):
             final.parent.mkdir(parents=True, exist_ok=True)
             os.rename(tmp, final)
             _fsync_dir(final.parent)
+        except LabkeepError:
+            raise  # TransferCorrupted (an OSError too): said as it is
         except OSError as exc:
             raise self._error(exc, f"storing {key}") from exc
         finally:

@@ -13,6 +13,7 @@ import pytest
 
 from labkeep import Keep
 from tests.pgserver import PostgresServer
+from tests.s3server import S3Server, S3ServerUnavailable
 
 CATALOGS = ["sqlite", "postgresql"]
 
@@ -130,3 +131,19 @@ def fill_disk(folder: Path, leave: int = 0) -> Path:
             except OSError:
                 break
     return filler
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    """A real S3 server (SeaweedFS ``weed mini``) on loopback, one per test process (so one
+    per xdist worker): ``endpoint``, ``access_key``, ``secret_key``, ``profile`` and
+    ``credentials_file`` (an AWS credentials file holding that profile); ``client()`` is a
+    plain boto3 client on it. Skips when SeaweedFS is not installed."""
+    server = S3Server()
+    try:
+        server.start()
+    except S3ServerUnavailable as exc:
+        server.stop()
+        pytest.skip(str(exc))
+    yield server
+    server.stop()

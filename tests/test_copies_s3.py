@@ -17,7 +17,7 @@ from sqlalchemy import func, select
 
 from labkeep import Keep
 from labkeep.catalog import Replica, Store
-from labkeep.errors import BelowPolicy, StoreUnavailable, UsageError
+from labkeep.errors import BelowPolicy, StoreUnavailable
 from tests.conftest import make_files
 from tests.flakyproxy import FlakyProxy
 from tests.s3server import S3Server
@@ -81,8 +81,10 @@ def test_copy_to_a_worm_archive(keep: Keep, s3_server: S3Server, dataset: dict[s
     report = keep.copy("proj/s1", to="archive")
     assert not report.failed and report.counts()["ok"] == len(shas(dataset))
     objects = bucket_objects(s3_server, bucket)
-    assert {k.rsplit("/", 1)[-1] for k in objects} == shas(dataset) == good_in_bucket(
-        s3_server, bucket
+    assert (
+        {k.rsplit("/", 1)[-1] for k in objects}
+        == shas(dataset)
+        == good_in_bucket(s3_server, bucket)
     )
     soon = datetime.now(UTC) + timedelta(days=1)
     for head in objects.values():
@@ -187,7 +189,7 @@ def test_bad_s3_settings_are_clear_errors_and_record_nothing(
     client = s3_server.client()
     plain = f"plain-{uuid.uuid4().hex[:8]}"
     client.create_bucket(Bucket=plain)
-    with pytest.raises(UsageError, match="no Object Lock"):
+    with pytest.raises(StoreUnavailable, match="no Object Lock"):
         keep.add_store(
             "worm", kind="s3", endpoint=s3_server.endpoint, bucket=plain,
             credentials=s3_server.profile, credentials_file=str(s3_server.credentials_file),

@@ -257,23 +257,10 @@ def test_second_put_of_the_same_content_is_a_no_op(backend: Backend, tmp_path: P
     assert backend.raw.read(key) == data
 
 
-def known_objects_bug(request: pytest.FixtureRequest, backend: Backend, why: str) -> None:
-    """Mark a test of a bug in objects.py (not this branch's to change): strict xfail, so
-    it fails loudly once the bug is fixed and the mark must go."""
-    if backend.kind == "objects":
-        request.applymarker(pytest.mark.xfail(reason=f"objects.py: {why}", strict=True))
-
-
-#: objects.py catches OSError around the write, and TransferCorrupted is an OSError
-#: (via StorageError): it is re-raised as a plain StorageError "...while storing", exit 3
-TRANSFER_CORRUPTED_WRAPPED = "TransferCorrupted is caught by its own 'except OSError'"
-
-
 @pytest.mark.parametrize("how", ["file", "stream", "short", "long"])
 def test_content_not_matching_its_sha256_is_refused(
     backend: Backend, tmp_path: Path, how: str, request: pytest.FixtureRequest
 ) -> None:
-    known_objects_bug(request, backend, TRANSFER_CORRUPTED_WRAPPED)
     data = content(200_000, seed=4)
     expected = sha(b"something else")
     key = backend.store.key_for(expected)
@@ -321,7 +308,6 @@ def test_multipart_stream(backend: Backend) -> None:
 def test_multipart_with_a_wrong_sha256_is_aborted(
     backend: Backend, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    known_objects_bug(request, backend, TRANSFER_CORRUPTED_WRAPPED)
     data = os.urandom(11 * MiB)
     path = tmp_path / "big"
     path.write_bytes(data)
@@ -374,12 +360,6 @@ def test_missing_key(backend: Backend) -> None:
 def test_reader_closed_early_releases_its_source(
     backend: Backend, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    known_objects_bug(
-        request,
-        backend,
-        "open() hands its file to a generator: closing it before the first chunk never "
-        "runs the generator's 'with', the file stays open (ResourceWarning)",
-    )
     data = content(3 * MiB, seed=9)
     key = put(backend.store, data, tmp_path)
     reader = backend.store.open(key)

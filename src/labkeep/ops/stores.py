@@ -231,13 +231,19 @@ def add_store(
             settings["storage_class"] = storage_class
         location = f"{endpoint or 's3'}/{bucket}" + (f"/{settings['prefix']}" if prefix else "")
     info = StoreInfo(name, kind, tier, location, medium, offsite, settings)
+    if create_bucket and kind == "s3":
+        from labkeep.storage.s3 import S3Store
+
+        S3Store.create_bucket(  # versioned, Object Lock enabled: retention is set per put
+            settings["bucket"],
+            endpoint=settings["endpoint"] or None,
+            region=settings["region"],
+            profile=settings["profile"] or None,
+            credentials_file=settings["credentials_file"] or None,
+            name=name,
+        )
     store = backend(info)
     try:
-        if create_bucket and kind == "s3":
-            from labkeep.storage.s3 import S3Store
-
-            assert isinstance(store, S3Store)
-            store.create_bucket(object_lock=object_lock is not None)
         health = store.check()
     finally:
         store.close()

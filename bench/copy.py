@@ -38,13 +38,33 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
-sys.path[:0] = [str(HERE.parent), str(HERE.parent / "src"), str(HERE)]
+# this file is named like the standard library's copy module: its folder must not be on
+# the import path (Python puts a script's folder first), or "import copy" finds it
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
+sys.path[:0] = [str(HERE.parent), str(HERE.parent / "src")]
+
+
+def _bench_ingest() -> Any:
+    """bench/ingest.py (its data generators and machine facts), loaded by path."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_ingest", HERE / "ingest.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["bench_ingest"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+_ingest = _bench_ingest()
+generate_large, generate_small = _ingest.generate_large, _ingest.generate_small
+machine_info, prepare_source = _ingest.machine_info, _ingest.prepare_source
 
 from tests.s3server import S3Server  # noqa: E402
 
-from ingest import generate_large, generate_small, machine_info, prepare_source  # noqa: E402
 from labkeep import Keep  # noqa: E402
 
 MiB = 1 << 20
@@ -68,7 +88,8 @@ class Bench:
         self.keep_root = self.work / "keep"
         self.targets = self.work / "targets"
         self.rclone_env = {
-            **os.environ,
+            # AWS_CA_BUNDLE (set on some machines) makes rclone 1.60 refuse plain http
+            **{k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"},
             "RCLONE_CONFIG_BENCH_TYPE": "s3",
             "RCLONE_CONFIG_BENCH_PROVIDER": "Other",
             "RCLONE_CONFIG_BENCH_ACCESS_KEY_ID": server.access_key,
@@ -85,7 +106,7 @@ class Bench:
 
     def ingest(self, name: str, source: Path) -> None:
         with self.keep() as keep:
-            if name not in [p.name for p in keep.list_projects()]:
+            if "bench" not in [p.name for p in keep.list_projects()]:
                 keep.create_project("bench")
             report = keep.ingest(source, f"bench/{name}", link=True, keep_results=False)
             assert not report.failed, report.summary()
@@ -103,6 +124,7 @@ class Bench:
                 create_bucket=True,
             )
         else:
+            self.targets.mkdir(parents=True, exist_ok=True)
             keep.add_store(name, kind="objects", path=str(self.targets / name))
         return name
 

@@ -45,7 +45,7 @@ from labkeep.errors import (
     UsageError,
 )
 from labkeep.ops.audit import append_event
-from labkeep.ops.leases import Held, lease
+from labkeep.ops.leases import Held
 from labkeep.ops.stores import PolicyInfo, policy_for, retain_until
 from labkeep.results import Report, Result
 
@@ -61,6 +61,7 @@ from labkeep.ops._copying import (
     _files,
     _flush,
     _fresh_copies,
+    _lease,
     _message,
     _NoSource,
     _outcome,
@@ -111,17 +112,35 @@ def copy(
         assert store is not None
         run.start(scopes, address)
         for scope in scopes:
-            with lease(
-                keep, f"copies:{scope.dataset.id}", what=f"a copy job on {scope.address}"
-            ) as held:
-                _copy_scope(run, scope, target, store, held)
+            with _lease(keep, scope) as held, _marker(keep, target.id, scope) as clean:
+                _copy_scope(run, scope, target, store, held, absent=clean)
         _event(keep, "copy", address, run.report, store=to)
     finally:
         run.close()
     return run.report
 
 
-def _copy_scope(run: _Run, scope: _Scope, target: Store, store: ContentStore, held: Held) -> None:
+@contextlib.contextmanager
+def _marker(keep: Keep, store_id: int, scope: _Scope) -> Iterator[bool]:
+    """A mark in the catalog while a copy of the dataset to the store runs; yields
+    whether the last one finished (no mark left): then content the replica log does not
+    know is not in the store, and the store need not look before each put. A copy that
+    was killed leaves its mark: the next one looks first (and adopts what it finds)."""
+    from labkeep.catalog import KeepState
+
+    key = f"copying:{store_id}:{scope.dataset.id}"
+    with keep.catalog.write() as session:
+        clean = session.get(KeepState, key) is None
+        if clean:
+            session.add(KeepState(key=key, value=utcnow().isoformat()))
+    yield clean
+    with keep.catalog.write() as session:
+        session.execute(delete(KeepState).where(KeepState.key == key))
+
+
+def _copy_scope(
+    run: _Run, scope: _Scope, target: Store, store: ContentStore, held: Held, *, absent: bool
+) -> None:
     keep = run.keep
     recorder = _Recorder(keep, target, held)
     until = retain_until(target)
@@ -167,6 +186,7 @@ def _copy_scope(run: _Run, scope: _Scope, target: Store, store: ContentStore, he
                     size=f.size,
                     on_bytes=run.on_bytes(),
                     retain_until=until,
+                    absent=absent,
                 )
                 return "tree"
             except TransferCorrupted:
@@ -256,9 +276,7 @@ def drop(
         for scope in scopes:
             with keep.catalog.read() as session:
                 policy = policy_for(session, scope.project.id, scope.project.name)
-            with lease(
-                keep, f"copies:{scope.dataset.id}", what=f"a copy job on {scope.address}"
-            ) as held:
+            with _lease(keep, scope) as held:
                 if source.kind == "tree":
                     _drop_tree(run, scope, policy, held, quick=quick)
                 else:
@@ -481,9 +499,7 @@ def get(
     try:
         run.start(scopes, address)
         for scope in scopes:
-            with lease(
-                keep, f"copies:{scope.dataset.id}", what=f"a copy job on {scope.address}"
-            ) as held:
+            with _lease(keep, scope) as held:
                 _get_scope(run, scope, held)
         _event(keep, "get", address, run.report)
     finally:

@@ -106,13 +106,16 @@ class ContentStore(abc.ABC):
         size: int,
         on_bytes: OnBytes = None,
         retain_until: datetime | None = None,
+        absent: bool = False,
     ) -> Stored:
         """Store the local file *path* under *key*, verified against *sha256*.
 
         Content already stored under the key with that SHA-256 is a no-op (returns what is
-        stored). Returns only once the bytes are durable in the store. Raises
-        TransferCorrupted (nothing stored) when what arrived does not hash to *sha256*,
-        and a typed error naming the store for anything else.
+        stored). *absent*: the caller knows the key is not stored (no labkeep process was
+        interrupted while storing it), so a store may skip looking (an S3 HEAD per object);
+        storing it again would be harmless, only wasteful. Returns only once the bytes are
+        durable in the store. Raises TransferCorrupted (nothing stored) when what arrived
+        does not hash to *sha256*, and a typed error naming the store for anything else.
         """
 
     @abc.abstractmethod
@@ -125,6 +128,7 @@ class ContentStore(abc.ABC):
         size: int,
         on_bytes: OnBytes = None,
         retain_until: datetime | None = None,
+        absent: bool = False,
     ) -> Stored:
         """Like :meth:`put_file` for bytes that come as *chunks* (memory stays bounded)."""
 

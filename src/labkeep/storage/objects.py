@@ -103,6 +103,7 @@ class ObjectsStore(ContentStore):
         size: int,
         on_bytes: OnBytes = None,
         retain_until: datetime | None = None,
+        absent: bool = False,
     ) -> Stored:
         try:
             handle = open(path, "rb", buffering=0)  # noqa: SIM115 (closed below)
@@ -128,6 +129,7 @@ class ObjectsStore(ContentStore):
         size: int,
         on_bytes: OnBytes = None,
         retain_until: datetime | None = None,
+        absent: bool = False,
     ) -> Stored:
         self._ready()
         final = self._path(key)

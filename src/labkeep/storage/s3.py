@@ -378,15 +378,22 @@ class S3Store(ContentStore):
         size: int,
         on_bytes: OnBytes = None,
         retain_until: datetime | None = None,
+        absent: bool = False,
     ) -> Stored:
         progress = Progress(on_bytes)
         until = self._until(retain_until)
         where = f"{self.describe()}, storing {key} from {path}"
 
+        skip = [absent]  # the first attempt may skip looking; a retry (which may follow a
+        # put whose answer was lost) always looks
+
         def attempt() -> Stored:
-            existing = self._existing(key, sha256, size, until)
-            if existing is not None:
-                return existing
+            if skip[0]:
+                skip[0] = False
+            else:
+                existing = self._existing(key, sha256, size, until)
+                if existing is not None:
+                    return existing
             try:
                 handle = open(path, "rb", buffering=0)  # noqa: SIM115 (closed below)
             except FileNotFoundError:
@@ -408,13 +415,15 @@ class S3Store(ContentStore):
         size: int,
         on_bytes: OnBytes = None,
         retain_until: datetime | None = None,
+        absent: bool = False,
     ) -> Stored:
         progress = Progress(on_bytes)
         until = self._until(retain_until)
         doing = f"storing {key}"
-        existing = self._retrying(doing, lambda: self._existing(key, sha256, size, until))
-        if existing is not None:
-            return existing
+        if not absent:
+            existing = self._retrying(doing, lambda: self._existing(key, sha256, size, until))
+            if existing is not None:
+                return existing
         part_size = self._part_size(size)
         parts = stream_parts(chunks, size, part_size, f"{self.describe()}, storing {key}")
         if size <= part_size:  # all in memory: the whole put can be restarted

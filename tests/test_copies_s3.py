@@ -195,3 +195,49 @@ def test_bad_s3_settings_are_clear_errors_and_record_nothing(
             credentials=s3_server.profile, credentials_file=str(s3_server.credentials_file),
             object_lock="compliance", retention="10y",
         )  # fmt: skip
+
+
+def test_a_copy_killed_midway_resumes_without_storing_anything_twice(
+    tmp_path: Path, s3_server: S3Server
+) -> None:
+    """After SIGKILL the next copy looks before it puts: every object ends up stored
+    once (one version in a versioned, locked bucket), all of them verified."""
+    import signal
+    import subprocess
+    import sys
+
+    from tests.test_cli import run
+
+    root = tmp_path / "keep"
+    run("init", str(root))
+    files = make_files(tmp_path / "src", 600, min_size=2_000, max_size=30_000, seed=3)
+    run("project", "create", "proj", "--root", str(root))
+    run("ingest", str(tmp_path / "src"), "proj/s1", "--root", str(root))
+    bucket = f"lk-kill-{uuid.uuid4().hex[:8]}"
+    run(
+        "store", "add", "archive", "--kind", "s3", "--endpoint", s3_server.endpoint,
+        "--bucket", bucket, "--credentials", s3_server.profile,
+        "--credentials-file", str(s3_server.credentials_file), "--create-bucket",
+        "--object-lock", "governance", "--retention", "1d", "--root", str(root),
+    )  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "labkeep", "copy", "proj/s1", "--to", "archive", "--json",
+         "--root", str(root)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if '"ok"' in line:
+            break
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    out = run("copy", "proj/s1", "--to", "archive", "--json", "--root", str(root))
+    assert '"error"' not in out.stdout
+    client = s3_server.client()
+    versions: dict[str, int] = {}
+    for page in client.get_paginator("list_object_versions").paginate(Bucket=bucket):
+        for item in page.get("Versions", []):
+            versions[item["Key"]] = versions.get(item["Key"], 0) + 1
+    assert {k.rsplit("/", 1)[-1] for k in versions} == shas(files)
+    assert set(versions.values()) == {1}
+    assert good_in_bucket(s3_server, bucket) == shas(files)

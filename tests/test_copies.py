@@ -533,3 +533,27 @@ def test_web_shows_copies_and_serves_a_dropped_tree_from_the_stores(
         assert {s["name"] for s in listed} == {"tree", "backup", "archive"}
         bad = client.put("/api/v1/projects/proj/policy", headers=auth, json={"min_copies": 0})
         assert bad.status_code == 422
+
+
+def test_move_copies_then_drops_and_a_damaged_copy_is_replaced_not_adopted(
+    keep: Keep, tmp_path: Path, sealed: dict[str, bytes]
+) -> None:
+    warm = add_objects(keep, tmp_path, "warm")
+    cold = add_objects(keep, tmp_path, "cold", tier="cold")
+    keep.copy("proj/s1", to="warm")
+    # a copy found damaged is replaced by the next copy, not taken as done
+    victim = sorted(objects_in(warm))[0]
+    flip_byte(objects_in(warm)[victim])
+    keep.verify("proj/s1", store="warm")
+    again = keep.copy("proj/s1", to="warm")
+    assert [r.sha256 for r in again.results if r.status == "ok"] == [victim]
+    assert good_objects(warm) == shas(sealed)
+    keep.set_policy("proj", min_copies=1)
+    report = keep.move("proj/s1", from_store="warm", to="cold")
+    assert report.info["dropped"] and not report.failed
+    assert good_objects(cold) == shas(sealed)
+    assert objects_in(warm) == {}
+    stores = {c["store"] for c in keep.whereis("proj/s1")["copies"]}
+    assert stores == {"tree", "cold"}
+    with pytest.raises(UsageError):
+        keep.move("proj/s1", from_store="cold", to="cold")

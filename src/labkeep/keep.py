@@ -243,6 +243,7 @@ class Keep:
     copy = ops.copies.copy
     get = ops.copies.get
     drop = ops.copies.drop
+    move = ops.copies.move
     whereis = ops.whereis.whereis
     copies_of = ops.whereis.copies_of
     verify_store = ops.repair.verify_store

@@ -40,6 +40,7 @@ def register(app: typer.Typer) -> None:
     app.command("copy")(copy)
     app.command("get")(get)
     app.command("drop")(drop)
+    app.command("move")(move)
     app.command("whereis")(whereis)
 
 
@@ -414,6 +415,40 @@ def drop(
         f"drop {address} from {from_store}",
         json_out,
         "some copies were kept (see above): copy or repair the others first",
+    )
+
+
+@handle_errors
+def move(
+    address: Annotated[str, typer.Argument(help="PROJECT[/DATASET[/PATH]]")],
+    from_store: Annotated[str, typer.Option("--from", help="The store to move from.")],
+    to: Annotated[str, typer.Option("--to", help="The store to move to.")],
+    quick: Annotated[
+        bool, typer.Option(help="As for drop: count other copies without re-reading them.")
+    ] = False,
+    jobs: JobsOpt = None,
+    verbose: VerboseOpt = False,
+    root: RootOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Copy to one store, then drop from another (only once every file was copied, and
+    only where enough verified copies remain)."""
+    with open_keep(root) as keep, progress_for(f"move to {to}", json_out) as bar:
+        report = keep.move(
+            address,
+            from_store=from_store,
+            to=to,
+            quick=quick,
+            jobs=jobs,
+            progress=bar,
+            on_result=lambda r: print_result(r, json_out=json_out, show_ok=verbose),
+            keep_results=False,
+        )
+    _finish(
+        report,
+        f"move {address} from {from_store} to {to}",
+        json_out,
+        report.info.get("message", "") or "some copies were kept (see above)",
     )
 
 

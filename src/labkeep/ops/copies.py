@@ -149,19 +149,23 @@ def _copy_scope(
     tree_present = scope.dataset.tree_state == "present"
     checked_by = "server" if store.capabilities.server_checksum else "hash"
 
+    #: content the store holds damaged or lost (as last checked): replaced, not adopted
+    bad: set[bytes] = set()
+
     def todo() -> Iterator[_File]:
         for page in _pages(_files(keep, scope)):
             with keep.catalog.read() as session:
-                held_ok = {
-                    bytes(sha)
-                    for (sha,) in session.execute(
-                        select(Replica.sha256).where(
+                known = dict(
+                    (bytes(sha), status)
+                    for sha, status in session.execute(
+                        select(Replica.sha256, Replica.status).where(
                             Replica.store_id == target.id,
-                            Replica.status == "ok",
                             Replica.sha256.in_({f.sha256 for f in page}),
                         )
                     )
-                }
+                )
+            held_ok = {sha for sha, status in known.items() if status == "ok"}
+            bad.update(sha for sha, status in known.items() if status != "ok")
             for f in page:
                 first = inflight.get(f.sha256)
                 if first is not None and not isinstance(_outcome(first), BaseException):
@@ -177,6 +181,11 @@ def _copy_scope(
         """Put one file's content; returns where it was read from."""
         errors = []
         key = store.key_for(f.sha256)
+        fresh = absent
+        if f.sha256 in bad:  # a damaged copy under this key must not be taken as done
+            with contextlib.suppress(RetentionLocked):  # (WORM: a new version goes on top)
+                store.delete(key)
+            fresh = True
         if tree_present and (path := _tree_file(keep, f)) is not None:
             try:
                 store.put_file(
@@ -186,7 +195,7 @@ def _copy_scope(
                     size=f.size,
                     on_bytes=run.on_bytes(),
                     retain_until=until,
-                    absent=absent,
+                    absent=fresh,
                 )
                 return "tree"
             except TransferCorrupted:
@@ -206,6 +215,7 @@ def _copy_scope(
                     size=f.size,
                     on_bytes=run.on_bytes(),
                     retain_until=until,
+                    absent=fresh,
                 )
                 return row.name
             except TransferCorrupted:
@@ -538,3 +548,41 @@ def _get_scope(run: _Run, scope: _Scope, held: Held) -> None:
                 if dataset.tree_state != "present":
                     dataset.tree_state = "present"
                     append_event(session, keep.actor, "get.tree", scope.address, {})
+
+
+def move(
+    keep: Keep,
+    address: str,
+    *,
+    from_store: str,
+    to: str,
+    quick: bool = False,
+    jobs: int | None = None,
+    progress: Progress | None = None,
+    on_result: Callable[[Result], None] | None = None,
+    keep_results: bool = True,
+) -> Report:
+    """Move copies from one store to another: :func:`copy` to *to*, then (only if every
+    file got there) :func:`drop` from *from_store*, with all of drop's checks."""
+    if from_store == to:
+        raise UsageError("--from and --to name the same store")
+    report = Report("move", info={"target": address, "from": from_store, "to": to},
+                    keep_all=keep_results)  # fmt: skip
+    copied = copy(keep, address, to=to, jobs=jobs, progress=progress, on_result=on_result,
+                  keep_results=keep_results)  # fmt: skip
+    _merge_into(report, copied)
+    if copied.failed:
+        report.info["dropped"] = False
+        report.info["message"] = f"not dropped from {from_store}: some files were not copied"
+        return report
+    dropped = drop(keep, address, from_store=from_store, quick=quick, jobs=jobs,
+                   progress=progress, on_result=on_result, keep_results=keep_results)  # fmt: skip
+    _merge_into(report, dropped)
+    report.info["dropped"] = True
+    return report
+
+
+def _merge_into(report: Report, part: Report) -> None:
+    for status, n in part.counts().items():
+        report.tally(status, n)
+    report.results.extend(part.results)

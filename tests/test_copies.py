@@ -529,6 +529,8 @@ def test_web_shows_copies_and_serves_a_dropped_tree_from_the_stores(
         assert policy.status_code == 200 and policy.json()["min_copies"] == 3
         check = client.get("/api/v1/policy-check", headers=auth).json()
         assert check[0]["below_policy"] == ["2 of 3 copies"]
+        dashboard = client.get("/", headers=auth)  # a site admin's: what needs attention
+        assert "proj/s1: below its copy policy" in dashboard.text
         listed = client.get("/api/v1/stores", headers=auth).json()
         assert {s["name"] for s in listed} == {"tree", "backup", "archive"}
         bad = client.put("/api/v1/projects/proj/policy", headers=auth, json={"min_copies": 0})

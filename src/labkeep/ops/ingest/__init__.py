@@ -26,6 +26,15 @@ same write order (``ok`` with ``repaired: true``; no new version: the dataset's 
 is what the catalog says). A source that differs from the catalog stays a conflict and
 the tree is not touched. Damage that keeps size and mtime (bit rot) is invisible to the
 quick check: ``verify`` finds it, and the next ingest then re-hashes that entry.
+
+The pipeline streams, so memory does not grow with the number of files (one module each):
+``_scan`` walks the source in the catalog's byte-wise path order; ``_plan`` reads the
+dataset's current entries in keyset pages and merges the two sorted streams, classifying
+each file; ``_transfer`` copies, links and hashes on worker threads and takes batches
+through the durability barrier; ``_run`` commits the batches' rows, hands each record to
+the report sink (and ``on_result``) as it comes, and finalizes the version. With a
+progress bar the scan is spooled to an unnamed temporary file first, so that the bar
+starts with its totals (``Progress.start``) before any file is copied.
 """
 
 from __future__ import annotations

@@ -344,6 +344,32 @@ CASES: list[Case] = [
         lambda w, k, o: Call("GET", _dataset_url(w, o, "/verification")),
     ),
     Case(
+        "GET /api/v1/datasets/{project}/{dataset}/copies",
+        "read_metadata",
+        lambda w, k, o: Call("GET", _dataset_url(w, o, "/copies")),
+    ),
+    Case(
+        "GET /api/v1/whereis/{project}/{dataset}/{path:path}",
+        "whereis",
+        lambda w, k, o: Call("GET", f"{API}/whereis/{w.dataset(o)}/raw/f.txt"),
+    ),
+    Case("GET /api/v1/stores", "status", lambda w, k, o: Call("GET", f"{API}/stores")),
+    Case(
+        "GET /api/v1/projects/{project}/policy",
+        "read_project",
+        lambda w, k, o: Call("GET", f"{API}/projects/{_p(o)}/policy"),
+    ),
+    Case(
+        "PUT /api/v1/projects/{project}/policy",
+        "set_policy",
+        lambda w, k, o: Call("PUT", f"{API}/projects/{_p(o)}/policy", json={"min_copies": 1}),
+    ),
+    Case(
+        "GET /api/v1/policy-check",
+        "read_project",
+        lambda w, k, o: Call("GET", f"{API}/policy-check", params={"project": _p(o)}),
+    ),
+    Case(
         "PUT /api/v1/datasets/{project}/{dataset}/public",
         "make_public",
         lambda w, k, o: Call("PUT", _dataset_url(w, o, "/public"), json={"public": True}),

@@ -4,7 +4,9 @@ Invariants (see docs/catalog.md):
 - ``entries`` is a temporal table: a row is part of every version ``v`` of its dataset
   with ``valid_from <= v`` and (``valid_to`` is NULL or ``v < valid_to``). The current
   state of a dataset is the rows with ``valid_to IS NULL``; at most one such row per path.
-- A row of ``entries`` is only written after the file it describes is durable.
+- A row of ``entries`` is only written after the file it describes is durable, and never
+  changes afterwards but for ``valid_to``; fixity lives in ``tree_checks`` (the tree) and
+  ``replicas`` (the content stores).
 - ``events`` is append-only (enforced by triggers) and hash-chained.
 """
 
@@ -215,9 +217,20 @@ class Entry(Base):
     mtime_ns: Mapped[int] = mapped_column(BigInteger)
     valid_from: Mapped[int] = mapped_column(Integer)
     valid_to: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    verified_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
-    #: outcome of the last verification: ok | modified | missing
-    verify_status: Mapped[str | None] = mapped_column(String(16), nullable=True)
+
+
+class TreeCheck(Base):
+    """The tree's copy of one entry, as ``verify`` (or a hash on writing it) last found it:
+    the tree's part of the replica log. Entries themselves never change but ``valid_to``;
+    an entry without a row was never checked since it was written."""
+
+    __tablename__ = "tree_checks"
+    entry_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("entries.id", ondelete="CASCADE"), primary_key=True
+    )
+    checked_at: Mapped[datetime] = mapped_column(DateTime)
+    #: ok | modified | missing
+    status: Mapped[str] = mapped_column(String(16))
 
 
 class Event(Base):

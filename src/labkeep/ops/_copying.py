@@ -719,18 +719,19 @@ def _quick_present(keep: Keep, run: _Run, f: _File) -> bool:
 
 def _tree_verified(keep: Keep, dataset_id: int, paths: list[str]) -> None:
     """Tree copies just written and hashed: their fixity is known good."""
+    from labkeep.ops import fixity
+
     now = utcnow()
     with keep.catalog.write() as session:
         for start in range(0, len(paths), 1000):
-            session.execute(
-                update(Entry)
-                .where(
+            ids = session.execute(
+                select(Entry.id).where(
                     Entry.dataset_id == dataset_id,
                     Entry.valid_to.is_(None),
                     Entry.path.in_(paths[start : start + 1000]),
                 )
-                .values(verify_status="ok", verified_at=now)
-            )
+            ).scalars()
+            fixity.record(session, [(i, "ok") for i in ids], now)
 
 
 def _short_message(good: list[str], why: list[str], needed: int) -> str:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import and_, func, or_, select
 
-from labkeep.catalog import Entry, Version
+from labkeep.catalog import Entry, TreeCheck, Version
 from labkeep.clock import isoformat
 from labkeep.errors import NotFound, UsageError
 from labkeep.names import parse_address
@@ -103,17 +103,21 @@ def entries_page(
         Entry.size,
         Entry.sha256,
         Entry.mtime_ns,
-        Entry.verified_at,
-        Entry.verify_status,
+        TreeCheck.checked_at,
+        TreeCheck.status,
     )
+
+    def select_() -> Any:
+        return select(*columns).outerjoin(TreeCheck, TreeCheck.entry_id == Entry.id)
+
     where = entries_at(dataset_id, version)
     if path:
         if after is None or path > after:
-            exact = session.execute(select(*columns).where(where, Entry.path == path)).all()
+            exact = session.execute(select_().where(where, Entry.path == path)).all()
             if exact:  # a file: nothing else can be below it
                 return [_entry(*row) for row in exact]
         where = and_(where, Entry.path >= path + "/", Entry.path < path + "0")
-    query = select(*columns).where(where)
+    query = select_().where(where)
     if after is not None:
         query = query.where(Entry.path > after)
     query = query.order_by(Entry.path)

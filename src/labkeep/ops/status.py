@@ -23,7 +23,7 @@ from sqlalchemy import exists, func, select
 from sqlalchemy.orm import aliased
 
 from labkeep.access import check
-from labkeep.catalog import Dataset, Entry, Event, Project, Version, safe_url
+from labkeep.catalog import Dataset, Entry, Event, Project, TreeCheck, Version, safe_url
 from labkeep.clock import isoformat
 from labkeep.errors import LabkeepError
 from labkeep.integrity.hashing import hash_file
@@ -52,9 +52,13 @@ def status(keep: Keep, *, deep: bool = False) -> dict[str, Any]:
         ).one()
         never, problems = session.execute(
             select(
-                func.count(Entry.id).filter(Entry.verified_at.is_(None)),
-                func.count(Entry.id).filter(Entry.verify_status.in_(("modified", "missing"))),
-            ).where(Entry.valid_to.is_(None))
+                func.count(Entry.id).filter(TreeCheck.entry_id.is_(None)),
+                func.count(Entry.id).filter(TreeCheck.status.in_(("modified", "missing"))),
+            )
+            .select_from(Entry)
+            .outerjoin(TreeCheck, TreeCheck.entry_id == Entry.id)
+            .join(Dataset, Dataset.id == Entry.dataset_id)
+            .where(Entry.valid_to.is_(None), Dataset.tree_state == "present")
         ).one()
         last_verify = session.execute(
             select(func.max(Event.at)).where(Event.action == "verify")

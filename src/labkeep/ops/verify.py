@@ -4,7 +4,7 @@ Every catalog entry is OK, MODIFIED (size or SHA-256 differ) or MISSING; every f
 the tree that the catalog does not know is EXTRA (labkeep's own files are not data: the
 manifest, ``.labkeep/`` and temp files, which the dataset's lock removes first); a
 manifest that does not match the catalog is reported too. Results go to
-``verify_YYYY-MM-DD.log``, to each entry's ``verified_at``/``verify_status`` and to one
+``verify_YYYY-MM-DD.log``, to the tree's fixity (``tree_checks``, one row per entry) and to one
 audit event per dataset, whose details (the counts of files per state and the
 manifest's state) are what ``status`` reads.
 """
@@ -21,7 +21,7 @@ from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 
 from labkeep.access import allowed, check
 from labkeep.catalog import Dataset, Entry, Event, Project
@@ -30,6 +30,7 @@ from labkeep.errors import Busy, LabkeepError, UsageError, from_os_error
 from labkeep.integrity.hashing import Hashed, hash_file
 from labkeep.integrity.manifest import MANIFEST_NAME
 from labkeep.names import parse_address
+from labkeep.ops import fixity
 from labkeep.ops._access import find_dataset, find_project, project_resource
 from labkeep.ops.audit import append_event, checkpoint
 from labkeep.ops.manifests import manifest_digest
@@ -370,7 +371,7 @@ class _DatasetVerify:
                 .limit(1)
             ).first()
             expected_manifest = manifest_digest(session, self.dataset_id) if has_entries else None
-        self.updates: list[dict[str, object]] = []
+        self.updates: list[tuple[int, str]] = []
         self.verified_at = utcnow()
         window: deque[tuple[tuple[int, str, int, bytes], Future[Hashed], list[int]]] = deque()
         for entry, disk in _merge(
@@ -441,14 +442,14 @@ class _DatasetVerify:
         self._advance(size - read[0])
 
     def _update(self, entry_id: int, state: str) -> None:
-        self.updates.append({"id": entry_id, "verify_status": state})
+        self.updates.append((entry_id, state))
         if len(self.updates) >= PAGE:
             self._write(self.updates)
             self.updates = []
 
-    def _write(self, updates: list[dict[str, object]]) -> None:
+    def _write(self, updates: list[tuple[int, str]]) -> None:
         with self.keep.catalog.write() as session:
-            session.execute(update(Entry), [dict(u, verified_at=self.verified_at) for u in updates])
+            fixity.record(session, updates, self.verified_at)
 
     def _check_manifest(self, expected: str | None) -> None:
         """Compare the manifest on disk with the one the catalog describes (*expected*:
@@ -488,11 +489,9 @@ class _DatasetVerify:
         if self.progress is not None:
             self.progress.advance(1, max(0, size))
 
-    def _record(self, updates: list[dict[str, object]]) -> Event:
-        now = self.verified_at
+    def _record(self, updates: list[tuple[int, str]]) -> Event:
         with self.keep.catalog.write() as session:
-            if updates:
-                session.execute(update(Entry), [dict(u, verified_at=now) for u in updates])
+            fixity.record(session, updates, self.verified_at)
             details: dict[str, object] = {s: self.counts.get(s, 0) for s in STATES}
             details["manifest"] = self.manifest_state
             return append_event(session, self.keep.actor, "verify", self.target, details)

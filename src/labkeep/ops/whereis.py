@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import and_, func, select
 
 from labkeep.access import allowed
-from labkeep.catalog import Dataset, Entry, Project, Replica, Store
+from labkeep.catalog import Dataset, Entry, Project, Replica, Store, TreeCheck
 from labkeep.clock import isoformat
 from labkeep.errors import (
     NotFound,
@@ -50,9 +50,9 @@ def whereis(keep: Keep, address: str) -> dict[str, Any]:
         from labkeep.ops.listing import entries_at
 
         row = session.execute(
-            select(
-                Entry.size, Entry.sha256, Entry.valid_to, Entry.verified_at, Entry.verify_status
-            ).where(entries_at(dataset.id, addr.version), Entry.path == addr.path)
+            select(Entry.size, Entry.sha256, Entry.valid_to, TreeCheck.checked_at, TreeCheck.status)
+            .outerjoin(TreeCheck, TreeCheck.entry_id == Entry.id)
+            .where(entries_at(dataset.id, addr.version), Entry.path == addr.path)
         ).first()
         if row is None:
             raise NotFound(f"no file {addr.path!r} in {addr.dataset_address}")

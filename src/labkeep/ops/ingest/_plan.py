@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 
-from labkeep.catalog import Entry
+from labkeep.catalog import Entry, TreeCheck
 from labkeep.errors import CatalogError
 from labkeep.ops.ingest._scan import RAW, Item, Scanned
 from labkeep.results import Result
@@ -82,10 +82,12 @@ def suspect_paths(keep: Keep, dataset_id: int) -> set[str]:
     with keep.catalog.read() as session:
         return set(
             session.execute(
-                select(Entry.path).where(
+                select(Entry.path)
+                .join(TreeCheck, TreeCheck.entry_id == Entry.id)
+                .where(
                     Entry.dataset_id == dataset_id,
                     Entry.valid_to.is_(None),
-                    Entry.verify_status.in_(("modified", "missing")),
+                    TreeCheck.status.in_(("modified", "missing")),
                 )
             ).scalars()
         )

@@ -12,7 +12,7 @@ import os
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, cast
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import func, insert, select
 
 from labkeep.catalog import Dataset, Entry, Version
 from labkeep.clock import utcnow
@@ -298,18 +298,13 @@ def _record_tree_checks(
     *checked*: entries (row id, path) whose tree copy ingest re-hashed and found intact:
     they count as verified now. *restored*: entries whose tree copy was missing or
     damaged and was restored from the source: the copy is new and not yet verified, so
-    the failed verification is forgotten. (Verification state is moving out of the
-    ``entries`` table; only this function needs to follow it.)
+    the failed verification is forgotten (see :mod:`labkeep.ops.fixity`).
     """
-    now = utcnow()
-    updates: list[dict[str, object]] = [
-        {"id": entry_id, "verify_status": "ok", "verified_at": now} for entry_id, _ in checked
-    ]
-    updates += [
-        {"id": entry_id, "verify_status": None, "verified_at": None} for entry_id, _ in restored
-    ]
-    del dataset_id  # (the row ids are enough in the entries table)
-    session.execute(update(Entry), updates)
+    from labkeep.ops import fixity
+
+    del dataset_id  # (the row ids are enough)
+    fixity.record(session, [(entry_id, "ok") for entry_id, _ in checked], utcnow())
+    fixity.forget(session, [entry_id for entry_id, _ in restored])
 
 
 def _remove_empty_dirs(root: Path) -> None:

@@ -1,5 +1,6 @@
-"""Stores and copies: store settings, the replica log, copy policies, catalog leases,
-and whether a dataset's tree copy is present.
+"""Stores and copies: store settings, the replica log (``replicas`` for content stores,
+``tree_checks`` for the tree: fixity moves off ``entries``), copy policies, catalog
+leases, and whether a dataset's tree copy is present.
 
 Revision ID: 0004
 Revises: 0003
@@ -69,6 +70,26 @@ def upgrade() -> None:
         sa.Column("updated_by", sa.String(255), nullable=False),
     )
     op.create_table(
+        "tree_checks",
+        sa.Column(
+            "entry_id",
+            BigId,
+            sa.ForeignKey("entries.id", ondelete="CASCADE"),
+            primary_key=True,
+        ),
+        sa.Column("checked_at", sa.DateTime(), nullable=False),
+        sa.Column("status", sa.String(16), nullable=False),
+    )
+    op.execute(
+        "INSERT INTO tree_checks (entry_id, checked_at, status) "
+        "SELECT id, verified_at, verify_status FROM entries "
+        "WHERE verified_at IS NOT NULL AND verify_status IS NOT NULL"
+    )
+    # plain DROP COLUMN (SQLite >= 3.35, PostgreSQL): no table rebuild, the partial
+    # unique index on entries stays as it is
+    op.drop_column("entries", "verify_status")
+    op.drop_column("entries", "verified_at")
+    op.create_table(
         "leases",
         sa.Column("name", sa.String(255), primary_key=True),
         sa.Column("owner", sa.String(255), nullable=False),
@@ -80,6 +101,14 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("leases")
+    op.add_column("entries", sa.Column("verified_at", sa.DateTime(), nullable=True))
+    op.add_column("entries", sa.Column("verify_status", sa.String(16), nullable=True))
+    op.execute(
+        "UPDATE entries SET verified_at = (SELECT checked_at FROM tree_checks "
+        "WHERE entry_id = entries.id), verify_status = (SELECT status FROM tree_checks "
+        "WHERE entry_id = entries.id)"
+    )
+    op.drop_table("tree_checks")
     op.drop_table("policies")
     op.drop_index("ix_replicas_sha256", table_name="replicas")
     op.drop_table("replicas")

@@ -247,6 +247,8 @@ def test_drop_tree_and_get_it_back(
     assert not keep.verify("proj/s1").failed
     # a file can still be read (from the nearest store)
     assert any(e["action"] == "drop.tree" for e in keep.events(target="proj/s1"))
+    with pytest.raises(UsageError, match="get"):
+        keep.unseal("proj/s1", force=True)  # an unsealed dataset would need its tree
     back = keep.get("proj/s1")
     assert back.counts() == {"ok": len(sealed)}
     for rel, data in sealed.items():

@@ -243,6 +243,12 @@ def unseal(keep: Keep, address: str, *, force: bool = False, reason: str = "") -
         with keep.catalog.read() as session:
             _, dataset = find_dataset(keep, session, project, name, "dataset.unseal")
             sealed, head = dataset.sealed, dataset.head_version
+            dropped = dataset.tree_state != "present"
+        if dropped:
+            raise UsageError(
+                f"the tree holds no copy of {target} (it was dropped: cold data)",
+                hint=f"bring it back first ('labkeep get {target}'), then unseal it",
+            )
         raw = keep.tree.dataset_dir(project, name) / "raw"
         if not sealed:
             return _unprotect_unsealed(keep, project, name, raw, head, reason)

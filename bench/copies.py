@@ -1,8 +1,9 @@
-"""Copy benchmark (issue #8): ``labkeep copy`` to S3 and to an objects folder, against
+"""Copy benchmark (issue #8; named copies.py, not copy.py: a copy.py in bench/ would be
+imported instead of the standard library's copy module by every script in this folder): ``labkeep copy`` to S3 and to an objects folder, against
 ``rclone copy`` to the same S3 server and ``cp -r`` to the same disk, in one run.
 
-    .venv/bin/python bench/copy.py --workdir /tmp/labkeep-bench-copy           # full size
-    .venv/bin/python bench/copy.py --quick --workdir /tmp/labkeep-bench-copy   # smoke run
+    .venv/bin/python bench/copies.py --workdir /tmp/labkeep-bench-copy           # full size
+    .venv/bin/python bench/copies.py --quick --workdir /tmp/labkeep-bench-copy   # smoke run
 
 Two data sets are generated once and ingested (``--link``: no second copy) into a keep:
 ``small`` (10,000 files of 16-256 KiB) and ``large`` (four 1 GiB files). A real
@@ -41,9 +42,6 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-# this file is named like the standard library's copy module: its folder must not be on
-# the import path (Python puts a script's folder first), or "import copy" finds it
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
 sys.path[:0] = [str(HERE.parent), str(HERE.parent / "src")]
 
 
@@ -219,7 +217,7 @@ def main() -> None:
                 if args.workdir.joinpath("targets").exists():
                     shutil.rmtree(args.workdir / "targets")  # the next rep writes fresh ones
         report(results, info)
-        out = HERE / "results" / f"copy-{time.strftime('%Y%m%d-%H%M%S')}.json"
+        out = HERE / "results" / f"copies-{time.strftime('%Y%m%d-%H%M%S')}.json"
         out.parent.mkdir(exist_ok=True)
         out.write_text(
             json.dumps(

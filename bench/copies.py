@@ -1,6 +1,8 @@
-"""Copy benchmark (issue #8; named copies.py, not copy.py: a copy.py in bench/ would be
-imported instead of the standard library's copy module by every script in this folder): ``labkeep copy`` to S3 and to an objects folder, against
+"""Copy benchmark (issue #8): ``labkeep copy`` to S3 and to an objects folder, against
 ``rclone copy`` to the same S3 server and ``cp -r`` to the same disk, in one run.
+
+(Named copies.py, not copy.py: a copy.py in bench/ would be imported instead of the
+standard library's copy module by every script in this folder.)
 
     .venv/bin/python bench/copies.py --workdir /tmp/labkeep-bench-copy           # full size
     .venv/bin/python bench/copies.py --quick --workdir /tmp/labkeep-bench-copy   # smoke run

@@ -27,6 +27,7 @@ from labkeep.errors import (
     StoreUnavailable,
     TransferCorrupted,
 )
+from labkeep.storage._tree import fsync_dir
 from labkeep.storage.base import (
     CHUNK,
     Capabilities,
@@ -38,14 +39,6 @@ from labkeep.storage.base import (
 
 TMP = ".tmp"
 _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
-
-
-def _fsync_dir(path: str | os.PathLike[str]) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class ObjectsStore(ContentStore):
@@ -168,7 +161,7 @@ class ObjectsStore(ContentStore):
                 os.close(fd)
             final.parent.mkdir(parents=True, exist_ok=True)
             os.rename(tmp, final)
-            _fsync_dir(final.parent)
+            fsync_dir(final.parent)
         except LabkeepError:
             raise  # TransferCorrupted (an OSError too): said as it is
         except OSError as exc:
@@ -227,7 +220,7 @@ class ObjectsStore(ContentStore):
         except OSError as exc:
             raise self._error(exc, f"deleting {key}") from exc
         with contextlib.suppress(OSError):
-            _fsync_dir(path.parent)
+            fsync_dir(path.parent)
 
     def list(self, prefix: str = "") -> Iterator[Stored]:
         self._ready()

@@ -73,3 +73,28 @@ def test_entries_are_temporal_rows(keep: Keep, tmp_path: Path) -> None:
         rows = session.execute(select(func.count(Entry.id))).scalar_one()
     assert rows == 6  # three versions, six rows
     assert [len(keep.ls(f"proj/s001@{v}").items) for v in (1, 2, 3)] == [5, 6, 6]
+
+
+def test_migration_0004_moves_fixity_off_entries_and_back(keep: Keep, tmp_path: Path) -> None:
+    """A keep verified under schema 0003 keeps its verification results through the
+    upgrade (entries -> tree_checks), and a downgrade puts them back."""
+    from alembic import command
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(5):
+        (src / f"f{i}").write_bytes(b"x" * i)
+    keep.ingest(src, "proj/d")
+    keep.verify("proj/d")
+    with keep.catalog._connection(begin=True) as conn:
+        command.downgrade(keep.catalog._alembic_config(conn), "0003")
+    with keep.catalog._connection() as conn:
+        old = conn.execute(
+            text("SELECT count(*) FROM entries WHERE verify_status = 'ok'")
+        ).scalar_one()
+    assert old == 5
+    keep.catalog.upgrade()
+    with keep.catalog._connection() as conn:
+        rows = conn.execute(text("SELECT status FROM tree_checks")).scalars().all()
+    assert rows == ["ok"] * 5
+    assert [e["verify_status"] for e in keep.ls("proj/d").items] == ["ok"] * 5

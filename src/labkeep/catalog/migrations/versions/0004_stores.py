@@ -112,9 +112,7 @@ def downgrade() -> None:
     op.drop_table("policies")
     op.drop_index("ix_replicas_sha256", table_name="replicas")
     op.drop_table("replicas")
-    with op.batch_alter_table("datasets") as batch:
-        batch.drop_column("tree_state")
-    with op.batch_alter_table("stores") as batch:
-        batch.drop_column("settings")
-        batch.drop_column("medium")
-        batch.drop_column("offsite")
+    # plain DROP COLUMN: a batch rebuild of datasets trips its foreign keys on SQLite
+    op.drop_column("datasets", "tree_state")
+    for column in ("settings", "medium", "offsite"):
+        op.drop_column("stores", column)

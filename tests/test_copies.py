@@ -14,7 +14,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -343,19 +342,9 @@ def test_copy_killed_midway_resumes_and_never_counts_a_partial_copy(
             recorded = {bytes(h).hex() for (h,) in session.execute(select(Replica.sha256))}
         assert 0 < len(recorded) < len(shas(files))
         assert recorded <= good_objects(tmp_path / "backup")  # every row has good content
-    # the lease of the killed process does not block (it expires; here: taken over)
-    out = run("copy", "proj/s1", "--to", "backup", "--json", "--root", str(root), check=None)
-    if out.returncode == 4:  # the dead holder's lease has not expired yet
-        time.sleep(0.1)
-        with Keep.open(root) as keep, keep.catalog.write() as session:
-            from labkeep.catalog import Lease
-
-            lease = session.execute(select(Lease)).scalar_one()
-            assert "copy job" in lease.what
-            from labkeep.clock import utcnow
-
-            lease.expires_at = utcnow()  # as if its 60 s had passed
-        out = run("copy", "proj/s1", "--to", "backup", "--json", "--root", str(root))
+    # the killed process's lease does not block: on this host a dead holder is taken
+    # over at once (not after its 60 s)
+    out = run("copy", "proj/s1", "--to", "backup", "--json", "--root", str(root))
     statuses = {r["status"] for r in records(out) if "path" in r}
     assert statuses <= {"ok", "notneeded"}
     assert good_objects(tmp_path / "backup") == shas(files)

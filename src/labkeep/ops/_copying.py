@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import and_, func, insert, or_, select, update
+from sqlalchemy import and_, bindparam, func, insert, or_, select, update
 
 from labkeep.access import allowed, check
 from labkeep.catalog import Dataset, Entry, Project, Replica, Store
@@ -51,7 +51,8 @@ AHEAD = 8
 COMMIT_ROWS = 200
 COMMIT_SECONDS = 1.0
 TIER_ORDER = {"hot": 0, "warm": 1, "cold": 2}
-CHUNK = 1 << 20
+#: replica checks written per transaction
+MARK_BATCH = 1000
 
 
 @dataclass
@@ -323,6 +324,33 @@ class _Run:
         # network and disk bound: more threads than cores (8 measured best to SeaweedFS)
         self.jobs = jobs or max(8, 2 * (os.cpu_count() or 1))
         self.stores = _Stores(keep)
+        #: what checks of replicas found, written in batches (not a transaction a file)
+        self._marks: list[dict[str, Any]] = []
+        self._marks_lock = threading.Lock()
+
+    def mark(self, replica_id: int, status: str, by: str) -> None:
+        """Record what a check of a replica found (from any worker thread)."""
+        row = {"rid": replica_id, "st": status, "at": utcnow(), "by": by}
+        with self._marks_lock:
+            self._marks.append(row)
+            full = len(self._marks) >= MARK_BATCH
+        if full:
+            self.flush_marks()
+
+    def flush_marks(self) -> None:
+        with self._marks_lock:
+            rows, self._marks = self._marks, []
+        if rows:  # (a row dropped meanwhile is simply not updated)
+            table: Any = Replica.__table__
+            stmt = (
+                update(table)
+                .where(table.c.id == bindparam("rid"))
+                .values(
+                    status=bindparam("st"), verified_at=bindparam("at"), checked_by=bindparam("by")
+                )
+            )
+            with self.keep.catalog.write() as session:
+                session.execute(stmt, rows)
 
     def emit(self, result: Result, size: int = 0) -> None:
         self.report.add(result)
@@ -383,7 +411,10 @@ class _Run:
                     fut.cancel()
 
     def close(self) -> None:
-        self.stores.close()
+        try:
+            self.flush_marks()
+        finally:
+            self.stores.close()
 
 
 def _outcome(fut: Future[Any]) -> Any:
@@ -550,15 +581,6 @@ def _check_tree(keep: Keep, f: _File, *, quick: bool) -> tuple[str, str]:
     return "ok", "hash"
 
 
-def _mark(keep: Keep, replica_id: int, status: str, by: str) -> None:
-    with keep.catalog.write() as session:
-        session.execute(
-            update(Replica)
-            .where(Replica.id == replica_id)
-            .values(status=status, verified_at=utcnow(), checked_by=by)
-        )
-
-
 def _fresh_copies(
     run: _Run,
     f: _File,
@@ -593,11 +615,11 @@ def _fresh_copies(
         if state == "ok":
             good.append(row.name)
             if not quick:
-                _mark(run.keep, replica.id, "ok", how)
+                run.mark(replica.id, "ok", how)
         else:
             why.append(f"{row.name}: {how}")
             if state in ("damaged", "missing"):
-                _mark(run.keep, replica.id, state, "hash" if not quick else "size")
+                run.mark(replica.id, state, "hash" if not quick else "size")
         if len(good) >= needed:
             break
     return good, why
@@ -630,11 +652,11 @@ def _fetch_to_tree(run: _Run, f: _File, partial_dir: str) -> str:
             _write_verified(store.open(replica.key), partial, f, run.on_bytes())
         except NotFound:
             errors.append(f"the copy in {row.name!r} is missing")
-            _mark(keep, replica.id, "missing", "hash")
+            run.mark(replica.id, "missing", "hash")
             continue
         except TransferCorrupted:
             errors.append(f"the copy in {row.name!r} is damaged")
-            _mark(keep, replica.id, "damaged", "hash")
+            run.mark(replica.id, "damaged", "hash")
             continue
         except StoreUnavailable as exc:
             errors.append(exc.message)

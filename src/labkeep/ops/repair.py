@@ -34,7 +34,6 @@ from labkeep.ops._copying import (
     _File,
     _files,
     _lease,
-    _mark,
     _message,
     _Rep,
     _reps,
@@ -178,10 +177,11 @@ def _verify_scope(
         state, how = _check_replica(run, replica, target, f, quick=quick)
         if state == "unreachable":
             raise StoreUnavailable(how, hint=_RETRY)
-        _mark(keep, replica.id, state, how if state == "ok" else ("size" if quick else "hash"))
         fixed = None
         if state != "ok" and repair:
             fixed = _repair_replica(run, f, replica, target, store, until, tree_present)
+        if not (fixed and fixed[0]):  # a repaired replica was recorded as good already
+            run.mark(replica.id, state, how if state == "ok" else ("size" if quick else "hash"))
         return state, how, fixed
 
     def done(f: _File, outcome: Any) -> None:

@@ -459,6 +459,9 @@ def test_cli_copy_whereis_drop_json(tmp_path: Path) -> None:
     out = run("drop", "p/d", "--from", "backup", "--root", str(root), check=1)
     assert "only 1 good copy elsewhere" in out.stdout
     out = run("policy", "check", "--root", str(root), check=0)
+    run("policy", "set", "p", "--tree-droppable", "--root", str(root))
+    out = run("drop", "p/d", "--from", "tree", "--root", str(root), check=1)  # not a usage error
+    assert "fewer than 2 good copies" in out.stderr
     out = run("drop", "p/d", "--from", "nowhere", "--root", str(root), check=2)
     assert "no store named 'nowhere'" in out.stderr
     out = run("store", "add", "bad", "--path", "/no/such/disk/x", "--root", str(root), check=3)

@@ -8,7 +8,8 @@ Exit codes of the ``labkeep`` command (documented in the README):
 
 ====  ==========================================================================
 0     all done
-1     problems found: verify found damage, some files could not be ingested
+1     problems found: verify found damage, some files could not be ingested, a
+      drop was refused because too few verified copies would remain
 2     usage or input error: bad name or option, missing source, sealed target,
       no such project/dataset, not allowed, wrong password
 3     environment: the catalog, a disk, a store or the server is unreachable or
@@ -297,7 +298,9 @@ class RetentionLocked(SealedError):
 
 
 class BelowPolicy(LabkeepError):
-    """Refused: fewer verified copies than the policy's minimum would remain."""
+    """Refused: fewer verified copies than the policy's minimum would remain (exit 1, as
+    when a drop refuses single files: the keep is fine, the copies are not there yet)."""
 
     code = "below-min-copies"
+    exit_code = EXIT_PROBLEMS
     http_status = 409

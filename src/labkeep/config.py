@@ -67,6 +67,30 @@ max_upload_bytes = 2147483648
 max_json_bytes = 262144
 max_form_bytes = 262144
 
+# Background work ('labkeep worker'): see docs/jobs.md
+[jobs]
+# a running job's lease: a worker renews it every third of this; a job whose worker
+# stopped renewing (killed, host lost) is taken by another worker once it runs out
+lease_seconds = 60
+# attempts before a job fails for good; retries wait retry_base_seconds, doubling each
+# time up to retry_max_seconds
+max_attempts = 5
+retry_base_seconds = 30
+retry_max_seconds = 3600
+# how often an idle worker looks for new jobs
+poll_seconds = 1.0
+# modules registering further job kinds (also found through the "labkeep.jobs" entry points)
+plugins = []
+
+# Periodic work, queued once per period however many workers run:
+# [[jobs.schedule]]
+# kind = "scrub"          # re-verify sealed datasets not verified for max_age_days
+# every = "1d"
+# args = {{ max_age_days = 90, bandwidth = "200MB" }}
+# [[jobs.schedule]]
+# kind = "buffer-clean"   # delete buffer copies that are safely kept and old enough
+# every = "1d"
+
 # Buttons on file pages that open a file in another service, e.g.:
 # [[web.links]]
 # name = "Image viewer"
@@ -116,6 +140,31 @@ class WebConfig:
     links: tuple[LinkOut, ...] = ()
 
 
+@dataclass(frozen=True)
+class Schedule:
+    """Periodic work: a job of *kind* queued once per *every* seconds."""
+
+    kind: str
+    every: float
+    args: dict[str, Any] = field(default_factory=dict)
+    priority: int = -10
+
+    @property
+    def name(self) -> str:
+        return f"{self.kind}:{json.dumps(self.args, sort_keys=True)}"
+
+
+@dataclass(frozen=True)
+class JobsConfig:
+    lease_seconds: float = 60.0
+    max_attempts: int = 5
+    retry_base_seconds: float = 30.0
+    retry_max_seconds: float = 3600.0
+    poll_seconds: float = 1.0
+    plugins: tuple[str, ...] = ()
+    schedule: tuple[Schedule, ...] = ()
+
+
 @dataclass
 class Config:
     root: Path
@@ -129,6 +178,7 @@ class Config:
     verify_log_dir: Path = field(default_factory=lambda: Path("logs"))
     ldap: LdapConfig | None = None
     web: WebConfig = field(default_factory=WebConfig)
+    jobs: JobsConfig = field(default_factory=JobsConfig)
 
     @classmethod
     def load(cls, root: Path) -> Config:
@@ -161,6 +211,7 @@ class Config:
                 verify_log_dir=_resolve(root, str(verify.get("log_dir", "logs"))),
                 ldap=_ldap(ldap) if ldap else None,
                 web=_web(web),
+                jobs=_jobs(data.get("jobs", {})),
             )
         except (TypeError, ValueError, AttributeError) as exc:
             raise ConfigError(f"{path}: {exc}") from None
@@ -200,6 +251,47 @@ def _web(section: dict[str, Any]) -> WebConfig:
         max_form_bytes=int(section.get("max_form_bytes", section.get("max_body_bytes", 256 << 10))),
         links=links,
     )
+
+
+def parse_duration(text: str | float | int) -> float:
+    """Seconds from "90", "30s", "10m", "6h", "1d" or "2w"."""
+    if isinstance(text, int | float):
+        return float(text)
+    value = str(text).strip().lower()
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+    scale = units.get(value[-1:], 0)
+    number = value[:-1] if scale else value
+    try:
+        seconds = float(number) * (scale or 1)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a duration (like 30s, 10m, 6h, 1d, 2w)") from None
+    if seconds <= 0:
+        raise ValueError(f"{text!r}: a duration must be positive")
+    return seconds
+
+
+def _jobs(section: dict[str, Any]) -> JobsConfig:
+    schedule = tuple(
+        Schedule(
+            kind=str(item["kind"]),
+            every=parse_duration(item.get("every", "1d")),
+            args=dict(item.get("args", {})),
+            priority=int(item.get("priority", -10)),
+        )
+        for item in section.get("schedule", [])
+    )
+    config = JobsConfig(
+        lease_seconds=float(section.get("lease_seconds", 60)),
+        max_attempts=int(section.get("max_attempts", 5)),
+        retry_base_seconds=float(section.get("retry_base_seconds", 30)),
+        retry_max_seconds=float(section.get("retry_max_seconds", 3600)),
+        poll_seconds=float(section.get("poll_seconds", 1.0)),
+        plugins=tuple(str(p) for p in section.get("plugins", [])),
+        schedule=schedule,
+    )
+    if config.lease_seconds < 1 or config.max_attempts < 1 or config.poll_seconds <= 0:
+        raise ValueError("[jobs] lease_seconds >= 1, max_attempts >= 1, poll_seconds > 0")
+    return config
 
 
 def _resolve(root: Path, value: str) -> Path:

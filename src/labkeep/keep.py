@@ -250,6 +250,16 @@ class Keep:
     repair_tree = ops.repair.repair_tree
     policy_check = ops.whereis.policy_check
     policy_apply = ops.whereis.policy_apply
+    # background work
+    enqueue = ops.jobs.enqueue
+    list_jobs = ops.jobs.list_jobs
+    get_job = ops.jobs.get_job
+    job_counts = ops.jobs.job_counts
+    cancel_job = ops.jobs.cancel_job
+    retry_job = ops.jobs.retry_job
+    dataset_jobs = ops.jobs.dataset_jobs
+    queue_summary = ops.jobs.queue_summary
+    workers = ops.worker.workers
     # accounts and access
     add_user = ops.accounts.add_user
     list_users = ops.accounts.list_users

@@ -136,6 +136,124 @@ class Lease(Base):
     expires_at: Mapped[datetime] = mapped_column(DateTime)
 
 
+class Job(Base):
+    """A unit of background work (see docs/jobs.md): queued, claimed by one worker under
+    a lease, finished exactly once in effect.
+
+    A claim increments ``attempts``; the pair (``lease_owner``, ``attempts``) is the
+    fencing token every later write of the worker must match, so a worker that outlived
+    its lease cannot record a late result.
+    """
+
+    __tablename__ = "jobs"
+    __table_args__ = (Index("ix_jobs_claim", "state", "priority", "run_after"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(64))
+    #: JSON object: the handler's arguments
+    args: Mapped[str] = mapped_column(Text, default="{}")
+    #: queued | running | done | failed | cancelled
+    state: Mapped[str] = mapped_column(String(16), default="queued")
+    #: higher runs first
+    priority: Mapped[int] = mapped_column(Integer, default=0)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    max_attempts: Mapped[int] = mapped_column(Integer, default=5)
+    run_after: Mapped[datetime] = mapped_column(DateTime)
+    #: at most one job per key: "active" keys are freed when the job ends, "forever" keys
+    #: (periodic work: one job per period) are not
+    unique_key: Mapped[str | None] = mapped_column(String(255), unique=True, nullable=True)
+    unique_scope: Mapped[str] = mapped_column(String(8), default="active")
+    #: what the job works on ("PROJECT/DATASET", "PROJECT", a buffer), for pages and filters
+    target: Mapped[str | None] = mapped_column(String(255), nullable=True, index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    #: the user the job acts as ("" for the keep's own periodic work)
+    created_by: Mapped[str] = mapped_column(String(255), default="")
+    started_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    lease_owner: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    lease_until: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    last_error: Mapped[str] = mapped_column(Text, default="")
+    #: JSON: the handler's result summary
+    result: Mapped[str] = mapped_column(Text, default="")
+    #: JSON: {"files": done, "total_files": n, "bytes": done, "total_bytes": n, "note": ""}
+    progress: Mapped[str] = mapped_column(Text, default="")
+
+
+class Worker(Base):
+    """A running (or stopped) ``labkeep worker`` process, as it last reported itself."""
+
+    __tablename__ = "workers"
+    id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    kinds: Mapped[str] = mapped_column(Text, default="")
+    concurrency: Mapped[int] = mapped_column(Integer, default=1)
+    started_at: Mapped[datetime] = mapped_column(DateTime)
+    seen_at: Mapped[datetime] = mapped_column(DateTime)
+    #: running | stopping | stopped
+    state: Mapped[str] = mapped_column(String(16), default="running")
+    running: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class Watch(Base):
+    """A watched instrument buffer: acquisitions appearing below *path* are imported."""
+
+    __tablename__ = "watches"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    path: Mapped[str] = mapped_column(Text, unique=True)
+    project_template: Mapped[str] = mapped_column(String(255))
+    dataset_template: Mapped[str] = mapped_column(String(255))
+    #: folder-owner | folder-name | map | user:NAME
+    owner_from: Mapped[str] = mapped_column(String(64), default="folder-owner")
+    #: JSON object: OS/system account -> labkeep user
+    owner_map: Mapped[str] = mapped_column(Text, default="{}")
+    #: marker:NAME | quiet:SECONDS
+    ready: Mapped[str] = mapped_column(String(255), default="quiet:600")
+    #: inotify | poll
+    mode: Mapped[str] = mapped_column(String(16), default="inotify")
+    poll_seconds: Mapped[int] = mapped_column(Integer, default=60)
+    #: how deep below *path* an acquisition folder is (1: its direct subfolders)
+    depth: Mapped[int] = mapped_column(Integer, default=1)
+    link: Mapped[bool] = mapped_column(Boolean, default=False)
+    seal: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: buffer copies may be deleted this many days after import (when safely kept)
+    retention_days: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    #: JSON object: further settings
+    settings: Mapped[str] = mapped_column(Text, default="{}")
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    created_by: Mapped[str] = mapped_column(String(255))
+
+
+class BufferFolder(Base):
+    """One acquisition folder seen in a watched buffer, and what became of it."""
+
+    __tablename__ = "buffer_folders"
+    __table_args__ = (UniqueConstraint("watch_id", "folder"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    watch_id: Mapped[int] = mapped_column(ForeignKey("watches.id", ondelete="CASCADE"))
+    #: path relative to the buffer
+    folder: Mapped[str] = mapped_column(PathText)
+    #: waiting | queued | imported | changed | failed | vanished | cleaned
+    state: Mapped[str] = mapped_column(String(16), default="waiting")
+    first_seen: Mapped[datetime] = mapped_column(DateTime)
+    last_change: Mapped[datetime] = mapped_column(DateTime)
+    files: Mapped[int] = mapped_column(BigInteger, default=0)
+    bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    #: SHA-256 of the sorted (path, size, mtime) listing, hex
+    fingerprint: Mapped[str] = mapped_column(String(64), default="")
+    project: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    dataset: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    owner: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    job_id: Mapped[int | None] = mapped_column(
+        ForeignKey("jobs.id", ondelete="SET NULL"), nullable=True
+    )
+    imported_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    cleaned_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    message: Mapped[str] = mapped_column(Text, default="")
+
+
 class Project(Base):
     __tablename__ = "projects"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

@@ -20,6 +20,8 @@ if TYPE_CHECKING:
         fixity,
         grants,
         ingest,
+        job_kinds,
+        jobs,
         leases,
         listing,
         manifests,
@@ -33,7 +35,9 @@ if TYPE_CHECKING:
         tokens,
         upload,
         verify,
+        watch,
         whereis,
+        worker,
     )
 
 __all__ = [
@@ -45,6 +49,8 @@ __all__ = [
     "fixity",
     "grants",
     "ingest",
+    "job_kinds",
+    "jobs",
     "leases",
     "listing",
     "manifests",
@@ -58,7 +64,9 @@ __all__ = [
     "tokens",
     "upload",
     "verify",
+    "watch",
     "whereis",
+    "worker",
 ]
 
 

@@ -70,7 +70,7 @@ def _started(pid: int) -> str:
         return ""
 
 
-def _dead_here(owner: str) -> bool:
+def dead_here(owner: str) -> bool:
     """The holder ran on this host and its process is gone (killed, crashed): its lease
     need not be waited out."""
     parts = owner.split(":")
@@ -127,7 +127,7 @@ def _acquire(keep: Keep, held: Held, what: str, ttl: float, busy: str) -> None:
             if add_unique(session, row):
                 return
             row = session.execute(select(Lease).where(Lease.name == held.name)).scalar_one()
-        if row.expires_at <= now or _dead_here(row.owner):
+        if row.expires_at <= now or dead_here(row.owner):
             taken = session.execute(
                 update(Lease)
                 .where(Lease.name == held.name, Lease.owner == row.owner)

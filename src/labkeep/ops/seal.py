@@ -57,9 +57,11 @@ class SealResult:
     warnings: list[str] = field(default_factory=list)
     #: what was repaired, when an interrupted seal/unseal (or a hand-made change) was found
     message: str | None = None
+    #: replicate jobs queued by the project's copy-on-seal rule
+    jobs: list[int] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        record = {
+        record: dict[str, Any] = {
             "action": self.action,
             "status": self.status,
             "dataset": self.dataset,
@@ -70,6 +72,8 @@ class SealResult:
         }
         if self.message:
             record["message"] = self.message
+        if self.jobs:
+            record["jobs"] = self.jobs
         return record
 
 
@@ -173,7 +177,9 @@ def seal(keep: Keep, address: str, *, message: str = "") -> SealResult:
         keep.tree.set_seal_intent(project, name, "seal")
         done = _protect(raw, True)
         with keep.catalog.write() as session:
-            _, dataset = find_dataset(keep, session, project, name, "dataset.seal", for_update=True)
+            proj, dataset = find_dataset(
+                keep, session, project, name, "dataset.seal", for_update=True
+            )
             manifest_sha = store_manifest(keep, session, project, name, dataset.id)
             number = _new_version(
                 session, dataset, "seal", keep.actor, message or "sealed", manifest_sha
@@ -187,9 +193,17 @@ def seal(keep: Keep, address: str, *, message: str = "") -> SealResult:
                 target,
                 {"version": number, "manifest_sha256": manifest_sha, "immutable": done.immutable},
             )
+            # the copy-on-seal rule: replicate jobs that exist exactly when the seal does
+            from labkeep.ops.job_kinds import queue_replication
+            from labkeep.ops.stores import policy_for
+
+            stores = policy_for(session, proj.id, proj.name).on_seal
+            jobs = queue_replication(keep, session, project, name, stores) if stores else []
         checkpoint(keep, event)
         keep.tree.set_seal_intent(project, name, None)
-    return SealResult(target, "seal", "ok", number, manifest_sha, done.immutable, done.warnings)
+    return SealResult(
+        target, "seal", "ok", number, manifest_sha, done.immutable, done.warnings, jobs=jobs
+    )
 
 
 def _reprotect(keep: Keep, project: str, name: str, raw: Path, head: int) -> SealResult:

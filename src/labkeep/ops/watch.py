@@ -1,0 +1,1 @@
+"""Watched instrument buffers (placeholder until the watcher lands)."""

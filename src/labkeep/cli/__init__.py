@@ -9,6 +9,7 @@ from labkeep.cli import (
     grant_cmd,
     group_cmd,
     ingest_cmd,
+    jobs_cmd,
     keep_cmd,
     ls_cmd,
     project_cmd,
@@ -46,6 +47,7 @@ for module in (
     share_cmd,
     token_cmd,
     store_cmd,
+    jobs_cmd,
     remote_cmd,
 ):
     module.register(app)

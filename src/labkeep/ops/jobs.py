@@ -398,13 +398,20 @@ def _freed_key() -> Any:
     return case((Job.unique_scope == "active", None), else_=Job.unique_key)
 
 
-def complete(session: Session, claim: Claim, result: dict[str, Any] | None) -> None:
+def complete(
+    session: Session,
+    claim: Claim,
+    result: dict[str, Any] | None,
+    progress: dict[str, Any] | None = None,
+) -> None:
     """Record the job as done in *session* (the transaction of its effect), or raise
     LeaseLost (and the caller's transaction rolls back) if the worker no longer holds it."""
+    extra = {"progress": _dumps(progress)} if progress else {}
     done = session.execute(
         update(Job)
         .where(_fenced(claim))
         .values(
+            **extra,
             state="done",
             finished_at=utcnow(),
             result=_dumps(result or {}),
@@ -436,6 +443,7 @@ def fail(
     final: bool,
     result: dict[str, Any] | None = None,
     cancelled: bool = False,
+    progress: dict[str, Any] | None = None,
 ) -> str:
     """Record a failed attempt: queued again after a backoff, or failed for good (when
     *final* or out of attempts), or cancelled. Returns the new state ('' if the worker no
@@ -459,6 +467,8 @@ def fail(
         }
         if result is not None:
             values["result"] = _dumps(result)
+        if progress:
+            values["progress"] = _dumps(progress)
         if end:
             values["finished_at"] = now
             values["unique_key"] = _freed_key()
@@ -523,7 +533,6 @@ def reap(keep: Keep) -> int:
     from labkeep.ops.leases import dead_here
 
     now = utcnow()
-    cfg = keep.config.jobs
     n = 0
     with keep.catalog.write() as session:
         rows = session.execute(
@@ -543,9 +552,8 @@ def reap(keep: Keep) -> int:
             values: dict[str, Any] = {"lease_owner": None, "lease_until": None, "last_error": why}
             if attempts >= max_attempts:
                 values.update(state="failed", finished_at=now, unique_key=_freed_key())
-            else:
-                delay = backoff(attempts, cfg.retry_base_seconds, cfg.retry_max_seconds)
-                values.update(state="queued", run_after=now + timedelta(seconds=min(delay, 5)))
+            else:  # the job did not fail, its worker did: run it again at once
+                values.update(state="queued", run_after=now)
             done = session.execute(
                 update(Job)
                 .where(
@@ -629,8 +637,13 @@ class JobContext:
 
     def finish(self, session: Session, result: dict[str, Any] | None = None) -> None:
         """Mark the job done in *session*, the transaction that commits its effect."""
-        complete(session, self.claim, result)
+        complete(session, self.claim, result, self.snapshot())
         self.finished = True
+
+    def snapshot(self) -> dict[str, Any]:
+        """The progress as last reported (written with the job's outcome)."""
+        with self._lock:
+            return dict(self._state)
 
 
 class _ProgressAdapter:

@@ -251,7 +251,7 @@ class JobWorker:
                 result = spec.run(ctx)
                 if not ctx.finished:
                     with self.keep.catalog.write() as session:
-                        q.complete(session, claim, result)
+                        q.complete(session, claim, result, ctx.snapshot())
                 self.stats.done += 1
                 self.stats.by_kind[claim.kind] = self.stats.by_kind.get(claim.kind, 0) + 1
                 self.log(
@@ -268,16 +268,23 @@ class JobWorker:
                 self.stats.lost += 1
                 self.log("job.lease_lost", job=claim.id, kind=claim.kind, error=str(exc))
             except q.JobCancelled:
-                q.fail(self.keep, claim, "cancelled while running", final=True, cancelled=True)
+                q.fail(
+                    self.keep,
+                    claim,
+                    "cancelled while running",
+                    final=True,
+                    cancelled=True,
+                    progress=ctx.snapshot(),
+                )
                 self.log("job.cancelled", job=claim.id, kind=claim.kind)
             except q.JobProblems as exc:
-                self._failed(claim, _message(exc), True, result=exc.result)
+                self._failed(claim, _message(exc), True, result=exc.result, ctx=ctx)
             except Exception as exc:  # noqa: BLE001 (a job's failure must not kill the worker)
                 final = type(exc).__name__ in FINAL or isinstance(exc, _final_types())
                 detail = _message(exc)
                 if not isinstance(exc, LabkeepError):
                     detail += "\n" + "".join(traceback.format_exception(exc)[-6:])
-                self._failed(claim, detail, final)
+                self._failed(claim, detail, final, ctx=ctx)
         except EnvironmentFailure as exc:
             # the catalog went away around the job: its lease runs out, another takes it
             self.log("job.orphaned", job=claim.id, error=str(exc))
@@ -286,9 +293,15 @@ class JobWorker:
                 self._held.pop(claim.id, None)
 
     def _failed(
-        self, claim: q.Claim, error: str, final: bool, result: dict[str, Any] | None = None
+        self,
+        claim: q.Claim,
+        error: str,
+        final: bool,
+        result: dict[str, Any] | None = None,
+        ctx: q.JobContext | None = None,
     ) -> None:
-        state = q.fail(self.keep, claim, error, final=final, result=result)
+        progress = ctx.snapshot() if ctx is not None else None
+        state = q.fail(self.keep, claim, error, final=final, result=result, progress=progress)
         if state == "queued":
             self.stats.retried += 1
         elif state:

@@ -38,7 +38,11 @@ def _free_port() -> int:
 
 
 class PostgresServer:
-    def __init__(self) -> None:
+    """*durable*: fsync and synchronous commit on, as deployed (benchmarks); the tests run
+    without them."""
+
+    def __init__(self, *, durable: bool = False) -> None:
+        self.durable = durable
         self.dir = Path(tempfile.mkdtemp(prefix="labkeep-pg-"))
         self.data = self.dir / "data"
         self.port = _free_port()
@@ -62,10 +66,10 @@ class PostgresServer:
 
     def start_command(self) -> list[str]:
         """Start the (initialised) server and wait until it accepts connections."""
-        options = (
-            f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off "
-            "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
-        )
+        options = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 "
+        if not self.durable:
+            options += "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
+        options += "-c max_connections=200"
         return self._as_nobody(
             _pg_bin("pg_ctl"), "-D", str(self.data), "-o", options, "-l", str(self.dir / "log"),
             "-w", "-t", "60", "start",

@@ -103,6 +103,11 @@ def status(
     )
     out.print(f"verified  last run {info['last_verify'] or 'never'}")
     out.print(f"audit log {info['events']} events")
+    jobs = info["jobs"]
+    out.print(
+        f"jobs      {jobs['queued']} queued, {jobs['running']} running, "
+        f"{jobs['failed_last_day']} failed in the last day; {jobs['workers']} workers"
+    )
     for line in info["attention"]:
         out.print(f"[yellow]attention[/] {line}")
     if not info["attention"]:

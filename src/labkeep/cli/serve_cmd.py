@@ -22,6 +22,17 @@ def serve(
     create: Annotated[
         bool, typer.Option("--create", help="Create the keep at --root if there is none.")
     ] = False,
+    worker: Annotated[
+        bool,
+        typer.Option(
+            help="Also run a job worker (with the buffer watchers) beside the server, so "
+            "verify, copy and import jobs queued from the web run. A facility runs its "
+            "workers as separate services and passes --no-worker."
+        ),
+    ] = True,
+    worker_concurrency: Annotated[
+        int, typer.Option(min=1, max=64, help="Jobs the embedded worker runs at once.")
+    ] = 2,
     root: RootOpt = None,
 ) -> None:
     """Serve the web UI and the JSON API (/api/v1) of the keep."""
@@ -56,6 +67,9 @@ def serve(
     os.environ["LABKEEP_ROOT"] = str(keep_root)
     from labkeep.web.logs import log_config
 
+    if worker:
+        _start_worker(str(keep_root), worker_concurrency)
+
     uvicorn.run(
         "labkeep.web:app_from_env",
         factory=True,
@@ -67,6 +81,42 @@ def serve(
         log_level="info",
         log_config=log_config(),  # share tokens are redacted from the access log
     )
+
+
+def _start_worker(root: str, concurrency: int) -> None:
+    """``labkeep worker --watch`` as a child process that stops with the server (SIGTERM
+    at exit, and the kernel's parent-death signal if the server is killed)."""
+    import atexit
+    import signal
+    import subprocess
+    import sys
+
+    def die_with_parent() -> None:
+        import contextlib
+        import ctypes
+
+        with contextlib.suppress(OSError):  # PR_SET_PDEATHSIG (Linux)
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
+
+    child = subprocess.Popen(
+        [sys.executable, "-m", "labkeep", "worker", "--watch", "--root", root,
+         "--concurrency", str(concurrency), "--grace", "10"],
+        preexec_fn=die_with_parent,
+    )  # fmt: skip
+    err.print(
+        f"job worker started (pid {child.pid}, {concurrency} at once): "
+        "'labkeep jobs' lists its work"
+    )
+
+    def stop() -> None:
+        if child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+            try:
+                child.wait(15)
+            except subprocess.TimeoutExpired:
+                child.kill()
+
+    atexit.register(stop)
 
 
 def _check_port_free(host: str, port: int) -> None:

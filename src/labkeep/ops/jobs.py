@@ -338,6 +338,8 @@ class Claim:
     kind: str
     attempt: int
     owner: str
+    #: the job as claimed (read by the claim statement itself)
+    job: JobInfo | None = field(default=None, compare=False)
 
 
 def claim(
@@ -368,7 +370,7 @@ def claim(
                 update(Job)
                 .where(Job.id == pick.with_for_update(skip_locked=True).scalar_subquery())
                 .values(**values)
-                .returning(Job.id, Job.kind, Job.attempts)
+                .returning(*Job.__table__.columns)
             ).one_or_none()
         else:  # SQLite: this transaction began IMMEDIATE and holds the write lock
             job_id = session.execute(pick).scalar_one_or_none()
@@ -378,11 +380,12 @@ def claim(
                     update(Job)
                     .where(Job.id == job_id, Job.state == "queued")
                     .values(**values)
-                    .returning(Job.id, Job.kind, Job.attempts)
+                    .returning(*Job.__table__.columns)
                 ).one_or_none()
         if row is None:
             return None
-        return Claim(row[0], row[1], row[2], owner)
+        info = JobInfo.of(Job(**row._asdict()))
+        return Claim(info.id, info.kind, info.attempts, owner, info)
 
 
 def _fenced(claim: Claim) -> Any:

@@ -98,6 +98,19 @@ def status(keep: Keep, *, deep: bool = False) -> dict[str, Any]:
         )
     if never:
         attention.append(f"{never} files were never verified: run 'labkeep verify'")
+    from labkeep.ops.jobs import queue_summary
+
+    jobs = queue_summary(keep)
+    if (jobs["queued"] or jobs["running"]) and not jobs["workers"]:
+        attention.append(
+            f"{jobs['queued']} jobs are queued and no worker is running: start one with "
+            "'labkeep worker' (or 'labkeep serve', which runs one)"
+        )
+    if jobs["failed_last_day"]:
+        attention.append(
+            f"{jobs['failed_last_day']} jobs failed in the last day: "
+            "'labkeep jobs --state failed' says why"
+        )
     info: dict[str, Any] = {
         "root": str(keep.root),
         "catalog": safe_url(keep.config.catalog_url),
@@ -119,6 +132,7 @@ def status(keep: Keep, *, deep: bool = False) -> dict[str, Any]:
         "datasets_below_policy": n_short,
         "last_verify": isoformat(last_verify),
         "events": events,
+        "jobs": jobs,
         "deep": deep,
         "attention": attention,
     }

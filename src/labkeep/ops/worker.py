@@ -54,6 +54,11 @@ FINAL = (
 )
 
 
+#: seconds a worker reuses the rights it loaded for a job's creator (a disabled account
+#: or a revoked grant takes effect for new jobs after at most this long)
+PRINCIPAL_TTL = 10.0
+
+
 @dataclass
 class WorkerStats:
     done: int = 0
@@ -112,6 +117,7 @@ class JobWorker:
         self._held: dict[int, tuple[q.Claim, q.JobContext | None]] = {}
         self._lock = threading.Lock()
         self._claimed = 0
+        self._principals: dict[str, tuple[float, Any]] = {}
         kinds_known = q.load_kinds(cfg.plugins)
         if self.kinds:
             unknown = [k for k in self.kinds if k not in kinds_known]
@@ -191,6 +197,7 @@ class JobWorker:
                     if self._claimed >= self.max_jobs:
                         return
                     self._claimed += 1
+            t0 = time.monotonic()
             try:
                 claim = q.claim(
                     self.keep, self.owner, kinds=self.kinds, lease_seconds=self.lease_seconds
@@ -209,7 +216,7 @@ class JobWorker:
                 self.wake.wait(self.poll)
                 self.wake.clear()
                 continue
-            self._run(claim)
+            self._run(claim, claim_ms=round((time.monotonic() - t0) * 1000, 2))
 
     def _runnable_soon(self) -> bool:
         """With *drain*: whether a job is queued or running that this worker may still
@@ -232,12 +239,12 @@ class JobWorker:
                 query = query.where(Job.kind.in_(self.kinds))
             return bool(session.execute(query).scalar_one())
 
-    def _run(self, claim: q.Claim) -> None:
+    def _run(self, claim: q.Claim, claim_ms: float = 0.0) -> None:
         with self._lock:
             self._held[claim.id] = (claim, None)
         started = time.monotonic()
         try:
-            info = self._load(claim)
+            info = claim.job or self._load(claim)
             spec = q.KINDS.get(claim.kind)
             if spec is None:
                 self._failed(claim, f"no handler for job kind {claim.kind!r} on this worker", True)
@@ -246,7 +253,13 @@ class JobWorker:
             ctx = q.JobContext(keep, claim, info, self.handlers_stop)
             with self._lock:
                 self._held[claim.id] = (claim, ctx)
-            self.log("job.start", job=claim.id, kind=claim.kind, attempt=claim.attempt)
+            self.log(
+                "job.start",
+                job=claim.id,
+                kind=claim.kind,
+                attempt=claim.attempt,
+                claim_ms=claim_ms,
+            )
             try:
                 result = spec.run(ctx)
                 if not ctx.finished:
@@ -319,7 +332,14 @@ class JobWorker:
 
         if not info.created_by:
             return self.keep.acting_as(Principal("user", name="labkeep", site_admin=True))
-        return self.keep.acting_as(self.keep.principal_for(info.created_by))
+        now = time.monotonic()
+        with self._lock:
+            cached = self._principals.get(info.created_by)
+        if cached is None or now - cached[0] > PRINCIPAL_TTL:
+            cached = (now, self.keep.principal_for(info.created_by))
+            with self._lock:
+                self._principals[info.created_by] = cached
+        return self.keep.acting_as(cached[1])
 
     # -- heartbeat -----------------------------------------------------------------------
     def _heartbeat(self) -> None:

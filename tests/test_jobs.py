@@ -352,3 +352,37 @@ def _until(condition: Any, timeout: float = 20.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("condition not reached in time")
         time.sleep(0.02)
+
+
+def test_scrub_reverifies_the_oldest_sealed_datasets_and_names_damage(
+    qkeep: Keep, tmp_path: Path
+) -> None:
+    from labkeep.ops.job_kinds import scrub_candidates
+
+    for name in ("s1", "s2", "s3"):
+        make_files(tmp_path / name, 5, seed=len(name) + ord(name[-1]))
+        qkeep.ingest(tmp_path / name, f"proj/{name}")
+    qkeep.seal("proj/s1")
+    qkeep.seal("proj/s2")  # s3 stays unsealed: not scrubbed
+    qkeep.verify("proj/s2")  # s2 checked just now, s1 never
+    assert [a for a, _ in scrub_candidates(qkeep, 0, 10)] == ["proj/s1", "proj/s2"]
+    assert [a for a, _ in scrub_candidates(qkeep, 1, 10)] == ["proj/s1"]
+    job = qkeep.enqueue("scrub", {"max_age_days": 1, "bandwidth": "50MB"})
+    drain(qkeep)
+    done = qkeep.get_job(job.id)
+    assert done.state == "done" and done.result == {"verified": ["proj/s1"], "left": 0,
+                                                    "problems": []}  # fmt: skip
+    assert scrub_candidates(qkeep, 1, 10) == []
+    # damage is found, named, and the job says what to do
+    victim = next((qkeep.root / "data/proj/s2/raw").rglob("*.bin"))
+    unseal_tree(victim.parent)
+    victim.write_bytes(b"flipped" + victim.read_bytes()[7:])
+    job = qkeep.enqueue("scrub", {"max_age_days": 0})
+    drain(qkeep)
+    failed = qkeep.get_job(job.id)
+    assert failed.state == "failed" and failed.attempts == 1
+    assert "proj/s2" in failed.last_error and "--repair" in failed.last_error
+    assert failed.result is not None and failed.result["problems"][0]["dataset"] == "proj/s2"
+    with pytest.raises(Forbidden):
+        qkeep.add_user("eve", password="a long enough password 2")
+        qkeep.acting_as(qkeep.principal_for("eve")).enqueue("scrub", {})

@@ -209,6 +209,11 @@ def test_jobs_of_others_are_not_found(qkeep: Keep) -> None:
         bob.enqueue("scrub", {})
     with pytest.raises((Forbidden, NotFound)):  # may not ingest into proj
         bob.enqueue("ingest", {"source": "/tmp", "dataset": "proj/s9"})
+    # with write access, bob still may not have the service account read any folder
+    qkeep.grant("bob", "write", "proj")
+    bob = qkeep.acting_as(qkeep.principal_for("bob"))
+    with pytest.raises(Forbidden, match="only from buffers shown to you"):
+        bob.enqueue("ingest", {"source": "/etc", "dataset": "proj/s9"})
     own = bob.enqueue("noop", {})
     assert [j.id for j in bob.list_jobs()] == [own.id]
     assert {j.id for j in qkeep.list_jobs()} == {mine.id, own.id}  # a site admin sees all

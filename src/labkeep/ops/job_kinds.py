@@ -65,7 +65,25 @@ def _dataset_target(keep: Keep, address: str, action: str) -> str:
 def _authorize_ingest(keep: Keep, args: dict[str, Any]) -> str:
     if not isinstance(args.get("source"), str) or not isinstance(args.get("dataset"), str):
         raise UsageError("an ingest job needs 'source' (a folder) and 'dataset' (P/D)")
-    return _dataset_target(keep, args["dataset"], "dataset.ingest")
+    target = _dataset_target(keep, args["dataset"], "dataset.ingest")
+    _check_source_allowed(keep, args["source"])
+    return target
+
+
+def _check_source_allowed(keep: Keep, source: str) -> None:
+    """Workers read with the service account's rights, not the user's: a user may only
+    have them read folders of a watched buffer shown to them (site admins: any folder)."""
+    if keep.principal.site_admin:
+        return
+    from labkeep.ops.watch import buffer_visible_to
+
+    if not buffer_visible_to(keep, source):
+        raise Forbidden(
+            f"you may not import from {source}: jobs read folders with the service "
+            "account's rights, so they import only from buffers shown to you",
+            hint="pick a folder of a configured buffer ('labkeep watch list'), or ask a "
+            "site admin",
+        )
 
 
 @handler(

@@ -81,8 +81,7 @@ def _check_source_allowed(keep: Keep, source: str) -> None:
         raise Forbidden(
             f"you may not import from {source}: jobs read folders with the service "
             "account's rights, so they import only from buffers shown to you",
-            hint="pick a folder of a configured buffer ('labkeep watch list'), or ask a "
-            "site admin",
+            hint="pick a folder of a configured buffer ('labkeep watch list'), or ask a site admin",
         )
 
 

@@ -364,6 +364,11 @@ def claim(
         "started_at": func.coalesce(Job.started_at, now),
         "cancel_requested": False,
     }
+    # a look first, without a write lock: idle workers polling must not queue up behind
+    # (or hold up) the writers of an ingest on SQLite's single write lock
+    with keep.catalog.read() as session:
+        if session.execute(pick).first() is None:
+            return None
     with keep.catalog.write() as session:
         if session.get_bind().dialect.name == "postgresql":
             row = session.execute(
@@ -537,17 +542,18 @@ def reap(keep: Keep) -> int:
 
     now = utcnow()
     n = 0
-    with keep.catalog.write() as session:
+    with keep.catalog.read() as session:  # usually nothing to do: no write lock for that
         rows = session.execute(
             select(Job.id, Job.lease_owner, Job.lease_until, Job.attempts, Job.max_attempts)
             .where(Job.state == "running")
             .order_by(Job.id)
             .limit(1000)
         ).all()
-        for job_id, owner, until, attempts, max_attempts in rows:
-            expired = until is None or until < now
-            if not expired and not (owner and dead_here(owner)):
-                continue
+    due = [r for r in rows if r[2] is None or r[2] < now or (r[1] and dead_here(r[1]))]
+    if not due:
+        return 0
+    with keep.catalog.write() as session:
+        for job_id, owner, _until, attempts, max_attempts in due:
             why = (
                 f"worker {owner} stopped renewing its lease (killed, or cut off) "
                 f"in attempt {attempts}"
@@ -557,14 +563,13 @@ def reap(keep: Keep) -> int:
                 values.update(state="failed", finished_at=now, unique_key=_freed_key())
             else:  # the job did not fail, its worker did: run it again at once
                 values.update(state="queued", run_after=now)
+            still = [Job.id == job_id, Job.state == "running", Job.attempts == attempts]
+            still.append(Job.lease_owner == owner)
+            if not (owner and dead_here(owner)):  # a live worker may have renewed meanwhile
+                still.append(or_(Job.lease_until.is_(None), Job.lease_until < now))
             done = session.execute(
                 update(Job)
-                .where(
-                    Job.id == job_id,
-                    Job.state == "running",
-                    Job.attempts == attempts,
-                    Job.lease_owner == owner,
-                )
+                .where(*still)
                 .values(**values)
                 .execution_options(synchronize_session=False)
             )

@@ -217,6 +217,11 @@ def test_jobs_of_others_are_not_found(qkeep: Keep) -> None:
     own = bob.enqueue("noop", {})
     assert [j.id for j in bob.list_jobs()] == [own.id]
     assert {j.id for j in qkeep.list_jobs()} == {mine.id, own.id}  # a site admin sees all
+    # a job acts as its creator when it runs: a disabled account's job fails, saying why
+    qkeep.set_user_disabled("bob", True)
+    drain(qkeep)
+    stopped = qkeep.get_job(own.id)
+    assert stopped.state == "failed" and "bob can no longer act" in stopped.last_error
 
 
 def test_periodic_jobs_are_queued_once_per_period(qroot: Path) -> None:

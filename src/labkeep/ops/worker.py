@@ -128,6 +128,9 @@ class JobWorker:
                     f"no job kind {', '.join(unknown)}",
                     hint="known kinds: " + ", ".join(sorted(kinds_known)),
                 )
+        #: claims are limited to kinds this worker can run: a job of a plugin's kind waits
+        #: for a worker that loaded the plugin instead of failing here
+        self.claim_kinds = self.kinds or tuple(sorted(kinds_known))
 
     # -- logging -------------------------------------------------------------------------
     def log(self, event: str, **fields: Any) -> None:
@@ -200,7 +203,10 @@ class JobWorker:
             t0 = time.monotonic()
             try:
                 claim = q.claim(
-                    self.keep, self.owner, kinds=self.kinds, lease_seconds=self.lease_seconds
+                    self.keep,
+                    self.owner,
+                    kinds=self.claim_kinds,
+                    lease_seconds=self.lease_seconds,
                 )
             except EnvironmentFailure as exc:
                 self.log("worker.catalog_unreachable", error=str(exc))
@@ -235,8 +241,7 @@ class JobWorker:
                     )
                 )
             )
-            if self.kinds:
-                query = query.where(Job.kind.in_(self.kinds))
+            query = query.where(Job.kind.in_(self.claim_kinds))
             return bool(session.execute(query).scalar_one())
 
     def _run(self, claim: q.Claim, claim_ms: float = 0.0) -> None:
@@ -249,7 +254,11 @@ class JobWorker:
             if spec is None:
                 self._failed(claim, f"no handler for job kind {claim.kind!r} on this worker", True)
                 return
-            keep = self._acting_keep(info)
+            try:
+                keep = self._acting_keep(info)
+            except LabkeepError as exc:  # the creator was removed or disabled meanwhile
+                self._failed(claim, f"{info.created_by} can no longer act: {_message(exc)}", True)
+                return
             ctx = q.JobContext(keep, claim, info, self.handlers_stop)
             with self._lock:
                 self._held[claim.id] = (claim, ctx)

@@ -354,6 +354,20 @@ def test_the_cli_queues_lists_shows_and_runs_jobs(qroot: Path) -> None:
     assert "no job 9999" in missing.stderr and "Traceback" not in missing.stderr
     bad = run("jobs", "add", "nonsense", check=2)
     assert "no job kind 'nonsense'" in bad.stderr and "known kinds" in bad.stderr
+    # long commands can be handed to a worker instead of running in the terminal
+    make_files(qroot.parent / "run-1", 9)
+    ingest = json.loads(
+        run("ingest", str(qroot.parent / "run-1"), "proj/s1", "--seal", "--background",
+            "--json").stdout
+    )  # fmt: skip
+    assert ingest["kind"] == "ingest" and ingest["target"] == "proj/s1"
+    assert json.loads(run("worker", "--drain", "--json").stdout)["done"] == 1
+    verify = run("verify", "proj/s1", "--background").stdout
+    assert "queued (verify proj/s1)" in verify
+    run("worker", "--drain")
+    last = json.loads(run("jobs", "--json", "--limit", "1").stdout)
+    assert last["kind"] == "verify" and last["state"] == "done"
+    assert last["result"]["states"]["ok"] == 9
 
 
 def _until(condition: Any, timeout: float = 20.0) -> None:

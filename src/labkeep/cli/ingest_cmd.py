@@ -19,6 +19,7 @@ from labkeep.cli._common import (
     print_summary,
     progress_for,
 )
+from labkeep.cli.jobs_cmd import BackgroundOpt, queue_instead
 
 
 def register(app: typer.Typer) -> None:
@@ -43,10 +44,27 @@ def ingest(
     kind: Annotated[str, typer.Option(help="Kind of a new dataset.")] = "session",
     message: Annotated[str, typer.Option("--message", "-m", help="Version message.")] = "",
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="List every file.")] = False,
+    background: BackgroundOpt = False,
     root: RootOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Copy SOURCE into PROJECT/DATASET/raw/, hashing every file (resumable)."""
+    if background:
+        import os
+
+        if delete_source:
+            from labkeep.errors import UsageError
+
+            raise UsageError(
+                "--delete-source is not run in the background",
+                hint=("buffer copies are deleted by 'labkeep buffer clean' once safely kept"),
+            )
+        args = {"source": os.path.abspath(source), "dataset": address, "link": link,
+                "seal": seal, "kind": kind, "message": message}  # fmt: skip
+        if jobs:
+            args["jobs"] = jobs
+        queue_instead(root, "ingest", args, json_out)
+        return
     with open_keep(root) as keep, progress_for("ingest", json_out) as bar:
         report = keep.ingest(
             source,

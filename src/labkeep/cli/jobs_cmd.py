@@ -324,3 +324,26 @@ def add(
     out.print(f"job {job.id} ({job.kind}) {job.state}")
     if not summary["workers"]:
         err.print("no worker is running: start one with 'labkeep worker'")
+
+
+BackgroundOpt = Annotated[
+    bool,
+    typer.Option(
+        "--background",
+        help="Queue it as a job for a worker instead of running it here ('labkeep jobs').",
+    ),
+]
+
+
+def queue_instead(root: str | None, kind: str, args: dict[str, Any], json_out: bool) -> None:
+    """Queue *kind* with *args* and say how to follow it (the commands' --background)."""
+    with open_keep(root) as keep:
+        job = keep.enqueue(kind, args)
+        summary = keep.queue_summary()
+    if json_out:
+        emit_json(job.to_dict())
+        return
+    out.print(f"job {job.id} queued ({kind} {job.target or ''}".rstrip() + ")")
+    err.print(f"follow it with 'labkeep jobs show {job.id}'")
+    if not summary["workers"]:
+        err.print("no worker is running: start one with 'labkeep worker'")

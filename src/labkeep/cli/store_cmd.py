@@ -22,6 +22,7 @@ from labkeep.cli._common import (
     shown,
     table,
 )
+from labkeep.cli.jobs_cmd import BackgroundOpt, queue_instead
 
 store_app = typer.Typer(help="Stores that hold copies: add, list, remove.", no_args_is_help=True)
 policy_app = typer.Typer(
@@ -347,10 +348,14 @@ def copy(
     to: Annotated[str, typer.Option("--to", help="The store to copy to.")],
     jobs: JobsOpt = None,
     verbose: VerboseOpt = False,
+    background: BackgroundOpt = False,
     root: RootOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Copy files to a store, verified (parallel, resumable: run it again to finish)."""
+    if background:
+        queue_instead(root, "replicate", {"dataset": address, "store": to}, json_out)
+        return
     with open_keep(root) as keep, progress_for(f"copy to {to}", json_out) as bar:
         report = keep.copy(
             address,

@@ -19,6 +19,7 @@ from labkeep.cli._common import (
     print_summary,
     progress_for,
 )
+from labkeep.cli.jobs_cmd import BackgroundOpt, queue_instead
 
 
 def register(app: typer.Typer) -> None:
@@ -62,6 +63,7 @@ def verify(
             "through its seal, which is restored)."
         ),
     ] = False,
+    background: BackgroundOpt = False,
     root: RootOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
@@ -69,6 +71,10 @@ def verify(
     anything is wrong."""
     if show_status:
         _status(target, root, json_out)
+        return
+    if background:
+        args = {"target": target, "store": store, "quick": quick, "repair": repair}
+        queue_instead(root, "verify", {k: v for k, v in args.items() if v}, json_out)
         return
     with open_keep_or_remote(root) as keep, progress_for("verify", json_out) as bar:
         from labkeep.client import RemoteKeep

@@ -260,6 +260,10 @@ class Keep:
     dataset_jobs = ops.jobs.dataset_jobs
     queue_summary = ops.jobs.queue_summary
     workers = ops.worker.workers
+    visible_buffers = ops.buffer_access.visible_buffers
+    browse_buffer = ops.buffer_access.browse_buffer
+    import_folder = ops.buffer_access.import_folder
+    show_buffer_to = ops.buffer_access.show_buffer_to
     # accounts and access
     add_user = ops.accounts.add_user
     list_users = ops.accounts.list_users

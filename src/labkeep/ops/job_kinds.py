@@ -75,7 +75,7 @@ def _check_source_allowed(keep: Keep, source: str) -> None:
     have them read folders of a watched buffer shown to them (site admins: any folder)."""
     if keep.principal.site_admin:
         return
-    from labkeep.ops.watch import buffer_visible_to
+    from labkeep.ops.buffer_access import buffer_visible_to
 
     if not buffer_visible_to(keep, source):
         raise Forbidden(

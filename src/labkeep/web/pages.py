@@ -57,6 +57,7 @@ NOTICES = {
     "dataset-created": "The dataset was created.",
     "password-changed": "Your password was changed: sign in again with the new one.",
     "signed-out": "You are signed out.",
+    "import-queued": "The import was queued: a worker runs it, and this page shows how far it is.",
 }
 
 

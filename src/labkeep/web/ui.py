@@ -18,7 +18,7 @@ from fastapi.responses import Response
 from labkeep.errors import AuthenticationFailed, NotFound, TooManyAttempts
 from labkeep.keep import Keep
 from labkeep.names import address_text
-from labkeep.web import jsonld, pages, ui_admin, ui_share
+from labkeep.web import jsonld, pages, ui_admin, ui_buffers, ui_share
 from labkeep.web.deps import SESSION_COOKIE, csrf_protect, resolve
 from labkeep.web.limits import receive_upload
 from labkeep.web.pages import PAGE_SIZE, if_allowed, redirect, render
@@ -438,3 +438,4 @@ def file_version_page(
 
 router.include_router(ui_share.router)
 router.include_router(ui_admin.router)
+router.include_router(ui_buffers.router)

@@ -410,3 +410,37 @@ def test_scrub_reverifies_the_oldest_sealed_datasets_and_names_damage(
     with pytest.raises(Forbidden):
         qkeep.add_user("eve", password="a long enough password 2")
         qkeep.acting_as(qkeep.principal_for("eve")).enqueue("scrub", {})
+
+
+@pytest.mark.postgresql
+def test_a_worker_rides_out_a_catalog_outage(tmp_path: Path, pg_server: Any) -> None:
+    """PostgreSQL stops for a few seconds while a worker runs jobs: the worker logs it,
+    keeps going, and every job ends done exactly once (a job whose completion could not
+    be written is run again once its lease ran out)."""
+    root = tmp_path / "keep"
+    with Keep.init(root, catalog_url=pg_server.create_database()) as keep:
+        with keep.catalog.write() as session:
+            session.execute(text(EFFECTS))
+    configure(root, plugins=["tests.jobplugin"], lease_seconds=2, poll_seconds=0.05,
+              retry_base_seconds=0.05, retry_max_seconds=0.2, retry_seconds=1)  # fmt: skip
+    log = tmp_path / "worker.log"
+    with Keep.open(root) as keep:
+        jobs = [keep.enqueue("count", {"sleep": 0.3}) for _ in range(12)]
+        proc = start_worker(root, "--concurrency", "2", log=log)
+        try:
+            _until(lambda: len(effects(keep)) >= 2, timeout=30)
+            subprocess.run(pg_server.stop_command(), check=True, capture_output=True)
+            try:
+                time.sleep(3)
+                assert proc.poll() is None  # still there
+            finally:
+                subprocess.run(pg_server.start_command(), check=True, capture_output=True)
+            _until(lambda: keep.job_counts()["done"] == 12, timeout=60)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.communicate(timeout=30)
+        done = effects(keep)
+        assert sorted(j for j, _ in done) == sorted(j.id for j in jobs)  # each once
+    events = {json.loads(x)["event"] for x in log.read_text().splitlines() if x.startswith("{")}
+    assert "worker.catalog_unreachable" in events or "job.orphaned" in events
+    assert "Traceback" not in log.read_text()

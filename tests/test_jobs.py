@@ -418,9 +418,9 @@ def test_a_worker_rides_out_a_catalog_outage(tmp_path: Path, pg_server: Any) -> 
     keeps going, and every job ends done exactly once (a job whose completion could not
     be written is run again once its lease ran out)."""
     root = tmp_path / "keep"
-    with Keep.init(root, catalog_url=pg_server.create_database()) as keep:
-        with keep.catalog.write() as session:
-            session.execute(text(EFFECTS))
+    keep = Keep.init(root, catalog_url=pg_server.create_database())
+    with keep, keep.catalog.write() as session:
+        session.execute(text(EFFECTS))
     configure(root, plugins=["tests.jobplugin"], lease_seconds=2, poll_seconds=0.05,
               retry_base_seconds=0.05, retry_max_seconds=0.2, retry_seconds=1)  # fmt: skip
     log = tmp_path / "worker.log"

@@ -273,7 +273,7 @@ def queue_replication(
 
 
 # -- noop (benchmarks, health checks) ------------------------------------------------------
-@handler("noop", describe=lambda a: f"sleep {a.get('seconds', 0)} s")
+@handler("noop", admin_only=True, describe=lambda a: f"sleep {a.get('seconds', 0)} s")
 def noop_job(ctx: JobContext) -> dict[str, Any]:
     seconds = float(ctx.args.get("seconds", 0))
     end = time.monotonic() + seconds

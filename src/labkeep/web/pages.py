@@ -57,6 +57,9 @@ NOTICES = {
     "dataset-created": "The dataset was created.",
     "password-changed": "Your password was changed: sign in again with the new one.",
     "signed-out": "You are signed out.",
+    "job-queued": "The job was queued: a worker runs it.",
+    "job-cancelled": "Cancelled (a running job stops at its next step).",
+    "job-retried": "The job was queued again.",
 }
 
 

@@ -193,6 +193,13 @@ OPERATIONS: dict[str, Callable[[Keep, World, bool], Any]] = {
     "add_store": lambda k, w, own: k.add_store(
         w.name("s"), kind="objects", path=str(w.tmp / w.name("store"))
     ),
+    "queue_verify": lambda k, w, own: k.enqueue("verify", {"target": _target(w, own)}),
+    "queue_copy": lambda k, w, own: k.enqueue(
+        "replicate", {"dataset": _target(w, own), "store": "backup"}
+    ),
+    "queue_scrub": lambda k, w, own: k.enqueue("scrub", {}),
+    "dataset_jobs": lambda k, w, own: k.dataset_jobs(*_target(w, own).split("/")),
+    "list_workers": lambda k, w, own: k.workers(),
 }
 #: operations that change what later cells see get fresh datasets before they run
 MUTATING = {"ingest", "seal", "unseal", "make_public", "grant", "disable_user"}

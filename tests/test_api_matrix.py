@@ -78,6 +78,22 @@ OWN_EXPECTED: dict[str, dict[str, list[str]]] = {
         "group_admin": ["ok", "hidden"],
         "site_admin": ["ok", "ok"],
     },
+    "own_jobs": {  # the jobs one queued (site admins: all)
+        "anonymous": ["denied", "denied"],
+        "external": ["ok", "ok"],
+        "member": ["ok", "ok"],
+        "other_admin": ["ok", "ok"],
+        "group_admin": ["ok", "ok"],
+        "site_admin": ["ok", "ok"],
+    },
+    "read_job": {  # a job one queued; zed's (others' jobs are "not found")
+        "anonymous": ["hidden", "hidden"],
+        "external": ["ok", "hidden"],
+        "member": ["ok", "hidden"],
+        "other_admin": ["ok", "hidden"],
+        "group_admin": ["ok", "hidden"],
+        "site_admin": ["ok", "ok"],
+    },
     "set_password": {  # one's own (giving the current one); zed's
         "anonymous": ["denied", "denied"],
         "external": ["ok", "denied"],
@@ -214,6 +230,24 @@ def _only_below(call: Call, response: httpx.Response) -> str:
     return f"events of {target!r} include {outside[:3]}" if outside else ""
 
 
+def _job_call(w: Walk, kind: str, own: bool, tail: str, *, cancelled: bool = False) -> Call:
+    """A fresh queued (or cancelled) job of the caller's own (someone else's: zed's)."""
+    from sqlalchemy import update
+
+    from labkeep.catalog import Job
+
+    job = w.admin.enqueue("verify", {"target": w.world.own}, system=True)
+    if cancelled:
+        w.admin.cancel_job(job.id)
+    if own and kind == "site_admin":
+        owner = w.admin.actor
+    else:
+        owner = ACCOUNTS[kind] if own and kind in ACCOUNTS else "zed"
+    with w.admin.catalog.write() as session:
+        session.execute(update(Job).where(Job.id == job.id).values(created_by=owner))
+    return Call("POST" if tail else "GET", f"{API}/jobs/{job.id}{tail}")
+
+
 def _login(w: Walk, kind: str, own: bool) -> Call:
     name = _own_name(w, kind) if own else w.world.name("nobody")
     password = PASSWORD if own else "not the password"
@@ -335,9 +369,45 @@ CASES: list[Case] = [
     ),
     Case(
         "POST /api/v1/datasets/{project}/{dataset}/verify",
-        "verify",
+        "queue_verify",
         lambda w, k, o: Call("POST", _dataset_url(w, o, "/verify")),
     ),
+    Case(
+        "POST /api/v1/datasets/{project}/{dataset}/copy",
+        "queue_copy",
+        lambda w, k, o: Call("POST", _dataset_url(w, o, "/copy"), json={"to": "backup"}),
+    ),
+    Case(
+        "GET /api/v1/datasets/{project}/{dataset}/jobs",
+        "dataset_jobs",
+        lambda w, k, o: Call("GET", _dataset_url(w, o, "/jobs")),
+    ),
+    Case(
+        "POST /api/v1/jobs",
+        "queue_verify",
+        lambda w, k, o: Call(
+            "POST", f"{API}/jobs", json={"kind": "verify", "args": {"target": w.dataset(o)}}
+        ),
+    ),
+    Case(
+        "POST /api/v1/jobs",
+        "queue_scrub",
+        lambda w, k, o: Call("POST", f"{API}/jobs", json={"kind": "scrub", "args": {}}),
+        resource=False,
+    ),
+    Case("GET /api/v1/jobs", "own_jobs", lambda w, k, o: Call("GET", f"{API}/jobs"), False),
+    Case("GET /api/v1/jobs/{job_id}", "read_job", lambda w, k, o: _job_call(w, k, o, "")),
+    Case(
+        "POST /api/v1/jobs/{job_id}/cancel",
+        "read_job",
+        lambda w, k, o: _job_call(w, k, o, "/cancel"),
+    ),
+    Case(
+        "POST /api/v1/jobs/{job_id}/retry",
+        "read_job",
+        lambda w, k, o: _job_call(w, k, o, "/retry", cancelled=True),
+    ),
+    Case("GET /api/v1/workers", "list_workers", lambda w, k, o: Call("GET", f"{API}/workers")),
     Case(
         "GET /api/v1/datasets/{project}/{dataset}/verification",
         "read_metadata",
@@ -506,7 +576,7 @@ def statuses(outcome: str, kind: str) -> set[int]:
         return {401}
     if outcome in ("exists", "unavailable"):
         return {409}
-    return {200, 201, 204}
+    return {200, 201, 202, 204}
 
 
 #: the error code of each outcome that has one of its own
@@ -550,6 +620,7 @@ def _serve_world(keep: Keep, tmp: Path) -> Iterator[Walk]:
     keep.set_member("lab-b", "badmin", "admin")
     keep.create_project("a_proj", group="lab-a")
     keep.create_project("axproj", group="lab-b")
+    keep.add_store("backup", kind="objects", path=str(tmp / "backup"))
     keep.set_password(keep.actor, PASSWORD)
     world = World(keep, tmp)
     world.fresh()

@@ -79,10 +79,11 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
 def _operations() -> list[str]:
     """``METHOD /path`` of the API's routes, known at collection time without a keep."""
     from labkeep.web.api import router
+    from labkeep.web.api_jobs import router as jobs_router
 
     return sorted(
         f"{method} {route.path.replace('{path:path}', '{path}')}"
-        for route in router.routes
+        for route in [*router.routes, *jobs_router.routes]
         for method in getattr(route, "methods", ())
     )
 
@@ -115,6 +116,7 @@ def api_schema(live: Live) -> Any:
         "name": "u",
         "link_id": live.link_id,
         "token_id": live.spare_token_id,
+        "job_id": live.keep.enqueue("verify", {"target": "p/d"}).id,
     }
 
     @schema.hook  # type: ignore[untyped-decorator]

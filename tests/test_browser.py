@@ -38,6 +38,7 @@ from playwright.sync_api import (
 )
 
 from labkeep import Keep
+from labkeep.ops.worker import JobWorker
 from tests.conftest import unseal_tree
 from tests.webserver import LiveServer
 
@@ -318,9 +319,22 @@ def test_sign_in_create_upload_download_seal_verify(
     assert refused.status == 409, refused.text()
     refused.dispose()
 
-    # verify: every file re-hashed, the counts on the result and on the dataset page
+    # verify: a job is queued (no worker runs yet: the page says so), the worker runs
+    # it, the job's page (refreshing itself) shows the result
     expect(page.locator("#verification")).to_contain_text("never verified")
     page.locator("form#verify #verify-submit").click()
+    page.wait_for_url(re.compile(r"/jobs/\d+\?done=job-queued$"))
+    expect(page.locator("#job-state")).to_have_text("queued")
+    expect(page.locator("#no-worker")).to_contain_text("labkeep worker")
+    job_page = page.url
+    page.goto("/p/imaging-2026/s017-confocal")
+    expect(page.locator("#dataset-jobs")).to_contain_text("Verifying")
+    page.goto("/jobs")
+    expect(page.locator("#jobs tbody tr")).to_have_count(1)
+    expect(page.locator("#jobs tbody tr .job-state")).to_have_text("queued")
+    page.goto(job_page)
+    JobWorker(server.keep, drain=True, log=io.StringIO(), schedule=False).run()
+    expect(page.locator("#job-state")).to_have_text("done")  # after its own refresh
     expect(page.locator("#verify-result")).to_have_text("All 3 files match their SHA-256.")
     page.locator("a#back").click()
     page.wait_for_url(server.url + "/p/imaging-2026/s017-confocal")

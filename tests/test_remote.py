@@ -5,10 +5,12 @@ other, real HTTP."""
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +18,7 @@ import httpx
 import pytest
 
 from labkeep import Keep
+from labkeep.ops.worker import JobWorker
 from tests.conftest import make_files
 from tests.webserver import ServeProcess
 
@@ -155,12 +158,21 @@ def test_laptop_downloads_and_verifies_whole_datasets(
     # verify runs on the server and reports to the laptop's stdout
     with Keep.open(root) as keep:
         keep.grant("alice", "write", "proj")
-    report = laptop(tmp_path, "verify", "proj/s001", check=1)
-    assert "MODIFIED" in report.stdout and rel in report.stdout
-    project = laptop(tmp_path, "verify", "proj", check=1).stdout.splitlines()
-    assert [line.split()[1] for line in project if line.startswith("MODIFIED")] == [
-        f"proj/s001/raw/{rel}"
-    ]
+    # (the server queues verify jobs: a worker on the server's side runs them)
+    with Keep.open(root) as keep:
+        worker = JobWorker(keep, log=io.StringIO(), schedule=False, poll_seconds=0.2)
+        thread = threading.Thread(target=worker.run)
+        thread.start()
+        try:
+            report = laptop(tmp_path, "verify", "proj/s001", check=1)
+            assert "MODIFIED" in report.stdout and rel in report.stdout
+            project = laptop(tmp_path, "verify", "proj", check=1).stdout.splitlines()
+            assert [line.split()[1] for line in project if line.startswith("MODIFIED")] == [
+                f"proj/s001/raw/{rel}"
+            ]
+        finally:
+            worker.stop()
+            thread.join(30)
     # the server going away is an environment error (exit 3), not a traceback
     (home / "config/labkeep/login.json").write_text(
         json.dumps({"url": "http://127.0.0.1:9", "token": "lk_x", "user": "alice"})

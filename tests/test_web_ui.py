@@ -7,6 +7,7 @@ security headers, share links without an account, JSON-LD, uploads and paginatio
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import re
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ import httpx
 import pytest
 
 from labkeep import Keep
+from labkeep.ops.worker import JobWorker
 from tests.conftest import unseal_tree
 from tests.webserver import LiveServer
 
@@ -341,8 +343,13 @@ def test_upload_then_seal(server: LiveServer, alice: tuple[httpx.Client, str]) -
     assert 'id="upload"' not in page.text and 'id="seal"' not in page.text
     again = client.post("/p/proj/up/upload", data={"csrf_token": token}, files=files[:1])
     assert again.status_code == 409
+    # verify queues a job and shows it; a worker (here, in this process) runs it
     verified = client.post("/p/proj/up/verify", data={"csrf_token": token})
-    assert verified.status_code == 200 and "All 2 files match" in verified.text
+    assert verified.status_code == 303 and verified.headers["location"].startswith("/jobs/")
+    assert "queued" in client.get(verified.headers["location"]).text
+    JobWorker(server.keep, drain=True, log=io.StringIO(), schedule=False).run()
+    page = client.get(verified.headers["location"])
+    assert "All 2 files match" in page.text and 'http-equiv="refresh"' not in page.text
 
 
 # -- share links -----------------------------------------------------------------------------

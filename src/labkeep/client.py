@@ -19,6 +19,7 @@ from urllib.parse import quote
 
 from labkeep.errors import (
     AuthenticationFailed,
+    EnvironmentFailure,
     Forbidden,
     IntegrityError,
     LabkeepError,
@@ -328,13 +329,25 @@ class RemoteKeep:
             names = [d["dataset"] for d in self._get(f"/projects/{quote(addr.project)}/datasets")]
         report = Report("verify", info={"target": target, "datasets": len(names)}, keep_all=False)
         states: dict[str, int] = {}
+        # the server queues one verify job per dataset; its workers run them
+        queued = []
         for name in names:
             project, dataset = name.split("/", 1)
-            answer = self._send("POST", f"/datasets/{quote(project)}/{quote(dataset)}/verify")
-            for state, count in (answer.get("states") or {}).items():
+            job = self._send("POST", f"/datasets/{quote(project)}/{quote(dataset)}/verify")
+            queued.append((name, job))
+        for name, job in queued:
+            answer = self._wait_for_job(job)
+            result = answer.get("result") or {}
+            if "states" not in result:
+                raise LabkeepError(
+                    f"server: verify job {answer['id']} of {name} {answer['state']}: "
+                    f"{answer.get('last_error') or 'no result'}",
+                    hint=f"see {self.url}/jobs/{answer['id']}",
+                )
+            for state, count in (result.get("states") or {}).items():
                 states[state] = states.get(state, 0) + int(count)
-            for record in answer.get("problems", []):
-                result = Result(
+            for record in result.get("problems", []):
+                found = Result(
                     "verify",
                     record.get("status", "error"),
                     path=record.get("path"),
@@ -342,13 +355,35 @@ class RemoteKeep:
                     state=record.get("state"),
                     message=record.get("message"),
                 )
-                report.add(result)
+                report.add(found)
                 if on_result is not None:
-                    on_result(result)
-            report.tally("ok", int((answer.get("states") or {}).get("ok", 0)))
+                    on_result(found)
+            report.tally("ok", int((result.get("states") or {}).get("ok", 0)))
         report.info["states"] = states
         report.info["log"] = "on the server"
         return report
+
+    def _wait_for_job(self, job: dict[str, Any], *, no_worker_grace: float = 10.0) -> Any:
+        """Poll a queued job until it ended. When the server said no worker runs and the
+        job is still waiting after *no_worker_grace* seconds, stop waiting (it stays
+        queued and runs once a worker starts)."""
+        import time
+
+        started = time.monotonic()
+        delay = 0.2
+        while job["state"] in ("queued", "running"):
+            waited = time.monotonic() - started
+            if job["state"] == "queued" and not job.get("workers", 1) and waited > no_worker_grace:
+                raise EnvironmentFailure(
+                    f"the server queued job {job['id']} but runs no worker to do it",
+                    hint="it runs once someone starts 'labkeep worker' on the server; "
+                    f"follow it at {self.url}/jobs/{job['id']}",
+                )
+            time.sleep(delay)
+            delay = min(2.0, delay * 1.5)
+            workers = job.get("workers", 1)
+            job = {**self._get(f"/jobs/{int(job['id'])}"), "workers": workers}
+        return job
 
     # -- transport ----------------------------------------------------------------------------
     def _send(self, method: str, url: str, **kwargs: Any) -> Any:

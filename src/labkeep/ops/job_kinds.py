@@ -239,7 +239,15 @@ def scrub_job(ctx: JobContext) -> dict[str, Any]:
 def _authorize_copy(keep: Keep, args: dict[str, Any]) -> str:
     if not isinstance(args.get("dataset"), str) or not isinstance(args.get("store"), str):
         raise UsageError("a replicate job needs 'dataset' (P/D) and 'store'")
-    return _dataset_target(keep, args["dataset"], "dataset.copy")
+    target = _dataset_target(keep, args["dataset"], "dataset.copy")
+    from labkeep.catalog import Store
+
+    with keep.catalog.read() as session:
+        if session.execute(select(Store.id).where(Store.name == args["store"])).first() is None:
+            raise NotFound(
+                f"no store {args['store']!r}", hint="'labkeep store list' lists the stores"
+            )
+    return target
 
 
 @handler(
@@ -290,7 +298,7 @@ def queue_replication(
 
 
 # -- noop (benchmarks, health checks) ------------------------------------------------------
-@handler("noop", describe=lambda a: f"sleep {a.get('seconds', 0)} s")
+@handler("noop", admin_only=True, describe=lambda a: f"sleep {a.get('seconds', 0)} s")
 def noop_job(ctx: JobContext) -> dict[str, Any]:
     seconds = float(ctx.args.get("seconds", 0))
     end = time.monotonic() + seconds

@@ -282,6 +282,8 @@ def enqueue(
             raise Forbidden(
                 "queueing jobs needs a labkeep account", hint="sign in, or 'labkeep login'"
             )
+        if principal.read_only:
+            raise Forbidden("a read-only token cannot queue jobs")
         if spec.admin_only and not principal.site_admin:
             raise Forbidden(f"only site admins may queue {kind} jobs")
     if spec.authorize is not None and not system:
@@ -757,9 +759,15 @@ def dataset_jobs(keep: Keep, project: str, dataset: str) -> list[JobInfo]:
         return [JobInfo.of(row) for row in rows]
 
 
+def _may_change(keep: Keep) -> None:
+    if keep.principal.read_only:
+        raise Forbidden("a read-only token cannot change jobs")
+
+
 def cancel_job(keep: Keep, job_id: int) -> JobInfo:
     """Cancel a queued job at once, or ask a running one to stop at its next step."""
     info = get_job(keep, job_id)
+    _may_change(keep)
     with keep.catalog.write() as session:
         session.execute(
             update(Job)
@@ -782,6 +790,7 @@ def cancel_job(keep: Keep, job_id: int) -> JobInfo:
 def retry_job(keep: Keep, job_id: int) -> JobInfo:
     """Queue a failed or cancelled job again, with a fresh count of attempts."""
     info = get_job(keep, job_id)
+    _may_change(keep)
     with keep.catalog.write() as session:
         done = session.execute(
             update(Job)

@@ -476,9 +476,13 @@ def queue_periodic(keep: Keep, log: Callable[..., None] | None = None) -> list[i
 
 
 def workers(keep: Keep, *, include_stopped: bool = False) -> list[dict[str, Any]]:
-    """The workers that reported in the last two minutes (or all, with stopped ones)."""
+    """The workers that reported in the last two minutes (or all, with stopped ones):
+    for site admins (their hosts and processes are the deployment's business)."""
     from sqlalchemy import select
 
+    from labkeep.access import check
+
+    check(keep.principal, "keep.admin")
     query = select(Worker).order_by(Worker.started_at)
     if not include_stopped:
         query = query.where(

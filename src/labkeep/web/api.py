@@ -1,4 +1,7 @@
-"""JSON API under /api/v1. Every route is one call into the Keep (acting as the caller)."""
+"""JSON API under /api/v1. Every route is one call into the Keep (acting as the caller).
+
+The job queue's routes (and the long work they queue: verify, copy) are in
+:mod:`labkeep.web.api_jobs`."""
 
 from __future__ import annotations
 
@@ -358,14 +361,6 @@ def unseal(
     reason: Annotated[str, Query(max_length=MAX_REASON)] = "",
 ) -> dict[str, Any]:
     return keep.unseal(_dataset(project, dataset), force=True, reason=reason).to_dict()
-
-
-@router.post("/datasets/{project}/{dataset}/verify", tags=["datasets"])
-def verify(keep: Caller, project: str, dataset: str) -> dict[str, Any]:
-    """Re-hash the dataset now; the records name every problem."""
-    report = keep.verify(_dataset(project, dataset))
-    problems = [r.to_dict() for r in report.results if r.status != "ok"]
-    return {**report.summary(), "problems": problems, "ok": not report.failed}
 
 
 @router.get("/datasets/{project}/{dataset}/verification", tags=["datasets"])

@@ -58,6 +58,9 @@ NOTICES = {
     "password-changed": "Your password was changed: sign in again with the new one.",
     "signed-out": "You are signed out.",
     "import-queued": "The import was queued: a worker runs it, and this page shows how far it is.",
+    "job-queued": "The job was queued: a worker runs it.",
+    "job-cancelled": "Cancelled (a running job stops at its next step).",
+    "job-retried": "The job was queued again.",
 }
 
 

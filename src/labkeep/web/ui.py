@@ -18,7 +18,8 @@ from fastapi.responses import Response
 from labkeep.errors import AuthenticationFailed, NotFound, TooManyAttempts
 from labkeep.keep import Keep
 from labkeep.names import address_text
-from labkeep.web import jsonld, pages, ui_admin, ui_buffers, ui_share
+from labkeep.web import jsonld, pages, ui_admin, ui_buffers, ui_jobs, ui_share
+from labkeep.web.api_jobs import queue_verify
 from labkeep.web.deps import SESSION_COOKIE, csrf_protect, resolve
 from labkeep.web.limits import receive_upload
 from labkeep.web.pages import PAGE_SIZE, if_allowed, redirect, render
@@ -53,6 +54,7 @@ def dashboard(request: Request, keep: Caller) -> Response:
             "datasets": pages.recent_datasets(keep, projects),
             "events": if_allowed(keep.events, limit=20),
             "status": if_allowed(keep.status),
+            "queue": keep.queue_summary() if keep.principal.site_admin else None,
             "my_groups": keep.whoami().get("groups", {}) if signed_in else {},
         },
     )
@@ -277,6 +279,7 @@ def _dataset_page(
             "verification": view.verification,
             "copies": view.copies,
             "shares": view.shares,
+            "jobs": keep.dataset_jobs(project, dataset),
             "crumbs": pages.crumbs_for(links, project, dataset, version=version),
             "json_ld": jsonld.dataset(links, info, shown, modified, current=version is None),
         },
@@ -325,21 +328,9 @@ def seal(request: Request, keep: Caller, project: str, dataset: str) -> Response
 
 @router.post("/p/{project}/{dataset}/verify")
 def verify(request: Request, keep: Caller, project: str, dataset: str) -> Response:
-    """Re-hash the dataset now and show what was found."""
-    report = keep.verify(f"{project}/{dataset}")
-    links = pages.Links(request)
-    return render(
-        request,
-        "verify_result.html",
-        {
-            "title": f"Verification of {project}/{dataset}",
-            "project": project,
-            "dataset": dataset,
-            "report": report,
-            "problems": [r for r in report.results if r.status != "ok"],
-            "crumbs": pages.crumbs_for(links, project, dataset),
-        },
-    )
+    """Queue a verification (a worker re-hashes the files) and show its job."""
+    job = queue_verify(keep, f"{project}/{dataset}")
+    return redirect(pages.Links(request).page(f"/jobs/{job.id}"), "job-queued")
 
 
 @router.post("/p/{project}/{dataset}/upload")
@@ -439,3 +430,4 @@ def file_version_page(
 router.include_router(ui_share.router)
 router.include_router(ui_admin.router)
 router.include_router(ui_buffers.router)
+router.include_router(ui_jobs.router)

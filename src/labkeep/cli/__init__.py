@@ -20,6 +20,7 @@ from labkeep.cli import (
     token_cmd,
     user_cmd,
     verify_cmd,
+    watch_cmd,
 )
 
 app = typer.Typer(
@@ -47,6 +48,7 @@ for module in (
     token_cmd,
     store_cmd,
     remote_cmd,
+    watch_cmd,
 ):
     module.register(app)
 

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from labkeep.ops import (
         accounts,
         audit,
+        buffers,
         copies,
         export,
         files,
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
 __all__ = [
     "accounts",
     "audit",
+    "buffers",
     "copies",
     "export",
     "files",

@@ -155,9 +155,7 @@ def test_a_file_with_a_newer_mtime_delays_readiness(keep: Keep, buffer: Path) ->
     assert rows(keep)["acq"].state == "queued"
 
 
-def test_odd_names_are_imported_and_the_dataset_name_is_sanitised(
-    keep: Keep, buffer: Path
-) -> None:
+def test_odd_names_are_imported_and_the_dataset_name_is_sanitised(keep: Keep, buffer: Path) -> None:
     keep.add_watch(str(buffer), name="scope", project_template="proj",
                    ready="marker:.done", owner_from="user:" + keep.actor)  # fmt: skip
     odd = {"a b.tif": b"1", "ünï €.tif": b"22", "new\nline.txt": b"333", "%#?.dat": b"4444"}
@@ -169,9 +167,7 @@ def test_odd_names_are_imported_and_the_dataset_name_is_sanitised(
     assert entries(keep, "proj/run-1-e") == {f"raw/{k}": len(v) for k, v in odd.items()}
 
 
-def test_a_folder_renamed_mid_acquisition_is_never_half_imported(
-    keep: Keep, buffer: Path
-) -> None:
+def test_a_folder_renamed_mid_acquisition_is_never_half_imported(keep: Keep, buffer: Path) -> None:
     keep.add_watch(str(buffer), name="scope", project_template="proj",
                    ready="quiet:1s", owner_from="user:" + keep.actor)  # fmt: skip
     acquire(buffer / "acq", {"a.tif": b"1"})
@@ -190,9 +186,7 @@ def test_a_folder_renamed_mid_acquisition_is_never_half_imported(
     assert [d.name for d in keep.list_datasets("proj")] == ["acq-final"]
 
 
-def test_a_folder_changed_after_import_is_reported_not_reimported(
-    keep: Keep, buffer: Path
-) -> None:
+def test_a_folder_changed_after_import_is_reported_not_reimported(keep: Keep, buffer: Path) -> None:
     keep.add_watch(str(buffer), name="scope", project_template="proj",
                    ready="marker:.done", owner_from="user:" + keep.actor)  # fmt: skip
     acquire(buffer / "acq", FILES, marker=".done")
@@ -284,7 +278,7 @@ def test_two_scans_and_two_watchers_queue_one_job(
                 barrier.wait()
                 for _ in range(3):
                     k.scan_watch("scope")
-            except BaseException as exc:  # noqa: BLE001 (reported below)
+            except BaseException as exc:
                 errors.append(exc)
 
         threads = [threading.Thread(target=scan, args=(k,)) for k in others]

@@ -352,3 +352,42 @@ def test_only_site_admins_configure_and_scan(keep: Keep, buffer: Path) -> None:
     ):
         with pytest.raises(Forbidden):
             call()
+
+
+def test_link_falls_back_to_a_copy_across_filesystems(keep: Keep, small_disk: Any) -> None:
+    other = small_disk(1024)  # a tmpfs: another filesystem than the keep's
+    keep.add_watch(str(other), name="scope", project_template="proj", ready="marker:.done",
+                   owner_from="user:" + keep.actor, link=True)  # fmt: skip
+    acquire(other / "acq", FILES, marker=".done")
+    keep.scan_watch("scope")
+    drain(keep)
+    row = rows(keep)["acq"]
+    assert row.state == "imported" and row.linked is False
+    assert "different filesystems" in row.message
+    tree = keep.tree.dataset_dir("proj", "acq") / "raw" / "meta.json"
+    assert tree.stat().st_ino != (other / "acq" / "meta.json").stat().st_ino
+
+
+@pytest.mark.parametrize(
+    ("raw", "slug"),
+    [
+        ("Run 1 é%#?", "run-1-e"),
+        ("  __Émile's\nscan..v2  ", "emile-s-scan.v2"),
+        ("UPPER.case--name", "upper.case-name"),
+        ("x" * 80, "x" * 64),
+    ],
+)
+def test_template_sanitisation(raw: str, slug: str) -> None:
+    from labkeep.ops._buffer_scan import render_name, sanitise
+
+    assert sanitise(raw) == slug
+    assert render_name("{folder}", {"folder": raw}, "dataset") == slug
+
+
+@pytest.mark.parametrize("bad", ["%%%", "con", "{nope}"])
+def test_templates_that_give_no_valid_name_are_refused(bad: str) -> None:
+    from labkeep.errors import UsageError
+    from labkeep.ops._buffer_scan import render_name
+
+    with pytest.raises(UsageError):
+        render_name(bad if "{" in bad else "{folder}", {"folder": bad}, "dataset")

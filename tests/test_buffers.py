@@ -172,8 +172,8 @@ def test_a_linked_sealed_import_is_kept_with_a_clear_message(keep: Keep, buffer:
 
 def test_cli_watch_and_buffer_json(tmp_path: Path, buffer: Path) -> None:  # noqa: F811
     root = tmp_path / "keep"
-    run("init", str(root))
-    run("project", "create", "proj", cwd=root)
+    with Keep.init(root) as keep:
+        keep.create_project("proj")
     out = run("watch", "add", str(buffer), "--name", "scope", "--project-template", "proj",
               "--ready", "marker:.done", "--owner-from", "user:root", "--link",
               "--retention", "60d", "--json", cwd=root)  # fmt: skip
@@ -181,18 +181,27 @@ def test_cli_watch_and_buffer_json(tmp_path: Path, buffer: Path) -> None:  # noq
     acquire(buffer / "acq", FILES, marker=".done")
     scan = records(run("watch", "scan", "scope", "--json", cwd=root))
     assert [r["state"] for r in scan] == ["waiting", "queued"]
-    listed = records(run("watch", "list", "--json", cwd=root))
-    assert listed[0]["folders"] == {"queued": 1}
-    status = records(run("buffer", "status", str(buffer), "--json", cwd=root))
-    assert status[0]["state"] == "queued" and not status[0]["may_delete"]
     with Keep.open(root) as keep:
         drain(keep)
-    dry = records(run("buffer", "clean", "scope", "--dry-run", "--json", cwd=root))
+    dry = records(run("buffer", "clean", str(buffer), "--dry-run", "--json", cwd=root))
     assert dry[0]["status"] == "notneeded" and "0.0 of 60 days" in dry[0]["message"]
     assert (buffer / "acq" / "meta.json").exists()
     text = run("buffer", "status", "scope", cwd=root).stdout
     assert "imported" in text and "0.0 of 60 days ago" in text
     bad = run("watch", "add", str(buffer), "--ready", "soon", cwd=root, check=2)
     assert "invalid ready rule" in bad.stderr
-    run("watch", "remove", "scope", cwd=root)
-    assert records(run("watch", "list", "--json", cwd=root)) == []
+
+
+def test_the_buffer_clean_job_cleans_watches_with_a_retention(keep: Keep, buffer: Path) -> None:  # noqa: F811
+    imported(keep, buffer, ["acq"], retention="30d")
+    age(keep, "acq", 31)
+    assert not keep.verify("proj/acq").failed
+    job = keep.enqueue("buffer-clean", {}, system=True)
+    drain(keep)
+    done = keep.get_job(job.id)
+    assert done.state == "done" and done.result == {
+        "watches": {"scope": {"ok": 1}},
+        "files": len(FILES) + 1,
+        "bytes": sum(len(v) for v in FILES.values()),
+    }
+    assert rows(keep)["acq"].state == "cleaned" and not (buffer / "acq").exists()

@@ -45,7 +45,14 @@ from sqlalchemy import delete, func, select, update
 from labkeep.access import Principal, allowed
 from labkeep.catalog import BufferFolder, Dataset, Job, Project, Watch, add_unique
 from labkeep.clock import isoformat, utcnow
-from labkeep.errors import AlreadyExists, Forbidden, LabkeepError, NotFound, UsageError
+from labkeep.errors import (
+    AlreadyExists,
+    EnvironmentFailure,
+    Forbidden,
+    LabkeepError,
+    NotFound,
+    UsageError,
+)
 from labkeep.names import check_slug
 from labkeep.ops._buffer_scan import (
     Listing,
@@ -661,7 +668,12 @@ def run_watchers(
         while not stop.is_set():
             now = time.monotonic()
             if now >= next_reload:
-                watches = _load_watches(keep, names)
+                try:
+                    watches = _load_watches(keep, names)
+                except EnvironmentFailure as exc:
+                    if not watches:
+                        raise
+                    log("watch.catalog_unreachable", error=str(exc))  # go on with the last
                 _sync_observers(observers, watches, dirty, wake, log)
                 next_reload = now + 30.0
             for wid, w in watches.items():
@@ -711,8 +723,16 @@ def _sync_observers(
     log: Callable[..., None],
 ) -> None:
     """One inotify observer per inotify-mode watch; events only mark the watch dirty."""
+    import warnings
+
     from watchdog.events import FileSystemEvent, FileSystemEventHandler
     from watchdog.observers import Observer
+
+    # watchdog's inotify thread warns when a folder created meanwhile is added twice to
+    # its recursive watch (harmless: the callback is replaced); not a problem of ours
+    warnings.filterwarnings(
+        "ignore", message="Callback with id .* already exists", category=RuntimeWarning
+    )
 
     for wid in list(observers):
         if wid not in watches or watches[wid].mode != "inotify":

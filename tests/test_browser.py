@@ -501,3 +501,49 @@ def test_sign_in_with_the_keyboard_only(session: Session, server: LiveServer) ->
     page.keyboard.press("Enter")
     expect(page.locator("#main")).to_be_focused()
     page.close()
+
+
+# -- 5. import a folder of an instrument buffer ----------------------------------------------
+def test_import_this_folder_from_a_buffer(
+    session: Session, server: LiveServer, shots: Path, tmp_path: Path
+) -> None:
+    keep = server.keep
+    buffer = tmp_path / "confocal-buffer"
+    run = buffer / "run 42"  # a space, as instruments write them
+    run.mkdir(parents=True)
+    files = {"img-0001.tif": b"\x49\x49" * 500, "img-0002.tif": b"\x4d\x4d" * 700}
+    for name, data in files.items():
+        (run / name).write_bytes(data)
+    keep.add_watch(str(buffer), name="confocal", ready="marker:.done")
+    keep.show_buffer_to("confocal", ["lab"])
+
+    page = session.new_page()
+    sign_in(page, "alice")
+    page.locator("a#nav-buffers").click()
+    page.locator("a#buffer-confocal").click()
+    row = page.locator("#buffer-folders tbody tr", has_text="run 42")
+    expect(row).to_contain_text("not imported")
+    row.locator("select[name=project]").select_option("screen")
+    row.locator("input[name=dataset]").fill("run-42")
+    screenshot(page, shots, "buffer")
+    row.locator("button", has_text="Import this folder").click()
+    page.wait_for_url(re.compile(r".*/jobs/\d+"))
+    expect(page.locator("#job-state")).to_have_text("queued")
+    JobWorker(keep, drain=True, log=io.StringIO(), schedule=False).run()
+    expect(page.locator("#job-state")).to_have_text("done")  # after its own refresh
+    page.goto("/p/screen/run-42")
+    expect(page.locator("#files tbody tr")).to_have_count(len(files))
+    for name in files:
+        expect(page.locator("#files tbody")).to_contain_text(name)
+    # carol, in no group, sees no buffer
+    other = session.context.browser.new_context(base_url=server.url)  # type: ignore[union-attr]
+    try:
+        carol = other.new_page()
+        sign_in(carol, "carol")
+        carol.goto("/buffers")
+        expect(carol.locator("#no-buffers")).to_be_visible()
+        answer = carol.goto("/buffers/confocal")
+        assert answer is not None and answer.status == 404
+    finally:
+        other.close()
+    page.close()

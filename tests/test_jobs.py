@@ -446,3 +446,30 @@ def test_a_worker_rides_out_a_catalog_outage(tmp_path: Path, pg_server: Any) -> 
     events = {json.loads(x)["event"] for x in log.read_text().splitlines() if x.startswith("{")}
     assert "worker.catalog_unreachable" in events or "job.orphaned" in events
     assert "Traceback" not in log.read_text()
+
+
+def test_serve_runs_a_worker_and_the_watchers_beside_the_web_server(tmp_path: Path) -> None:
+    """`labkeep serve` (the README's main command) runs queued jobs and imports finished
+    acquisitions from watched buffers with no other process started by hand."""
+    from tests.webserver import ServeProcess
+
+    root = tmp_path / "keep"
+    buffer = tmp_path / "buffer"
+    buffer.mkdir()
+    with Keep.init(root) as keep:
+        keep.add_watch(str(buffer), name="scope", project_template="scope-{year}",
+                       ready="marker:.done", poll_seconds=1)  # fmt: skip
+    configure(root, poll_seconds=0.2)
+    with ServeProcess(root, tmp_path / "serve.log"), Keep.open(root) as keep:
+        job = keep.enqueue("noop", {"seconds": 0})
+        _until(lambda: keep.get_job(job.id).state == "done", timeout=60)
+        make_files(buffer / "run-7", 5)
+        (buffer / "run-7" / ".done").touch()
+        _until(lambda: any(j.kind == "buffer-import" and j.state == "done"
+                           for j in keep.list_jobs()), timeout=60)  # fmt: skip
+        imported = [j.target for j in keep.list_jobs(kind="buffer-import")]
+        assert len(imported) == 1 and str(imported[0]).endswith("/run-7"), imported
+        assert len(list(keep.stream_entries(str(imported[0])).entries)) == 5
+        assert [w["state"] for w in keep.workers()] == ["running"]
+    with Keep.open(root) as keep:
+        _until(lambda: keep.workers() == [], timeout=20)  # it stopped with the server

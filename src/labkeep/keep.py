@@ -260,6 +260,15 @@ class Keep:
     dataset_jobs = ops.jobs.dataset_jobs
     queue_summary = ops.jobs.queue_summary
     workers = ops.worker.workers
+    # watched buffers
+    add_watch = ops.watch.add_watch
+    list_watches = ops.watch.list_watches
+    get_watch = ops.watch.get_watch
+    remove_watch = ops.watch.remove_watch
+    scan_watch = ops.watch.scan
+    retry_buffer_folders = ops.watch.retry_folders
+    buffer_status = ops.buffers.buffer_status
+    clean_buffer = ops.buffers.clean
     visible_buffers = ops.buffer_access.visible_buffers
     browse_buffer = ops.buffer_access.browse_buffer
     import_folder = ops.buffer_access.import_folder

@@ -235,7 +235,7 @@ class BufferFolder(Base):
     watch_id: Mapped[int] = mapped_column(ForeignKey("watches.id", ondelete="CASCADE"))
     #: path relative to the buffer
     folder: Mapped[str] = mapped_column(PathText)
-    #: waiting | queued | imported | changed | failed | vanished | cleaned
+    #: waiting | queued | imported | changed | failed | vanished | cleaning | cleaned
     state: Mapped[str] = mapped_column(String(16), default="waiting")
     first_seen: Mapped[datetime] = mapped_column(DateTime)
     last_change: Mapped[datetime] = mapped_column(DateTime)
@@ -250,6 +250,8 @@ class BufferFolder(Base):
         ForeignKey("jobs.id", ondelete="SET NULL"), nullable=True
     )
     imported_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    #: the import hard-linked the files (None: not imported yet)
+    linked: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
     cleaned_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     message: Mapped[str] = mapped_column(Text, default="")
 

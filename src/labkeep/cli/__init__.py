@@ -21,6 +21,7 @@ from labkeep.cli import (
     token_cmd,
     user_cmd,
     verify_cmd,
+    watch_cmd,
 )
 
 app = typer.Typer(
@@ -49,6 +50,7 @@ for module in (
     store_cmd,
     jobs_cmd,
     remote_cmd,
+    watch_cmd,
 ):
     module.register(app)
 

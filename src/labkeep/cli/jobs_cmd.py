@@ -79,7 +79,7 @@ def worker(
         runner.install_signals()
         watcher = None
         if watch:
-            from labkeep.ops.watch import run_watchers  # type: ignore[attr-defined]
+            from labkeep.ops.watch import run_watchers
 
             watcher = threading.Thread(
                 target=run_watchers,

@@ -76,9 +76,8 @@ def visible_buffers(keep: Keep) -> list[BufferInfo]:
     if not principal.authenticated:
         return []
     with keep.catalog.read() as session:
-        watches = list(session.execute(select(Watch).order_by(Watch.name)).scalars())
+        infos = [_info(w) for w in session.execute(select(Watch).order_by(Watch.name)).scalars()]
         mine = _my_groups(keep, session)
-    infos = [_info(w) for w in watches]
     if principal.site_admin:
         return infos
     return [b for b in infos if mine & set(b.groups)]

@@ -40,7 +40,7 @@ starts with its totals (``Progress.start``) before any file is copied.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -96,13 +96,15 @@ def ingest(
     progress: Progress | None = None,
     on_result: Callable[[Result], None] | None = None,
     keep_results: bool = True,
+    exclude: Collection[str] = (),
 ) -> Report:
     """Ingest the files below *source* into ``PROJECT/DATASET/raw/``.
 
     Idempotent and resumable: files already registered with the same size and mtime are
     skipped (``notneeded``); after a crash, running it again finishes the job. Files that
     cannot be ingested (symlinks, special files, unreadable, changing, non-UTF-8 names)
-    each get an error record and the rest goes on.
+    each get an error record and the rest goes on. Files whose path below *source* is in
+    *exclude* are left out (a watched buffer's marker file).
     """
     addr = parse_address(address, need_dataset=True)
     assert addr.dataset is not None
@@ -130,6 +132,7 @@ def ingest(
         _refuse_protected(keep, project, name, dataset_id)
         run = _IngestRun(keep, project, name, dataset_id, report, jobs, link, delete_source)
         run.progress, run.on_result = progress, on_result
+        run.exclude = frozenset(exclude)
         run.execute(src_root, message)
     if seal and not report.failed:
         from labkeep.ops.seal import seal as do_seal

@@ -64,6 +64,8 @@ class _IngestRun:
         self.delete_source = delete_source
         self.progress: Progress | None = None
         self.on_result: Callable[[Result], None] | None = None
+        #: paths below the source left out (a watched buffer's marker file)
+        self.exclude: frozenset[str] = frozenset()
         self.dataset_dir = keep.tree.dataset_dir(project, name)
         self.partial_dir = keep.tree.partial_dir(project, name)
         self.version: int | None = None
@@ -133,6 +135,10 @@ class _IngestRun:
         spool = None
         try:
             scanned = scan(src_root, self.target)
+            if self.exclude:
+                scanned = (
+                    s for s in scanned if not (isinstance(s, Item) and s.rel in self.exclude)
+                )
             if self.progress is not None:
                 # the bar wants its totals before the copying: spool the scan to a
                 # temporary file (counters only in memory), then copy from the spool

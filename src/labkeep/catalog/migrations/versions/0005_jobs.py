@@ -100,6 +100,7 @@ def upgrade() -> None:
         sa.Column("owner", sa.String(255), nullable=True),
         sa.Column("job_id", BigId, sa.ForeignKey("jobs.id", ondelete="SET NULL"), nullable=True),
         sa.Column("imported_at", sa.DateTime(), nullable=True),
+        sa.Column("linked", sa.Boolean(), nullable=True),
         sa.Column("cleaned_at", sa.DateTime(), nullable=True),
         sa.Column("message", sa.Text(), nullable=False),
         sa.UniqueConstraint("watch_id", "folder"),

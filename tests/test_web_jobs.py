@@ -109,13 +109,23 @@ def test_cancel_a_queued_job_and_retry_a_failed_one(server: LiveServer) -> None:
         job_id = job.json()["id"]
         cancelled = alice.post(f"{API}/jobs/{job_id}/cancel")
         assert cancelled.status_code == 200 and cancelled.json()["state"] == "cancelled"
-        # a job that fails for good: a copy to a store that does not exist
-        failing = alice.post(f"{API}/datasets/proj/ds/copy", json={"to": "nowhere"})
-        assert failing.status_code == 202, failing.text
-        fail_id = failing.json()["id"]
-        drain(server.keep)
+        # a copy to a store that does not exist is refused when it is queued
+        nowhere = alice.post(f"{API}/datasets/proj/ds/copy", json={"to": "nowhere"})
+        assert nowhere.status_code == 404 and "no store 'nowhere'" in nowhere.text
+        # a job that fails for good: a verify that finds a damaged file
+        victim = next(p for p in (server.keep.tree.base / "proj/ds/raw").rglob("*") if p.is_file())
+        original = victim.read_bytes()
+        victim.write_bytes(b"damaged" + original)
+        try:
+            failing = alice.post(f"{API}/datasets/proj/ds/verify")
+            assert failing.status_code == 202, failing.text
+            fail_id = failing.json()["id"]
+            drain(server.keep)
+        finally:
+            victim.write_bytes(original)
         failed = alice.get(f"{API}/jobs/{fail_id}").json()
-        assert failed["state"] == "failed" and "nowhere" in failed["last_error"]
+        assert failed["state"] == "failed" and failed["attempts"] == 1
+        assert victim.name in failed["last_error"]
         assert alice.get(f"{API}/jobs", params={"state": "failed"}).json()["items"][0]["id"] == (
             fail_id
         )

@@ -75,10 +75,10 @@ def bench_claims(workdir: Path, jobs: int, counts: list[int]) -> list[dict[str, 
         for n in counts:
             root = workdir / f"claims-{n}"
             shutil.rmtree(root, ignore_errors=True)
-            with Keep.init(root, catalog_url=server.create_database()) as keep:
-                with keep.catalog.write() as session:
-                    for _ in range(jobs):
-                        q.enqueue(keep, "noop", {}, session=session)
+            keep = Keep.init(root, catalog_url=server.create_database())
+            with keep, keep.catalog.write() as session:
+                for _ in range(jobs):
+                    q.enqueue(keep, "noop", {}, session=session)
             log = workdir / f"claims-{n}.log"
             log.unlink(missing_ok=True)
             wall0 = time.monotonic()
@@ -143,8 +143,128 @@ def main() -> None:
     print(f"results: {out}")
 
 
-def bench_watch(workdir: Path, *, quick: bool) -> dict[str, Any]:
-    raise SystemExit("part (a) needs the watcher")
+def _bench_ingest() -> Any:
+    """bench/ingest.py (its data generator), loaded by path."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_ingest", HERE / "ingest.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["bench_ingest"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+#: times Keep.ingest(--link) alone in a fresh process (argv: root, source, dataset)
+ENGINE = """
+import sys, time
+from labkeep import Keep
+with Keep.open(sys.argv[1]) as keep:
+    t0 = time.monotonic()
+    keep.ingest(sys.argv[2], sys.argv[3], link=True, keep_results=False)
+    print(time.monotonic() - t0)
+"""
+
+
+def _job_done(db: Path, target: str) -> bool:
+    import sqlite3
+
+    with sqlite3.connect(db, timeout=30) as con:
+        row = con.execute(
+            "SELECT state FROM jobs WHERE kind='buffer-import' AND target=?", (target,)
+        ).fetchone()
+    if row and row[0] == "failed":
+        raise SystemExit(f"the import of {target} failed: see the worker log")
+    return bool(row and row[0] == "done")
+
+
+def bench_watch(workdir: Path, *, quick: bool, reps: int = 3) -> dict[str, Any]:
+    """Watcher -> queue -> worker against a direct `labkeep ingest --link`, same set."""
+    from labkeep import Keep
+
+    files = 1000 if quick else 10_000
+    src = workdir / f"set-{files}"
+    if not (src / ".complete").exists():
+        shutil.rmtree(src, ignore_errors=True)
+        _bench_ingest().generate_small(src, files, 16, 256)
+        (src / ".complete").touch()
+    root = workdir / "watch-keep"
+    buffer = workdir / "buffer"
+    staging = workdir / "staging"
+    for path in (root, buffer, staging):
+        subprocess.run(["chattr", "-R", "-i", str(path)], capture_output=True)
+        shutil.rmtree(path, ignore_errors=True)
+    buffer.mkdir()
+    staging.mkdir()
+    with Keep.init(root) as keep:
+        keep.create_project("bench")
+        keep.add_watch(str(buffer), name="bench", project_template="bench",
+                       dataset_template="{folder}", ready="marker:.done", link=True)  # fmt: skip
+    log = workdir / "watch-worker.log"
+    log.unlink(missing_ok=True)
+    worker = _worker(root, log, "--watch", "--concurrency", "1", "--no-schedule")
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    direct: list[float] = []
+    engine: list[float] = []
+    watched: list[float] = []
+    try:
+        time.sleep(2)  # the worker and its watcher are up
+        for rep in range(reps):
+            order = ("direct", "engine", "watch") if rep % 2 == 0 else ("watch", "engine", "direct")
+            for method in order:
+                name = f"{method}-{rep}"
+                folder = staging / name
+                subprocess.run(["cp", "-al", str(src), str(folder)], check=True)
+                (folder / ".complete").unlink()
+                subprocess.run(["sync"], check=True)
+                if method == "direct":
+                    t0 = time.monotonic()
+                    subprocess.run(
+                        [sys.executable, "-m", "labkeep", "ingest", "--link", str(folder),
+                         f"bench/{name}", "--root", str(root), "--json"],
+                        check=True, stdout=subprocess.DEVNULL, env=env,
+                    )  # fmt: skip
+                    direct.append(time.monotonic() - t0)
+                elif method == "engine":  # Keep.ingest alone, in a process already started
+                    timed = subprocess.run(
+                        [sys.executable, "-c", ENGINE, str(root), str(folder), f"bench/{name}"],
+                        check=True, capture_output=True, text=True, env=env,
+                    )  # fmt: skip
+                    engine.append(float(timed.stdout.strip().splitlines()[-1]))
+                else:
+                    os.rename(folder, buffer / name)
+                    t0 = time.monotonic()
+                    (buffer / name / ".done").touch()
+                    while not _job_done(root / "catalog.db", f"bench/{name}"):
+                        time.sleep(0.02)
+                    watched.append(time.monotonic() - t0)
+                took = {"direct": direct, "engine": engine, "watch": watched}[method][-1]
+                print(f"watch   rep {rep} {method}: {took:.2f} s", flush=True)
+    finally:
+        worker.terminate()
+        worker.wait(60)
+    d, e, w = (statistics.median(x) for x in (direct, engine, watched))
+    result = {
+        "files": files,
+        "direct_s": [round(x, 3) for x in direct],
+        "engine_s": [round(x, 3) for x in engine],
+        "watch_s": [round(x, 3) for x in watched],
+        "direct_median_s": round(d, 3),
+        "engine_median_s": round(e, 3),
+        "watch_median_s": round(w, 3),
+        "overhead_vs_command": round(w / d - 1, 3),
+        "overhead_vs_engine": round(w / e - 1, 3),
+    }
+    print(
+        f"watch   {files} files: marker -> imported {w:.2f} s; 'labkeep ingest --link' "
+        f"{d:.2f} s (overhead {100 * (w / d - 1):+.1f} %); Keep.ingest alone {e:.2f} s "
+        f"(overhead {100 * (w / e - 1):+.1f} %)",
+        flush=True,
+    )
+    for path in (root, buffer, staging):
+        subprocess.run(["chattr", "-R", "-i", str(path)], capture_output=True)
+        shutil.rmtree(path, ignore_errors=True)
+    return result
 
 
 if __name__ == "__main__":

@@ -326,9 +326,21 @@ def _posix(when: datetime) -> float:
     return when.replace(tzinfo=UTC).timestamp()
 
 
-def scan_watch(keep: Keep, w: Watch) -> tuple[list[dict[str, Any]], float]:
+#: settled folders (imported, changed, failed) are re-listed by the long-running watcher
+#: at most this often, unless inotify saw something change below them
+SETTLED_EVERY = 600.0
+
+
+def scan_watch(
+    keep: Keep, w: Watch, *, only: set[str] | None = None, settled: bool = True
+) -> tuple[list[dict[str, Any]], float]:
     """Scan one watch: the folders whose state changed, and the seconds until the next
-    scan is due (sooner than ``poll_seconds`` when a quiet period ends before)."""
+    scan is due (sooner than ``poll_seconds`` when a quiet period ends before).
+
+    New and waiting folders are always listed. A folder whose import is queued is not
+    (its job lists it before and after the ingest). Settled folders (imported, changed,
+    failed) are listed when *settled*, or when named in *only* (inotify saw a change
+    below them): a buffer of many imported acquisitions is not re-read on every event."""
     rule = parse_ready(w.ready)
     marker = rule.marker if rule.kind == "marker" else None
     if not os.path.isdir(w.path):
@@ -343,7 +355,14 @@ def scan_watch(keep: Keep, w: Watch) -> tuple[list[dict[str, Any]], float]:
         session.expunge_all()
     changes: list[dict[str, Any]] = []
     next_in = float(w.poll_seconds)
-    for folder in sorted(set(acquisition_folders(w.path, w.depth)) | set(rows)):
+    present = set(acquisition_folders(w.path, w.depth))
+    for folder in sorted(present | set(rows)):
+        known = rows.get(folder)
+        if known is not None and folder in present:
+            if known.state == "queued":
+                continue
+            if known.state != "waiting" and not settled and (only is None or folder not in only):
+                continue
         listing = list_folder(os.path.join(w.path, folder), marker)
         change, row = _step(keep, w, folder, rows.get(folder), listing)
         if change:
@@ -659,8 +678,10 @@ def run_watchers(
     polling ones every ``poll_seconds``, all of them when a quiet period ends.
     *on_queued* is called after a scan queued imports (to wake idle job runners)."""
     wake = threading.Event()
-    dirty: set[int] = set()
+    #: watch id -> acquisition folders inotify saw change below (None: look at all)
+    dirty: dict[int, set[str] | None] = {}
     due: dict[int, float] = {}
+    last_settled: dict[int, float] = {}
     watches: dict[int, Watch] = {}
     observers: dict[int, Any] = {}
     next_reload = 0.0
@@ -679,9 +700,12 @@ def run_watchers(
             for wid, w in watches.items():
                 if wid not in dirty and due.get(wid, 0.0) > now:
                     continue
-                dirty.discard(wid)
+                only = dirty.pop(wid, None) if wid in dirty else None
+                settled = now - last_settled.get(wid, 0.0) >= max(SETTLED_EVERY, w.poll_seconds)
+                if settled and only is None:
+                    last_settled[wid] = now
                 try:
-                    changes, next_in = scan_watch(keep, w)
+                    changes, next_in = scan_watch(keep, w, only=only, settled=settled)
                 except (LabkeepError, OSError) as exc:
                     log("watch.error", watch=w.name, error=str(exc))
                     changes, next_in = [], float(w.poll_seconds)
@@ -718,15 +742,30 @@ def _load_watches(keep: Keep, names: list[str] | None) -> dict[int, Watch]:
 def _sync_observers(
     observers: dict[int, Any],
     watches: dict[int, Watch],
-    dirty: set[int],
+    dirty: dict[int, set[str] | None],
     wake: threading.Event,
     log: Callable[..., None],
 ) -> None:
     """One inotify observer per inotify-mode watch; events only mark the watch dirty."""
     import warnings
 
+    from watchdog import events as ev
     from watchdog.events import FileSystemEvent, FileSystemEventHandler
     from watchdog.observers import Observer
+
+    # what the kernel reports: names appearing, moving, going, and files closed after
+    # writing. Not attribute changes, opens or reads: an import hard-links every file
+    # (its link count changes) and reads it, and thousands of such events per second
+    # would only cost the import time. Timed scans still see what inotify does not.
+    EVENTS = (
+        ev.FileCreatedEvent,
+        ev.DirCreatedEvent,
+        ev.FileMovedEvent,
+        ev.DirMovedEvent,
+        ev.FileDeletedEvent,
+        ev.DirDeletedEvent,
+        ev.FileClosedEvent,
+    )
 
     # watchdog's inotify thread warns when a folder created meanwhile is added twice to
     # its recursive watch (harmless: the callback is replaced); not a problem of ours
@@ -739,13 +778,26 @@ def _sync_observers(
             observers.pop(wid).stop()
 
     class Wake(FileSystemEventHandler):
-        def __init__(self, wid: int) -> None:
-            self.wid = wid
+        def __init__(self, wid: int, base: str, depth: int) -> None:
+            self.wid, self.base, self.depth = wid, base, depth
 
         def on_any_event(self, event: FileSystemEvent) -> None:
             if event.event_type in ("opened", "closed_no_write"):
                 return  # reads (our own scans and imports) are not changes
-            dirty.add(self.wid)
+            folders = set()
+            for path in (event.src_path, getattr(event, "dest_path", "")):
+                if not path:
+                    continue
+                rel = os.path.relpath(os.fsdecode(path), self.base).split(os.sep)
+                if rel[0] == ".." or len(rel) <= self.depth:
+                    folders.add("")  # at or above the acquisition folders: look at all
+                else:
+                    folders.add("/".join(rel[: self.depth]))
+            current = dirty.get(self.wid, set())
+            if "" in folders or (self.wid in dirty and current is None):
+                dirty[self.wid] = None
+            else:
+                dirty[self.wid] = (current or set()) | folders
             wake.set()
 
     for wid, w in watches.items():
@@ -753,7 +805,9 @@ def _sync_observers(
             continue
         observer = Observer()
         try:
-            observer.schedule(Wake(wid), w.path, recursive=True)
+            observer.schedule(
+                Wake(wid, w.path, w.depth), w.path, recursive=True, event_filter=list(EVENTS)
+            )
             observer.start()
         except OSError as exc:
             log("watch.inotify_unavailable", watch=w.name, error=str(exc))

@@ -146,7 +146,7 @@ class Job(Base):
     """
 
     __tablename__ = "jobs"
-    __table_args__ = (Index("ix_jobs_claim", "state", "priority", "run_after"),)
+
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     kind: Mapped[str] = mapped_column(String(64))
     #: JSON object: the handler's arguments
@@ -177,6 +177,10 @@ class Job(Base):
     result: Mapped[str] = mapped_column(Text, default="")
     #: JSON: {"files": done, "total_files": n, "bytes": done, "total_bytes": n, "note": ""}
     progress: Mapped[str] = mapped_column(Text, default="")
+
+
+#: the claim's order (priority first, then the oldest) read straight from the index
+Index("ix_jobs_claim", Job.state, Job.priority.desc(), Job.run_after, Job.id)
 
 
 class Worker(Base):

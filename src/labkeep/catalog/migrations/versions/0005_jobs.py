@@ -44,7 +44,11 @@ def upgrade() -> None:
         sa.Column("result", sa.Text(), nullable=False),
         sa.Column("progress", sa.Text(), nullable=False),
     )
-    op.create_index("ix_jobs_claim", "jobs", ["state", "priority", "run_after"])
+    op.create_index(
+        "ix_jobs_claim",
+        "jobs",
+        [sa.column("state"), sa.column("priority").desc(), sa.column("run_after"), sa.column("id")],
+    )
     op.create_index("ix_jobs_target", "jobs", ["target"])
     op.create_table(
         "workers",

@@ -270,8 +270,9 @@ def enqueue(
     """Queue a job of *kind* acting as ``keep.principal`` (*system*: as the keep itself,
     for periodic work). With *unique_key*, a job with that key already queued or running
     (``unique_scope="active"``) or ever queued (``"forever"``: one job per period) is
-    returned instead of a new one. With *session*, the job is queued in that transaction
-    (it exists exactly when the caller's change commits)."""
+    returned instead of a new one; keys are the caller's own (two users' equal keys are
+    two keys). With *session*, the job is queued in that transaction (it exists exactly
+    when the caller's change commits)."""
     spec = kind_of(keep, kind)
     args = dict(args or {})
     if unique_scope not in ("active", "forever"):
@@ -286,8 +287,16 @@ def enqueue(
             raise Forbidden("a read-only token cannot queue jobs")
         if spec.admin_only and not principal.site_admin:
             raise Forbidden(f"only site admins may queue {kind} jobs")
+        if priority > 0 and not principal.site_admin:
+            raise Forbidden("only site admins raise a job's priority")
+        if unique_key is not None:  # one user's key never finds another user's job
+            unique_key = f"{principal.name}|{unique_key}"
     if spec.authorize is not None and not system:
         target = spec.authorize(keep, args) or target
+    if unique_key is not None and len(unique_key) > 255:
+        import hashlib
+
+        unique_key = "sha256:" + hashlib.sha256(unique_key.encode()).hexdigest()
     text_args = _dumps(args)
     if len(text_args) > 64 << 10:
         raise UsageError("job arguments are limited to 64 KiB")

@@ -227,6 +227,8 @@ class JobInfo:
             "last_error": self.last_error,
             "result": self.result,
             "progress": self.progress,
+            "percent": None if self.percent is None else round(self.percent, 1),
+            "age_seconds": max(0, int((utcnow() - self.created_at).total_seconds())),
             "unique_key": self.unique_key,
         }
 

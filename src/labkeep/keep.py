@@ -220,6 +220,7 @@ class Keep:
     export_file = ops.files.export_file
     export = ops.export.export
     versions = ops.listing.versions
+    diff = ops.versions.diff
     dataset_view = ops.listing.dataset_view
     ingest = ops.ingest.ingest
     write_manifest = ops.manifests.write_manifest

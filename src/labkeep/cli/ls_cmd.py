@@ -16,6 +16,7 @@ from labkeep.cli._common import (
     err,
     handle_errors,
     human_size,
+    open_keep,
     open_keep_or_remote,
     out,
     shown,
@@ -26,6 +27,7 @@ from labkeep.cli._common import (
 def register(app: typer.Typer) -> None:
     app.command("ls")(ls)
     app.command("versions")(versions)
+    app.command("diff")(diff)
 
 
 #: files shown by a plain ``labkeep ls DATASET`` (--all or --limit for more; --json: all)
@@ -143,3 +145,35 @@ def versions(
             _escape(v["message"]),
         )
     out.print(grid)
+
+
+@handle_errors
+def diff(
+    old: Annotated[str, typer.Argument(help="PROJECT/DATASET@N")],
+    new: Annotated[
+        str | None,
+        typer.Argument(help="PROJECT/DATASET@M or @M; none: the newest version."),
+    ] = None,
+    root: RootOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """What changed between two versions of a dataset: A added, D removed, M modified
+    (streamed: the first lines come at once however large the dataset)."""
+    counts = {"added": 0, "removed": 0, "modified": 0}
+    with open_keep(root) as keep:
+        found = keep.diff(old, new)
+        for change in found.changes:
+            counts[change.status] += 1
+            if json_out:
+                emit_json(change.to_dict())
+            else:
+                mark = {"added": "A", "removed": "D", "modified": "M"}[change.status]
+                out.print(f"{mark} {shown(change.path)}", markup=False, highlight=False)
+    if json_out:
+        emit_json({"action": "diff", "dataset": found.dataset, "old": found.old,
+                   "new": found.new, "summary": counts})  # fmt: skip
+    else:
+        err.print(
+            f"{found.dataset} @{found.old} -> @{found.new}: {counts['added']} added, "
+            f"{counts['removed']} removed, {counts['modified']} modified"
+        )

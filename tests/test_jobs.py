@@ -477,3 +477,28 @@ def test_serve_runs_a_worker_and_the_watchers_beside_the_web_server(tmp_path: Pa
         assert [w["state"] for w in keep.workers()] == ["running"]
     with Keep.open(root) as keep:
         _until(lambda: keep.workers() == [], timeout=20)  # it stopped with the server
+
+
+def test_sigterm_mid_ingest_hands_it_back_and_it_finishes_later(
+    qroot: Path, tmp_path: Path
+) -> None:
+    src = tmp_path / "buffer"
+    files = make_files(src, 2000, max_size=20_000)
+    raw = qroot / "data/proj/s1/raw"
+    with Keep.open(qroot) as keep:
+        job = keep.enqueue("ingest", {"source": str(src), "dataset": "proj/s1", "jobs": 1})
+        log = tmp_path / "workers.log"
+        first = start_worker(qroot, "--grace", "0", log=log)
+        _until(lambda: sum(len(f) for _, _, f in os.walk(raw)) >= 300, timeout=60)
+        first.send_signal(signal.SIGTERM)
+        first.communicate(timeout=60)
+        assert first.returncode == 0, log.read_text()[-2000:]
+        back = keep.get_job(job.id)  # stopped at its next file, handed back unharmed
+        assert back.state == "queued" and back.attempts == 0, back.last_error
+        second = start_worker(qroot, "--drain", log=log)
+        second.communicate(timeout=120)
+        finished = keep.get_job(job.id)
+        assert finished.state == "done", (finished.last_error, log.read_text()[-2000:])
+        listing = [e["path"] for e in keep.stream_entries("proj/s1").entries]
+        assert sorted(listing) == sorted("raw/" + p for p in files)
+        assert keep.verify("proj/s1").failed == 0

@@ -524,7 +524,7 @@ def test_import_this_folder_from_a_buffer(
     row = page.locator("#buffer-folders tbody tr", has_text="run 42")
     expect(row).to_contain_text("not imported")
     row.locator("select[name=project]").select_option("screen")
-    row.locator("input[name=dataset]").fill("run-42")
+    # the dataset name is left empty: named after the folder, "run 42" -> run-42
     screenshot(page, shots, "buffer")
     row.locator("button", has_text="Import this folder").click()
     page.wait_for_url(re.compile(r".*/jobs/\d+"))

@@ -101,3 +101,6 @@ def test_import_this_folder_runs_as_the_user_and_never_leaves_the_buffer(
     assert len(list(alice.stream_entries("screen/run-1").entries)) == 4
     with pytest.raises(NotFound):
         bob.get_job(job.id)
+    # a project alone: the dataset is named after the folder
+    named = alice.import_folder("confocal", "run-2/", "screen")
+    assert named.target == "screen/run-2"

@@ -63,8 +63,6 @@ def worker(
     """Run queued jobs until stopped (SIGTERM/Ctrl-C: running jobs finish or are handed
     back). Any number of workers may run, on any host that reaches the catalog; each logs
     one JSON line per event on stderr."""
-    import threading
-
     from labkeep.ops.worker import JobWorker
 
     with open_keep(root) as keep:
@@ -75,27 +73,10 @@ def worker(
             drain=drain,
             grace=grace,
             schedule=schedule,
+            watch=watch,
         )
         runner.install_signals()
-        watcher = None
-        if watch:
-            from labkeep.ops.watch import run_watchers
-
-            watcher = threading.Thread(
-                target=run_watchers,
-                args=(keep,),
-                kwargs={
-                    "stop": runner.stopping,
-                    "on_queued": runner.wake.set,
-                    "log": runner.log,
-                },
-                name="labkeep-watch",
-                daemon=True,
-            )
-            watcher.start()
         stats = runner.run()
-        if watcher is not None:
-            watcher.join(10.0)
     if json_out:
         emit_json({"worker": runner.owner, **stats.to_dict()})
     else:

@@ -183,13 +183,19 @@ def browse_buffer(
 def import_folder(
     keep: Keep, name: str, folder: str, dataset: str, *, seal: bool | None = None
 ) -> JobInfo:
-    """Queue the import of *folder* of buffer *name* into *dataset* (P/D), acting as the
-    caller: in place by hard link when the buffer is configured so, then sealed if asked."""
+    """Queue the import of *folder* of buffer *name* into *dataset* (``P/D``; or just
+    ``P``: a dataset named after the folder, sanitised as the watcher names them), acting
+    as the caller: in place by hard link when the buffer is configured so, then sealed if
+    asked."""
+    from labkeep.ops._buffer_scan import sanitise
     from labkeep.ops.jobs import enqueue
 
     buffer = _buffer(keep, name)
-    if not folder.strip("/"):
+    folder = folder.rstrip("/")
+    if not folder:
         raise UsageError("pick a folder of the buffer, not the buffer itself")
+    if "/" not in dataset:
+        dataset = f"{dataset}/{sanitise(folder.rsplit('/', 1)[-1])}"
     path = _inside(buffer.path, folder)
     if not path.is_dir():
         raise NotFound(f"no folder {folder!r} in buffer {name}")

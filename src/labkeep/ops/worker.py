@@ -95,8 +95,11 @@ class JobWorker:
         poll_seconds: float | None = None,
         schedule: bool = True,
         max_jobs: int | None = None,
+        watch: bool = False,
     ) -> None:
         cfg = keep.config.jobs
+        #: also run the watchers of the configured buffers (they wake the runners)
+        self.watch = watch
         self.keep = keep
         self.concurrency = max(1, concurrency)
         self.kinds = tuple(kinds) if kinds else None
@@ -162,6 +165,10 @@ class JobWorker:
         )
         beat = threading.Thread(target=self._heartbeat, name="labkeep-heartbeat", daemon=True)
         beat.start()
+        watcher = None
+        if self.watch:
+            watcher = threading.Thread(target=self._watchers, name="labkeep-watch", daemon=True)
+            watcher.start()
         runners = [
             threading.Thread(target=self._runner, name=f"labkeep-runner-{i}", daemon=True)
             for i in range(self.concurrency)
@@ -183,6 +190,8 @@ class JobWorker:
         finally:
             self.stopping.set()
             beat.join(5.0)
+            if watcher is not None:
+                watcher.join(10.0)
             self._release_all()
             self._unregister()
             self.log("worker.stop", **self.stats.to_dict())
@@ -222,7 +231,11 @@ class JobWorker:
                 self.wake.wait(self.poll)
                 self.wake.clear()
                 continue
-            self._run(claim, claim_ms=round((time.monotonic() - t0) * 1000, 2))
+            try:
+                self._run(claim, claim_ms=round((time.monotonic() - t0) * 1000, 2))
+            except Exception as exc:  # noqa: BLE001 (recording the outcome failed: the
+                # lease runs out and another worker takes the job; this runner goes on)
+                self.log("job.orphaned", job=claim.id, error=_message(exc))
 
     def _runnable_soon(self) -> bool:
         """With *drain*: whether a job is queued or running that this worker may still
@@ -349,6 +362,19 @@ class JobWorker:
             with self._lock:
                 self._principals[info.created_by] = cached
         return self.keep.acting_as(cached[1])
+
+    # -- watchers ------------------------------------------------------------------------
+    def _watchers(self) -> None:
+        """The buffer watchers until the worker stops; a failure (the catalog away when
+        they start, an unreadable buffer) is logged and they start again shortly."""
+        from labkeep.ops.watch import run_watchers
+
+        while not self.stopping.is_set():
+            try:
+                run_watchers(self.keep, stop=self.stopping, on_queued=self.wake.set, log=self.log)
+            except Exception as exc:  # noqa: BLE001 (a log line, never a dead thread's traceback)
+                self.log("watch.stopped", error=_message(exc), retry_seconds=10)
+                self.stopping.wait(10.0)
 
     # -- heartbeat -----------------------------------------------------------------------
     def _heartbeat(self) -> None:

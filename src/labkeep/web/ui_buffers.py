@@ -79,9 +79,8 @@ def import_folder(
     seal: Annotated[str, Form(max_length=8)] = "",
 ) -> Response:
     _signed_in(keep)
-    folder = folder.strip("/")
-    target = dataset.strip() or folder.rsplit("/", 1)[-1]
     if not project:
         raise UsageError("pick the project to import into")
-    job = keep.import_folder(name, folder, f"{project}/{target}", seal=bool(seal) or None)
+    target = f"{project}/{dataset.strip()}" if dataset.strip() else project
+    job = keep.import_folder(name, folder, target, seal=bool(seal) or None)
     return redirect(Links(request).page(f"/jobs/{job.id}"), "import-queued")

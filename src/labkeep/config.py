@@ -67,6 +67,19 @@ max_upload_bytes = 2147483648
 max_json_bytes = 262144
 max_form_bytes = 262144
 
+# Versions of datasets ('labkeep save'): every saved content is kept in this store (made
+# as an objects folder at "path" on first use when it does not exist); see docs/versions.md
+[versions]
+store = "versions"
+path = "versions"
+
+# Recorded runs ('labkeep run'): staging for inputs and outputs on the keep's disk, and
+# the scratch folder that SLURM jobs see on the compute nodes (shared with this host)
+[runs]
+staging = "runs"
+scratch = "scratch"
+poll_seconds = 10
+
 # Background work ('labkeep worker'): see docs/jobs.md
 [jobs]
 # a running job's lease: a worker renews it every third of this; a job whose worker
@@ -179,6 +192,15 @@ class Config:
     ldap: LdapConfig | None = None
     web: WebConfig = field(default_factory=WebConfig)
     jobs: JobsConfig = field(default_factory=JobsConfig)
+    #: the store that keeps every saved version's content, and where the keep makes it
+    versions_store: str = "versions"
+    versions_path: Path = field(default_factory=lambda: Path("versions"))
+    #: where runs stage inputs and outputs (on the keep's disk), and the scratch that
+    #: batch jobs (SLURM) see on the compute nodes
+    runs_path: Path = field(default_factory=lambda: Path("runs"))
+    scratch_path: Path = field(default_factory=lambda: Path("scratch"))
+    #: how often a worker asks the batch system about a run's job
+    runs_poll_seconds: float = 10.0
 
     @classmethod
     def load(cls, root: Path) -> Config:
@@ -199,6 +221,8 @@ class Config:
             verify = data.get("verify", {})
             ldap = data.get("ldap")
             web = data.get("web", {})
+            versions = data.get("versions", {})
+            runs = data.get("runs", {})
             url = str(catalog.get("url", "sqlite:///catalog.db"))
             config = cls(
                 root=root,
@@ -212,6 +236,11 @@ class Config:
                 ldap=_ldap(ldap) if ldap else None,
                 web=_web(web),
                 jobs=_jobs(data.get("jobs", {})),
+                versions_store=str(versions.get("store", "versions")),
+                versions_path=_resolve(root, str(versions.get("path", "versions"))),
+                runs_path=_resolve(root, str(runs.get("staging", "runs"))),
+                scratch_path=_resolve(root, str(runs.get("scratch", "scratch"))),
+                runs_poll_seconds=parse_duration(runs.get("poll_seconds", 10)),
             )
         except (TypeError, ValueError, AttributeError) as exc:
             raise ConfigError(f"{path}: {exc}") from None

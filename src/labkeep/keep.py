@@ -221,6 +221,17 @@ class Keep:
     export = ops.export.export
     versions = ops.listing.versions
     diff = ops.versions.diff
+    save = ops.save.save
+    restore = ops.save.restore
+    # runs and provenance
+    run = ops.runs.run
+    rerun = ops.runs.rerun
+    get_run = ops.runs.get_run
+    list_runs = ops.runs.list_runs
+    runs_from = ops.runs.runs_from
+    runs_of_version = ops.runs.runs_of_version
+    export_provenance = ops.runs.export_provenance
+    cancel_run = ops.run_slurm.cancel_run
     dataset_view = ops.listing.dataset_view
     ingest = ops.ingest.ingest
     write_manifest = ops.manifests.write_manifest

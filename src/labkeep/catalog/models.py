@@ -305,7 +305,8 @@ class Version(Base):
     number: Mapped[int] = mapped_column(Integer)
     #: open while an ingest is filling it (also after a crash, until resumed); then committed
     state: Mapped[str] = mapped_column(String(16))
-    kind: Mapped[str] = mapped_column(String(16))  # ingest | seal | unseal
+    #: ingest | seal | unseal | save | run | restore
+    kind: Mapped[str] = mapped_column(String(16))
     author: Mapped[str] = mapped_column(String(255))
     message: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(DateTime)
@@ -313,6 +314,86 @@ class Version(Base):
     n_files: Mapped[int] = mapped_column(BigInteger, default=0)
     n_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
     manifest_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    #: the run whose outputs this version saved
+    run_id: Mapped[int | None] = mapped_column(
+        BigId, ForeignKey("runs.id", ondelete="SET NULL"), nullable=True, index=True
+    )
+
+
+class Run(Base):
+    """A recorded command: what ran, on which pinned inputs, where, and what it made.
+
+    The record is written before the command starts (state ``running`` or, for a batch
+    scheduler, ``queued``) and finished exactly once; its outputs are saved as a version of
+    the output dataset that points back here (``versions.run_id``).
+    """
+
+    __tablename__ = "runs"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    #: queued | running | saving | done | failed | cancelled
+    state: Mapped[str] = mapped_column(String(16), default="running")
+    message: Mapped[str] = mapped_column(Text, default="")
+    #: JSON lists: the command as given (with placeholders) and as executed
+    command: Mapped[str] = mapped_column(Text)
+    argv: Mapped[str] = mapped_column(Text, default="[]")
+    cwd: Mapped[str] = mapped_column(Text, default="")
+    output_dataset_id: Mapped[int] = mapped_column(
+        ForeignKey("datasets.id", ondelete="RESTRICT"), index=True
+    )
+    #: the version of the output dataset it saved (None: none, e.g. it failed)
+    version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    #: local | slurm
+    executor: Mapped[str] = mapped_column(String(16), default="local")
+    created_by: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    exit_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    #: JSON: where it ran (Python, packages, OS, host, CPU, GPU) and the container
+    environment: Mapped[str] = mapped_column(Text, default="{}")
+    container: Mapped[str] = mapped_column(Text, default="")
+    #: the labkeep job that runs or follows it, and the batch system's job
+    job_id: Mapped[int | None] = mapped_column(BigId, nullable=True)
+    slurm_job_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    #: JSON: requested resources, nodes, array tasks
+    slurm: Mapped[str] = mapped_column(Text, default="")
+    #: the process that runs it (host:pid:start), to tell a live run from a dead one
+    owner: Mapped[str] = mapped_column(String(255), default="")
+    error: Mapped[str] = mapped_column(Text, default="")
+    stderr_tail: Mapped[str] = mapped_column(Text, default="")
+    rerun_of: Mapped[int | None] = mapped_column(
+        BigId, ForeignKey("runs.id", ondelete="SET NULL"), nullable=True, index=True
+    )
+    #: JSON: further options (save_failed, save, staging counts, rerun comparison)
+    settings: Mapped[str] = mapped_column(Text, default="{}")
+
+
+class RunInput(Base):
+    """A dataset version a run read, pinned by number and by its manifest's SHA-256."""
+
+    __tablename__ = "run_inputs"
+    __table_args__ = (Index("ix_run_inputs_dataset", "dataset_id", "version"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    run_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("runs.id", ondelete="CASCADE"), index=True
+    )
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id", ondelete="RESTRICT"))
+    version: Mapped[int] = mapped_column(Integer)
+    manifest_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    #: a folder or file of the version, or "" for all of it
+    path: Mapped[str] = mapped_column(PathText, default="")
+
+
+class RunOutput(Base):
+    """A file a run wrote, with its SHA-256 (what rerun compares)."""
+
+    __tablename__ = "run_outputs"
+    __table_args__ = (UniqueConstraint("run_id", "path"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    run_id: Mapped[int] = mapped_column(BigId, ForeignKey("runs.id", ondelete="CASCADE"))
+    path: Mapped[str] = mapped_column(PathText)
+    size: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[bytes] = mapped_column(LargeBinary(32))
 
 
 class Entry(Base):

@@ -370,13 +370,40 @@ def copy(
 
 @handle_errors
 def get(
-    address: Annotated[str, typer.Argument(help="PROJECT[/DATASET]")],
+    address: Annotated[str, typer.Argument(help="PROJECT[/DATASET[/PATH]][@N]")],
+    to: Annotated[
+        str | None,
+        typer.Option(
+            "--to",
+            help="Copy the files (any version: P/D@N) into this folder instead, each "
+            "checked against its SHA-256.",
+        ),
+    ] = None,
     jobs: JobsOpt = None,
     verbose: VerboseOpt = False,
     root: RootOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Bring content back into the tree from other stores, verified."""
+    """Bring content back into the tree from other stores, verified; with --to, copy a
+    dataset, folder or file at any version out of the keep."""
+    if to is not None:
+        with open_keep(root) as keep:
+            report = keep.export(
+                address,
+                to,
+                on_result=lambda r: print_result(r, json_out=json_out, show_ok=verbose),
+            )
+        if json_out:
+            emit_json(report.summary())
+        else:
+            print_summary(
+                f"get {address}",
+                report.counts(),
+                f" (into {report.info.get('saved_to')}, {human_size(report.info.get('bytes', 0))})",
+            )
+        if report.failed:
+            raise typer.Exit(1)
+        return
     with open_keep(root) as keep, progress_for("get", json_out) as bar:
         report = keep.get(
             address,

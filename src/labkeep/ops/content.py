@@ -63,25 +63,40 @@ class StoreReader(io.RawIOBase):
         super().close()
 
 
-def tree_copy(path: Path, size: int) -> bool:
+def tree_copy(path: Path, size: int, mtime_ns: int | None = None) -> bool:
     try:
         st = os.stat(path, follow_symlinks=False)
     except OSError:
         return False
-    return stat.S_ISREG(st.st_mode) and st.st_size == size
+    return (
+        stat.S_ISREG(st.st_mode)
+        and st.st_size == size
+        and (mtime_ns is None or st.st_mtime_ns == mtime_ns)
+    )
 
 
-def open_content(keep: Keep, local_path: Path, size: int, sha256: bytes) -> BinaryIO:
+def open_content(
+    keep: Keep, local_path: Path, size: int, sha256: bytes, mtime_ns: int | None = None
+) -> BinaryIO:
     """The tree's copy at *local_path*, else a good replica's bytes (see the module doc).
 
+    With *mtime_ns* (the entry's), a tree copy counts only when size and mtime both match
+    (the quick check): the working tree of a versioned dataset may hold newer content at
+    the path of an old version's file, which then comes from a store. When no store holds
+    it, a tree copy of the right size is still served (as before the quick check).
     Raises NotFound naming where to look when no reachable store has a good copy.
     """
-    if tree_copy(local_path, size):
+    if tree_copy(local_path, size, mtime_ns):
         try:
             return open(local_path, "rb")
         except OSError:
             pass
-    return open_replica(keep, size, sha256)
+    try:
+        return open_replica(keep, size, sha256)
+    except NotFound:
+        if mtime_ns is None or not tree_copy(local_path, size):
+            raise
+    return open(local_path, "rb")
 
 
 def open_replica(keep: Keep, size: int, sha256: bytes) -> BinaryIO:

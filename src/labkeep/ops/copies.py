@@ -503,7 +503,8 @@ def get(
         if scope.prefix or scope.version is not None:
             raise UsageError(
                 "get brings whole datasets back into the tree",
-                hint="to fetch one file or an old version, use 'labkeep export'",
+                hint="to copy a file or an old version out of the keep: "
+                "'labkeep get P/D@N --to DIR'",
             )
     run = _Run(keep, "get", {"target": address}, progress, on_result, keep_results, jobs)
     try:

@@ -74,12 +74,7 @@ def stat_file(keep: Keep, address: str, *, action: str = "dataset.read") -> File
                 f"no file {addr.path!r} in {addr.dataset_address}"
                 + (f" at version {addr.version}" if addr.version is not None else "")
             )
-        size, digest, mtime, valid_to = row
-        if valid_to is not None:
-            raise NotFound(
-                f"{addr.path!r} of version {version} is no longer in the tree",
-                hint="its content is kept in other stores only (see 'labkeep whereis')",
-            )
+        size, digest, mtime, _valid_to = row
         return FileInfo(
             addr.dataset_address,
             addr.path,
@@ -103,7 +98,9 @@ def open_file(keep: Keep, address: str, *, resuming: bool = False) -> tuple[File
     from labkeep.ops.content import open_content
 
     try:
-        handle = open_content(keep, info.local_path, info.size, bytes.fromhex(info.sha256))
+        handle = open_content(
+            keep, info.local_path, info.size, bytes.fromhex(info.sha256), info.mtime_ns
+        )
     except NotFound as exc:
         raise NotFound(
             f"{info.dataset}/{info.path}: {exc.message}",

@@ -68,6 +68,15 @@ class WorkerStopping(LabkeepError):
     """The worker is shutting down: the job is handed back to the queue unharmed."""
 
 
+class JobDeferred(LabkeepError):
+    """The job is waiting for something outside labkeep (a batch system's job): it goes
+    back to the queue to be run again after *seconds*, and the attempt does not count."""
+
+    def __init__(self, seconds: float, note: str = "") -> None:
+        super().__init__(note or f"waiting {seconds:g} s")
+        self.seconds = seconds
+
+
 class JobProblems(LabkeepError):
     """The job ran to its end but found problems (damaged files, files it could not
     ingest): it fails for good, with its result kept; running it again would not help."""
@@ -95,7 +104,7 @@ class Kind:
 
 
 KINDS: dict[str, Kind] = {}
-_BUILTIN = ("labkeep.ops.job_kinds", "labkeep.ops.watch")
+_BUILTIN = ("labkeep.ops.job_kinds", "labkeep.ops.watch", "labkeep.ops.run_slurm")
 _loaded: set[str] = set()
 _load_lock = threading.Lock()
 
@@ -523,6 +532,28 @@ def release(keep: Keep, claim: Claim) -> bool:
         return bool(done.rowcount)  # type: ignore[attr-defined]
 
 
+def defer(keep: Keep, claim: Claim, seconds: float, progress: dict[str, Any] | None = None) -> bool:
+    """Queue a job again to run after *seconds* (it waits on something outside): the
+    attempt does not count."""
+    values: dict[str, Any] = {
+        "state": "queued",
+        "attempts": Job.attempts - 1,
+        "lease_owner": None,
+        "lease_until": None,
+        "run_after": utcnow() + timedelta(seconds=max(0.0, seconds)),
+    }
+    if progress:
+        values["progress"] = _dumps(progress)
+    with keep.catalog.write() as session:
+        done = session.execute(
+            update(Job)
+            .where(_fenced(claim))
+            .values(**values)
+            .execution_options(synchronize_session=False)
+        )
+        return bool(done.rowcount)  # type: ignore[attr-defined]
+
+
 def renew(keep: Keep, claims: list[Claim], lease_seconds: float) -> tuple[set[int], set[int]]:
     """Extend the leases of *claims*: (ids no longer held, ids whose cancel was asked)."""
     if not claims:
@@ -660,6 +691,14 @@ class JobContext:
         """Mark the job done in *session*, the transaction that commits its effect."""
         complete(session, self.claim, result, self.snapshot())
         self.finished = True
+
+    def defer(self, seconds: float, note: str = "") -> JobDeferred:
+        """The exception to raise to come back after *seconds* (the attempt is not
+        counted): ``raise ctx.defer(30, "SLURM job 123 pending")``."""
+        if note:
+            with self._lock:
+                self._state["note"] = note
+        return JobDeferred(seconds, note)
 
     def snapshot(self) -> dict[str, Any]:
         """The progress as last reported (written with the job's outcome)."""

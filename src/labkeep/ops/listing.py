@@ -186,6 +186,7 @@ def version_rows(
         {
             "dataset": address,
             "version": v.number,
+            "run": v.run_id,
             "kind": v.kind,
             "author": v.author,
             "message": v.message,

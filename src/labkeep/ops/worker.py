@@ -295,6 +295,9 @@ class JobWorker:
                     kind=claim.kind,
                     seconds=round(time.monotonic() - started, 3),
                 )
+            except q.JobDeferred as exc:
+                q.defer(self.keep, claim, exc.seconds, ctx.snapshot())
+                self.log("job.deferred", job=claim.id, kind=claim.kind, seconds=exc.seconds)
             except q.WorkerStopping:
                 if q.release(self.keep, claim):
                     self.stats.released += 1

@@ -218,9 +218,12 @@ class TreeStore:
                 "the same command again: nothing that was done is lost",
             ) from exc
 
-    def walk_sorted(self, project: str, dataset: str) -> Iterator[tuple[str, os.stat_result]]:
+    def walk_sorted(
+        self, project: str, dataset: str, *, skip: frozenset[str] = frozenset()
+    ) -> Iterator[tuple[str, os.stat_result]]:
         """:meth:`walk_files` in byte-wise path order, one folder's names in memory at a
-        time (for a merge with the catalog's rows, which come in the same order)."""
+        time (for a merge with the catalog's rows, which come in the same order); top-level
+        names in *skip* (e.g. ``raw``) are not entered."""
         root = self.dataset_dir(project, dataset)
         if not root.is_dir():
             return
@@ -232,7 +235,9 @@ class TreeStore:
                 stack.pop()
                 continue
             key, name = item
-            if not prefix and (name in (PRIVATE_DIR, MANIFEST_NAME) or LEGACY_TEMP.fullmatch(name)):
+            if not prefix and (
+                name in (PRIVATE_DIR, MANIFEST_NAME) or name in skip or LEGACY_TEMP.fullmatch(name)
+            ):
                 continue
             path = os.path.join(folder, name)
             if key.endswith("/"):

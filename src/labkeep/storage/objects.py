@@ -27,6 +27,7 @@ from labkeep.errors import (
     StoreUnavailable,
     TransferCorrupted,
 )
+from labkeep.integrity.hashing import Hashed, copy_hash
 from labkeep.storage._tree import fsync_dir
 from labkeep.storage.base import (
     CHUNK,
@@ -170,6 +171,41 @@ class ObjectsStore(ContentStore):
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
         return Stored(key, written, sha256)
+
+    def put_new_file(self, path: str) -> tuple[Hashed, Stored]:
+        """Store a file whose SHA-256 is not known yet, reading it once: copied to a temp
+        file while it is hashed (a file that changes meanwhile raises FileChanged), made
+        durable and read-only, then renamed to its content's name (or dropped when the
+        store holds that content already)."""
+        self._ready()
+        tmp_dir = self.root / TMP
+        tmp = tmp_dir / f"{uuid.uuid4().hex}.part"
+        try:
+            tmp_dir.mkdir(exist_ok=True)
+            hashed = copy_hash(path, str(tmp), fsync=True)
+            key = self.key_for(hashed.sha256)
+            final = self._path(key)
+            existing = self.stat(key)
+            if existing is not None and existing.size == hashed.size:
+                return hashed, existing
+            os.chmod(tmp, 0o444)
+            final.parent.mkdir(parents=True, exist_ok=True)
+            os.rename(tmp, final)
+            fsync_dir(final.parent)
+        except LabkeepError:
+            raise
+        except FileNotFoundError:
+            if not self.root.is_dir():
+                raise self._error(FileNotFoundError(errno.ENOENT, "gone"), "storing") from None
+            raise
+        except PermissionError:
+            raise
+        except OSError as exc:
+            raise self._error(exc, f"storing {path}") from exc
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+        return hashed, Stored(key, hashed.size, hashed.sha256)
 
     # -- reading --------------------------------------------------------------------------
     def open(self, key: str, start: int = 0, end: int | None = None) -> Iterator[bytes]:

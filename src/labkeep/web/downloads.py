@@ -131,7 +131,9 @@ def _open_checked(keep: Keep, info: FileInfo) -> BinaryIO:
     from labkeep.ops.content import open_content
 
     try:
-        return open_content(keep, info.local_path, info.size, bytes.fromhex(info.sha256))
+        return open_content(
+            keep, info.local_path, info.size, bytes.fromhex(info.sha256), info.mtime_ns
+        )
     except NotFound as exc:
         raise OSError(f"{info.dataset}/{info.path}: {exc.message}") from None
 

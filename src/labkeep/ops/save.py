@@ -1,0 +1,836 @@
+"""Save: record what changed in a dataset's working tree as a new version; restore.
+
+A dataset's working tree is its folder in the tree (``data/PROJECT/DATASET``) except
+``raw/`` (ingest's, append-only and sealed) and labkeep's own files. People and programs
+write there; ``save`` makes a version of it:
+
+1. under the dataset's lease (held in the catalog, so saves from any host take turns;
+   a save that finds the dataset busy waits for its turn), the working tree is walked
+   in byte-wise path order and merged with the head's entries, read in keyset pages in
+   the same order: a file with the head's size and mtime is unchanged (the quick check);
+   the others are read once each, in parallel, hashing them while their bytes go into the
+   keep's versions store (content-addressed, write-once; see :func:`history_store`);
+2. the content is durable in that store and its replica rows are committed before any
+   entry refers to it; so a file changed in place later (or removed) keeps its old
+   content there, and every version stays retrievable (``get P/D@N --to``, downloads);
+3. one transaction then ends the replaced and removed entries (``valid_to``), inserts
+   the new ones, rewrites ``MANIFEST.sha256``, commits the version with its event: a
+   crash before it leaves the head as it was (content stored for nothing is harmless).
+
+Memory holds one page of the head's entries plus the changed files (about 200 bytes
+each), never the whole dataset. A file that changes while it is read, a symbolic link or
+a name that is not UTF-8 gets an error record and is left out; the rest is saved.
+
+``restore`` puts old content back into the working tree (all of it, or below a path),
+each file verified against its SHA-256 before it takes its place, and saves the result
+as a new version; it refuses to overwrite changes that were not saved.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import stat
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
+
+from sqlalchemy import and_, func, insert, or_, select, update
+
+from labkeep.catalog import Dataset, Entry, Store, Version
+from labkeep.clock import utcnow
+from labkeep.errors import Busy, LabkeepError, NotFound, SealedError, UsageError
+from labkeep.integrity.hashing import FileChanged, Hashed, NotRegularFile, hash_file
+from labkeep.names import MAX_MESSAGE, check_relpath, check_text, parse_address
+from labkeep.ops._access import find_dataset
+from labkeep.ops.audit import append_event, checkpoint
+from labkeep.ops.manifests import store_manifest
+from labkeep.results import Report, Result
+from labkeep.storage._tree import PRIVATE_DIR
+
+if TYPE_CHECKING:
+    from sqlalchemy import Table
+
+    from labkeep.keep import Keep
+    from labkeep.ops.ingest import Progress
+    from labkeep.storage.base import ContentStore
+
+RAW = "raw"
+#: catalog rows read per page
+PAGE = 5000
+ENTRIES = cast("Table", Entry.__table__)
+#: what the versions store is called when the keep makes it itself
+VERSIONS_STORE = "versions"
+
+
+# -- the versions store ------------------------------------------------------------------
+def history_store(keep: Keep) -> tuple[int, ContentStore]:
+    """The store that keeps every saved content (``[versions] store``), made on first use
+    as an objects folder under the keep (``[versions] path``) when it is the default."""
+    from labkeep.ops.stores import backend
+
+    name = keep.config.versions_store
+    with keep.catalog.read() as session:
+        row = session.execute(select(Store).where(Store.name == name)).scalar_one_or_none()
+        if row is not None:
+            session.expunge(row)
+    if row is None:
+        if name != VERSIONS_STORE:
+            raise NotFound(
+                f"the versions store {name!r} ([versions] store in labkeep.toml) does not exist",
+                hint=f"add it with 'labkeep store add {name} ...', or remove the setting",
+            )
+        folder = keep.config.versions_path
+        folder.mkdir(parents=True, exist_ok=True)
+        with keep.catalog.write() as session:
+            row = session.execute(select(Store).where(Store.name == name)).scalar_one_or_none()
+            if row is None:
+                row = Store(
+                    name=name,
+                    kind="objects",
+                    tier="hot",
+                    location=str(folder),
+                    created_at=utcnow(),
+                    offsite=False,
+                    medium="disk",
+                    settings=json.dumps({"role": "versions"}),
+                )
+                session.add(row)
+                session.flush()
+                append_event(
+                    session,
+                    keep.actor,
+                    "store.add",
+                    f"store:{name}",
+                    {"kind": "objects", "role": "versions", "path": str(folder)},
+                )
+            session.expunge(row)
+    return row.id, backend(row)
+
+
+# -- the working tree ----------------------------------------------------------------------
+@dataclass
+class _Seen:
+    """One working-tree path whose content must be read: added, or not quick-equal."""
+
+    path: str
+    abspath: str
+    size: int
+    mtime_ns: int
+    old_id: int | None = None
+    old_sha: bytes | None = None
+    old_size: int | None = None
+
+
+@dataclass
+class _Scope:
+    """Which paths a save looks at: everything but raw/, below prefixes, or exact files."""
+
+    prefixes: tuple[str, ...] = ()
+    files: tuple[str, ...] | None = None
+
+    def covers(self, path: str) -> bool:
+        if path == RAW or path.startswith(RAW + "/"):
+            return False
+        if self.files is not None:
+            return True  # the walk lists exactly them; head rows are matched by the merge
+        if not self.prefixes:
+            return True
+        return any(path == p or path.startswith(p + "/") for p in self.prefixes)
+
+
+def _walk(
+    keep: Keep, project: str, name: str, scope: _Scope
+) -> Iterator[tuple[str, os.stat_result | None]]:
+    """(path, lstat or None when absent) of the working tree in byte-wise order."""
+    root = keep.tree.dataset_dir(project, name)
+    if scope.files is not None:
+        for path in scope.files:
+            try:
+                yield path, os.lstat(root / path)
+            except FileNotFoundError:
+                yield path, None
+        return
+    for path, st in keep.tree.walk_sorted(project, name, skip=frozenset({RAW})):
+        if scope.covers(path):
+            yield path, st
+
+
+def _head(keep: Keep, dataset_id: int, scope: _Scope) -> Iterator[tuple[str, int, int, int, bytes]]:
+    """The head's entries outside raw/ in path order, a page at a time."""
+    if scope.files is not None:
+        wanted = list(scope.files)
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start : start + 500]
+            with keep.catalog.read() as session:
+                rows = session.execute(
+                    select(Entry.path, Entry.id, Entry.size, Entry.mtime_ns, Entry.sha256)
+                    .where(
+                        Entry.dataset_id == dataset_id,
+                        Entry.valid_to.is_(None),
+                        Entry.path.in_(chunk),
+                    )
+                    .order_by(Entry.path)
+                ).all()
+            for row in rows:
+                yield (row[0], row[1], row[2], row[3], bytes(row[4]))
+        return
+    # one key range over the prefixes (filtered by the scope), so rows come in one order
+    low = min(scope.prefixes) if scope.prefixes else ""
+    high = max(p + "0" for p in scope.prefixes) if scope.prefixes else None
+    last: str | None = None
+    while True:
+        query = (
+            select(Entry.path, Entry.id, Entry.size, Entry.mtime_ns, Entry.sha256)
+            .where(Entry.dataset_id == dataset_id, Entry.valid_to.is_(None))
+            .order_by(Entry.path)
+            .limit(PAGE)
+        )
+        if last is not None:
+            query = query.where(Entry.path > last)
+        elif low:
+            query = query.where(Entry.path >= low)
+        if high is not None:
+            query = query.where(Entry.path < high)
+        with keep.catalog.read() as session:
+            rows = session.execute(query).all()
+        for row in rows:
+            if scope.covers(row[0]):
+                yield (row[0], row[1], row[2], row[3], bytes(row[4]))
+        if len(rows) < PAGE:
+            return
+        last = rows[-1][0]
+
+
+# -- save ----------------------------------------------------------------------------------
+@dataclass
+class SavePlan:
+    """What a save found: the changed files (to read) and the removed entries."""
+
+    seen: list[_Seen]
+    removed: list[tuple[int, str, int, bytes]]  # entry id, path, size, sha256
+    unchanged: int
+    problems: list[Result]
+
+
+def _plan(
+    keep: Keep, project: str, name: str, dataset_id: int, scope: _Scope, target: str
+) -> SavePlan:
+    root = str(keep.tree.dataset_dir(project, name))
+    seen: list[_Seen] = []
+    removed: list[tuple[int, str, int, bytes]] = []
+    problems: list[Result] = []
+    unchanged = 0
+    heads = _head(keep, dataset_id, scope)
+    head = next(heads, None)
+    for path, st in _walk(keep, project, name, scope):
+        while head is not None and head[0] < path:
+            if scope.files is None:
+                removed.append((head[1], head[0], head[2], head[4]))
+            head = next(heads, None)
+        known = head if head is not None and head[0] == path else None
+        if known is not None:
+            head = next(heads, None)
+        if st is None:  # an exact file asked for and absent
+            if known is not None:
+                removed.append((known[1], known[0], known[2], known[4]))
+            continue
+        if not stat.S_ISREG(st.st_mode):
+            what = "a symbolic link" if stat.S_ISLNK(st.st_mode) else "not a regular file"
+            problems.append(
+                Result(
+                    "save",
+                    "impossible",
+                    path=path,
+                    dataset=target,
+                    message=f"{what}: not saved (versions hold regular files)",
+                )
+            )
+            continue
+        if known is not None and known[2] == st.st_size and known[3] == st.st_mtime_ns:
+            unchanged += 1
+            continue
+        one = _Seen(path, f"{root}/{path}", st.st_size, st.st_mtime_ns)
+        if known is not None:
+            one.old_id, one.old_size, one.old_sha = known[1], known[2], known[4]
+        seen.append(one)
+    while head is not None:
+        if scope.files is None:
+            removed.append((head[1], head[0], head[2], head[4]))
+        head = next(heads, None)
+    return SavePlan(seen, removed, unchanged, problems)
+
+
+def _store_one(store: ContentStore, one: _Seen) -> Hashed:
+    """Read the file once: its SHA-256, and its bytes into the versions store."""
+    from labkeep.storage.objects import ObjectsStore
+
+    if isinstance(store, ObjectsStore):
+        hashed, _ = store.put_new_file(one.abspath)
+        return hashed
+    hashed = hash_file(one.abspath)
+    store.put_file(
+        store.key_for(hashed.sha256), one.abspath, sha256=hashed.sha256, size=hashed.size
+    )
+    return hashed
+
+
+def save(
+    keep: Keep,
+    address: str,
+    *,
+    message: str = "",
+    paths: Iterable[str] = (),
+    files: Iterable[str] | None = None,
+    jobs: int | None = None,
+    wait: float = 60.0,
+    kind: str = "save",
+    run_id: int | None = None,
+    progress: Progress | None = None,
+    on_result: Callable[[Result], None] | None = None,
+    keep_results: bool = True,
+    _locked: bool = False,
+) -> Report:
+    """Record the working tree of ``PROJECT/DATASET`` (or below *paths*, or exactly the
+    *files*) as a new version; nothing changed: no version (``info["version"]`` None).
+
+    Waits up to *wait* seconds for another save or ingest of the dataset to finish.
+    """
+    addr = parse_address(address, need_dataset=True)
+    assert addr.dataset is not None
+    if addr.version is not None:
+        raise UsageError(
+            "save records a new version; give the dataset without @N",
+            hint=f"labkeep save {addr.dataset_address}",
+        )
+    check_text(message, "the message", MAX_MESSAGE)
+    project, name = addr.project, addr.dataset
+    target = f"{project}/{name}"
+    prefixes = tuple(
+        check_relpath(p.strip("/"))
+        for p in ([addr.path] if addr.path else []) + [p for p in paths if p.strip("/")]
+    )
+    for p in prefixes:
+        if p == RAW or p.startswith(RAW + "/"):
+            raise UsageError(
+                f"{p!r} is in raw/, which belongs to ingest (append-only)",
+                hint=f"add instrument files with 'labkeep ingest SOURCE {target}'",
+            )
+    scope = _Scope(prefixes, None if files is None else tuple(sorted(set(files))))
+    with keep.catalog.read() as session:
+        _, dataset = find_dataset(keep, session, project, name, "dataset.save")
+        dataset_id = dataset.id
+        if dataset.kind == "release":
+            raise SealedError(
+                f"{target} is a release: its content never changes",
+                hint="make a new release from a new version instead",
+            )
+    report = Report("save", info={"dataset": target, "version": None}, keep_all=keep_results)
+
+    def emit(result: Result) -> None:
+        report.add(result)
+        if on_result is not None:
+            on_result(result)
+
+    lock = contextlib.nullcontext() if _locked else dataset_lock(keep, project, name, "save", wait)
+    with lock:
+        plan = _plan(keep, project, name, dataset_id, scope, target)
+        for problem in plan.problems:
+            emit(problem)
+        store_id, store = history_store(keep)
+        try:
+            new_rows, replicas = _read_changed(keep, store, plan, target, jobs, progress, emit)
+        finally:
+            store.close()
+        _commit(
+            keep,
+            dataset_id,
+            target,
+            plan,
+            new_rows,
+            replicas,
+            store_id,
+            store.kind,
+            message,
+            kind,
+            run_id,
+            report,
+            emit,
+        )
+    report.info["unchanged"] = plan.unchanged
+    return report
+
+
+def _read_changed(
+    keep: Keep,
+    store: ContentStore,
+    plan: SavePlan,
+    target: str,
+    jobs: int | None,
+    progress: Progress | None,
+    emit: Callable[[Result], None],
+) -> tuple[list[tuple[_Seen, Hashed]], dict[bytes, tuple[int, str]]]:
+    """Hash and store the changed files in parallel: (file, hashed) of those read whole."""
+    done: list[tuple[_Seen, Hashed]] = []
+    replicas: dict[bytes, tuple[int, str]] = {}
+    if progress is not None:
+        progress.start(len(plan.seen), sum(s.size for s in plan.seen))
+    workers = max(1, min(jobs or keep.config.ingest_jobs or (os.cpu_count() or 1) * 2, 32))
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="labkeep-save") as pool:
+        futures: list[tuple[_Seen, Future[Hashed]]] = [
+            (one, pool.submit(_store_one, store, one)) for one in plan.seen
+        ]
+        for one, fut in futures:
+            try:
+                hashed = fut.result()
+            except (FileChanged, NotRegularFile, FileNotFoundError, PermissionError) as exc:
+                msg = {
+                    FileChanged: "changed while it was read: not saved (save again when written)",
+                    NotRegularFile: "no longer a regular file: not saved",
+                    FileNotFoundError: "vanished while saving: not saved",
+                    PermissionError: "permission denied: cannot read it",
+                }[type(exc)]
+                emit(
+                    Result(
+                        "save", "error", path=one.path, dataset=target, size=one.size, message=msg
+                    )
+                )
+                continue
+            except LabkeepError as exc:
+                if exc.exit_code == 3:
+                    for _, other in futures:
+                        other.cancel()
+                    raise
+                emit(
+                    Result(
+                        "save",
+                        "error",
+                        path=one.path,
+                        dataset=target,
+                        size=one.size,
+                        message=exc.message,
+                    )
+                )
+                continue
+            if progress is not None:
+                progress.advance(1, one.size)
+            replicas[hashed.sha256] = (hashed.size, store.key_for(hashed.sha256))
+            done.append((one, hashed))
+    return done, replicas
+
+
+def _commit(
+    keep: Keep,
+    dataset_id: int,
+    target: str,
+    plan: SavePlan,
+    new_rows: list[tuple[_Seen, Hashed]],
+    replicas: dict[bytes, tuple[int, str]],
+    store_id: int,
+    store_kind: str,
+    message: str,
+    kind: str,
+    run_id: int | None,
+    report: Report,
+    emit: Callable[[Result], None],
+) -> None:
+    from labkeep.ops import fixity
+    from labkeep.ops._copying import record
+
+    project, name = target.split("/", 1)
+    changed: list[tuple[_Seen, Hashed]] = []
+    touched: list[tuple[_Seen, Hashed]] = []
+    for one, h in new_rows:
+        same = one.old_sha == h.sha256 and one.old_size == h.size
+        (touched if same else changed).append((one, h))
+    if replicas:  # 2. the content is kept before anything refers to it
+        items = list(replicas.items())
+        for start in range(0, len(items), 1000):
+            record(
+                keep,
+                store_id,
+                [
+                    {
+                        "sha256": sha,
+                        "size": size,
+                        "key": key,
+                        "checked_by": "hash",
+                        "retain_until": None,
+                    }
+                    for sha, (size, key) in items[start : start + 1000]
+                ],
+            )
+    if not changed and not plan.removed:
+        report.info.update(added=0, modified=0, removed=0, touched=len(touched))
+        return
+    now = utcnow()
+    event = None
+    with keep.catalog.write() as session:
+        dataset = session.execute(
+            select(Dataset).where(Dataset.id == dataset_id).with_for_update()
+        ).scalar_one()
+        highest = session.execute(
+            select(func.max(Version.number)).where(Version.dataset_id == dataset_id)
+        ).scalar_one()
+        if session.execute(
+            select(Version.number).where(Version.dataset_id == dataset_id, Version.state == "open")
+        ).first():
+            raise Busy(
+                f"an ingest of {target} was interrupted and is not finished",
+                hint=f"finish it first: run the same 'labkeep ingest ... {target}' again",
+            )
+        number = (highest or 0) + 1
+        version = Version(
+            dataset_id=dataset_id,
+            number=number,
+            state="committed",
+            kind=kind,
+            author=keep.actor,
+            message=message or _default_message(changed, plan),
+            created_at=now,
+            committed_at=now,
+            run_id=run_id,
+        )
+        session.add(version)
+        ended = [one.old_id for one, _ in changed if one.old_id is not None] + [
+            r[0] for r in plan.removed
+        ]
+        # a touched file (same bytes, new mtime) is registered again so the quick check
+        # holds next time; the diff ignores such pairs
+        ended += [one.old_id for one, _ in touched if one.old_id is not None]
+        for start in range(0, len(ended), 500):
+            session.execute(
+                update(Entry)
+                .where(Entry.id.in_(ended[start : start + 500]), Entry.valid_to.is_(None))
+                .values(valid_to=number)
+                .execution_options(synchronize_session=False)
+            )
+        rows = [
+            {
+                "dataset_id": dataset_id,
+                "path": one.path,
+                "size": h.size,
+                "sha256": h.sha256,
+                "mtime_ns": h.mtime_ns,
+                "valid_from": number,
+                "valid_to": None,
+            }
+            for one, h in changed + touched
+        ]
+        for start in range(0, len(rows), 1000):
+            session.connection().execute(insert(ENTRIES), rows[start : start + 1000])
+        # the files were just read whole: their tree copies count as verified now
+        fresh = (
+            session.execute(
+                select(Entry.id).where(Entry.dataset_id == dataset_id, Entry.valid_from == number)
+            )
+            .scalars()
+            .all()
+        )
+        fixity.record(session, [(i, "ok") for i in fresh], now)
+        manifest_sha = store_manifest(keep, session, project, name, dataset_id)
+        files, size = session.execute(
+            select(func.count(Entry.id), func.coalesce(func.sum(Entry.size), 0)).where(
+                Entry.dataset_id == dataset_id, Entry.valid_to.is_(None)
+            )
+        ).one()
+        version.n_files, version.n_bytes, version.manifest_sha256 = (
+            int(files),
+            int(size),
+            manifest_sha,
+        )
+        dataset.head_version = number
+        counts = {
+            "added": sum(1 for one, _ in changed if one.old_id is None),
+            "modified": sum(1 for one, _ in changed if one.old_id is not None),
+            "removed": len(plan.removed),
+        }
+        details: dict[str, Any] = {
+            "version": number,
+            "manifest_sha256": manifest_sha,
+            "kind": kind,
+            **counts,
+        }
+        if run_id is not None:
+            details["run"] = run_id
+        event = append_event(session, keep.actor, "save", target, details)
+    checkpoint(keep, event)
+    report.info.update(version=number, manifest_sha256=manifest_sha, touched=len(touched), **counts)
+    for one, h in changed:
+        emit(
+            Result(
+                "save",
+                "ok",
+                path=one.path,
+                dataset=target,
+                size=h.size,
+                sha256=h.sha256.hex(),
+                extra={"change": "modified" if one.old_id is not None else "added"},
+            )
+        )
+    for _, path, size, sha in plan.removed:
+        emit(
+            Result(
+                "save",
+                "ok",
+                path=path,
+                dataset=target,
+                size=size,
+                sha256=sha.hex(),
+                extra={"change": "removed"},
+            )
+        )
+    del store_kind
+
+
+def _default_message(changed: list[tuple[_Seen, Hashed]], plan: SavePlan) -> str:
+    added = sum(1 for one, _ in changed if one.old_id is None)
+    return f"save: {added} added, {len(changed) - added} modified, {len(plan.removed)} removed"
+
+
+@contextlib.contextmanager
+def dataset_lock(keep: Keep, project: str, name: str, what: str, wait: float) -> Iterator[None]:
+    """The dataset's lease, waiting up to *wait* seconds for another holder to finish."""
+    deadline = time.monotonic() + max(0.0, wait)
+    delay = 0.05
+    while True:
+        try:
+            with keep.tree.lock(project, name, what=what):
+                yield
+            return
+        except Busy:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 1.0)
+
+
+# -- restore -------------------------------------------------------------------------------
+def restore(
+    keep: Keep,
+    address: str,
+    *,
+    message: str = "",
+    force: bool = False,
+    on_result: Callable[[Result], None] | None = None,
+) -> Report:
+    """Put the content of ``P/D@N[/PATH]`` back into the working tree and save it as a new
+    version. Refuses (UsageError) when the working tree below PATH has unsaved changes,
+    unless *force* (those changes are then replaced; their bytes are still kept in the
+    versions store by a save made first)."""
+    addr = parse_address(address, need_dataset=True)
+    assert addr.dataset is not None
+    if addr.version is None:
+        raise UsageError(
+            "restore needs the version to go back to",
+            hint=f"e.g. 'labkeep restore {addr.dataset_address}@1'",
+        )
+    project, name = addr.project, addr.dataset
+    target = f"{project}/{name}"
+    prefix = addr.path.strip("/") if addr.path else ""
+    if prefix == RAW or prefix.startswith(RAW + "/"):
+        raise UsageError(
+            "raw/ is write-once: it is not restored",
+            hint="copy old raw files out with 'labkeep get P/D@N --to DIR'",
+        )
+    with keep.catalog.read() as session:
+        _, dataset = find_dataset(keep, session, project, name, "dataset.save")
+        dataset_id = dataset.id
+        exists = session.execute(
+            select(Version.id).where(
+                Version.dataset_id == dataset_id,
+                Version.number == addr.version,
+                Version.state == "committed",
+            )
+        ).first()
+    if not exists:
+        raise UsageError(
+            f"{target} has no version {addr.version}", hint=f"'labkeep log {target}' lists them"
+        )
+    paths = (prefix,) if prefix else ()
+    with dataset_lock(keep, project, name, "restore", 60.0):
+        dirty = _plan(keep, project, name, dataset_id, _Scope(paths), target)
+        if (dirty.seen or dirty.removed) and not force:
+            sample = ", ".join([s.path for s in dirty.seen[:3]] + [r[1] for r in dirty.removed[:3]])
+            raise UsageError(
+                f"{target} has changes that were not saved ({sample}…)"
+                if len(dirty.seen) + len(dirty.removed) > 3
+                else f"{target} has changes that were not saved ({sample})",
+                hint=f"save them first ('labkeep save {target} -m ...'), or restore with "
+                "--force (they are saved as a version first, then replaced)",
+            )
+        if dirty.seen or dirty.removed:
+            save(
+                keep, target, message=f"before restoring @{addr.version}", paths=paths, _locked=True
+            )
+        report = Report("restore", info={"dataset": target, "from_version": addr.version})
+        _put_back(keep, project, name, dataset_id, addr.version, prefix, report, on_result)
+        if report.failed:
+            report.info["version"] = None
+            return report
+        saved = save(
+            keep,
+            target,
+            message=message or f"restore @{addr.version}" + (f" {prefix}" if prefix else ""),
+            paths=paths,
+            kind="restore",
+            _locked=True,
+        )
+    report.info.update(
+        {
+            k: saved.info.get(k)
+            for k in ("version", "added", "modified", "removed", "manifest_sha256")
+        }
+    )
+    return report
+
+
+def _entries_at(
+    keep: Keep, dataset_id: int, version: int, prefix: str
+) -> Iterator[tuple[str, int, bytes]]:
+    """(path, size, sha256) of a version's files outside raw/ (below *prefix*), in order."""
+    last: str | None = None
+    while True:
+        query = (
+            select(Entry.path, Entry.size, Entry.sha256)
+            .where(
+                Entry.dataset_id == dataset_id,
+                Entry.valid_from <= version,
+                or_(Entry.valid_to.is_(None), Entry.valid_to > version),
+            )
+            .order_by(Entry.path)
+            .limit(PAGE)
+        )
+        if prefix:
+            query = query.where(and_(Entry.path >= prefix, Entry.path < prefix + "0"))
+        if last is not None:
+            query = query.where(Entry.path > last)
+        with keep.catalog.read() as session:
+            rows = session.execute(query).all()
+        for path, size, sha in rows:
+            if _Scope((prefix,) if prefix else ()).covers(path):
+                yield path, size, bytes(sha)
+        if len(rows) < PAGE:
+            return
+        last = rows[-1][0]
+
+
+def _put_back(
+    keep: Keep,
+    project: str,
+    name: str,
+    dataset_id: int,
+    version: int,
+    prefix: str,
+    report: Report,
+    on_result: Callable[[Result], None] | None,
+) -> None:
+    from labkeep.ops.content import open_replica
+
+    target = f"{project}/{name}"
+    root = keep.tree.dataset_dir(project, name)
+    partial = keep.tree.prepare_dataset(project, name)
+
+    def emit(result: Result) -> None:
+        report.add(result)
+        if on_result is not None:
+            on_result(result)
+
+    olds = _entries_at(keep, dataset_id, version, prefix)
+    walk = _walk(keep, project, name, _Scope((prefix,) if prefix else ()))
+    old = next(olds, None)
+    for path, st in walk:  # files of the working tree that the old version did not have
+        while old is not None and old[0] < path:
+            old = next(olds, None)
+        if old is not None and old[0] == path:
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(root / path)
+        emit(Result("restore", "ok", path=path, dataset=target, extra={"change": "removed"}))
+        del st
+    for path, size, sha in _entries_at(keep, dataset_id, version, prefix):
+        dest = root / path
+        try:
+            st = os.lstat(dest)
+            if (
+                stat.S_ISREG(st.st_mode)
+                and st.st_size == size
+                and hash_file(str(dest)).sha256 == sha
+            ):
+                continue
+        except FileNotFoundError:
+            pass
+        except (OSError, LabkeepError):
+            pass
+        tmp = partial / f"{uuid.uuid4().hex}.part"
+        try:
+            digest = hashlib.sha256()
+            with open_replica(keep, size, sha) as src, open(tmp, "xb") as out:
+                while chunk := src.read(1 << 20):
+                    digest.update(chunk)
+                    out.write(chunk)
+                out.flush()
+                os.fsync(out.fileno())
+            if digest.digest() != sha:
+                raise LabkeepError(
+                    f"the stored copy of {path} does not match its SHA-256",
+                    hint="run 'labkeep verify --store versions' and repair it",
+                )
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            with contextlib.suppress(IsADirectoryError):
+                if dest.is_dir() and not dest.is_symlink():
+                    raise UsageError(f"{path} is a folder in the working tree now")
+            os.replace(tmp, dest)
+            emit(
+                Result(
+                    "restore",
+                    "ok",
+                    path=path,
+                    dataset=target,
+                    size=size,
+                    sha256=sha.hex(),
+                    extra={"change": "restored"},
+                )
+            )
+        except LabkeepError as exc:
+            emit(
+                Result(
+                    "restore", "error", path=path, dataset=target, size=size, message=exc.message
+                )
+            )
+        except OSError as exc:
+            emit(
+                Result(
+                    "restore",
+                    "error",
+                    path=path,
+                    dataset=target,
+                    size=size,
+                    message=f"cannot write it: {exc.strerror}",
+                )
+            )
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+    _remove_empty_dirs(root, prefix)
+
+
+def _remove_empty_dirs(root: Path, prefix: str) -> None:
+    base = root / prefix if prefix else root
+    for folder, _dirs, _files in os.walk(base, topdown=False):
+        rel = os.path.relpath(folder, root)
+        if (
+            rel in (".", PRIVATE_DIR)
+            or rel.startswith(PRIVATE_DIR + "/")
+            or rel == RAW
+            or rel.startswith(RAW + "/")
+        ):
+            continue
+        with contextlib.suppress(OSError):
+            os.rmdir(folder)

@@ -188,6 +188,7 @@ STATUS_STYLE = {
     "modified": "red",
     "missing": "red",
     "extra": "yellow",
+    "unsaved": "cyan",
 }
 
 
@@ -197,7 +198,7 @@ def print_result(result: Result, *, json_out: bool, show_ok: bool) -> None:
     if json_out:
         emit_json(result.to_dict())
         return
-    if result.status in ("ok", "notneeded") and not show_ok:
+    if result.status in ("ok", "notneeded") and not show_ok and result.state != "unsaved":
         return
     style = STATUS_STYLE.get(result.state or result.status, "bold")
     label = (result.state or result.status).upper()

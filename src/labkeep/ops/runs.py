@@ -296,7 +296,7 @@ def _landing(keep: Keep, address: str, version: int) -> str | None:
     if not base:
         return None
     project, name = address.split("/", 1)
-    return f"{base}/p/{project}/{name}@{version}"
+    return f"{base}/p/{project}/{name}/@{version}"
 
 
 def _visible_run(keep: Keep, session: Session, run_id: int) -> Run:

@@ -28,6 +28,7 @@ as a new version; it refuses to overwrite changes that were not saved.
 
 from __future__ import annotations
 
+import calendar
 import contextlib
 import hashlib
 import json
@@ -67,6 +68,8 @@ PAGE = 5000
 ENTRIES = cast("Table", Entry.__table__)
 #: what the versions store is called when the keep makes it itself
 VERSIONS_STORE = "versions"
+#: margin (s) before the head's save within which an unchanged mtime proves nothing
+RACY_SECONDS = 3.0
 
 
 # -- the versions store ------------------------------------------------------------------
@@ -126,6 +129,7 @@ class _Seen:
     old_id: int | None = None
     old_sha: bytes | None = None
     old_size: int | None = None
+    old_mtime: int | None = None
 
 
 @dataclass
@@ -219,6 +223,22 @@ class SavePlan:
     problems: list[Result]
 
 
+def _racy_after(keep: Keep, dataset_id: int) -> int:
+    """The mtime (ns) from which the quick check cannot be trusted ("racy git"): a file
+    rewritten with the same size within the file system's timestamp granule (a few ms on
+    ext4, 1-2 s on some NAS) after the last save keeps its mtime. Files with an mtime
+    this close to (or after) the head's save, less a margin for a file server's clock,
+    are hashed again."""
+    with keep.catalog.read() as session:
+        last = session.execute(
+            select(func.max(Version.committed_at)).where(Version.dataset_id == dataset_id)
+        ).scalar_one_or_none()
+    if last is None:
+        return 0
+    seconds = calendar.timegm(last.timetuple()) + last.microsecond / 1e6
+    return int((seconds - RACY_SECONDS) * 1e9)
+
+
 def _plan(
     keep: Keep, project: str, name: str, dataset_id: int, scope: _Scope, target: str
 ) -> SavePlan:
@@ -227,6 +247,7 @@ def _plan(
     removed: list[tuple[int, str, int, bytes]] = []
     problems: list[Result] = []
     unchanged = 0
+    racy = _racy_after(keep, dataset_id)
     heads = _head(keep, dataset_id, scope)
     head = next(heads, None)
     for path, st in _walk(keep, project, name, scope):
@@ -253,12 +274,18 @@ def _plan(
                 )
             )
             continue
-        if known is not None and known[2] == st.st_size and known[3] == st.st_mtime_ns:
+        if (
+            known is not None
+            and known[2] == st.st_size
+            and known[3] == st.st_mtime_ns
+            and st.st_mtime_ns < racy
+        ):
             unchanged += 1
             continue
         one = _Seen(path, f"{root}/{path}", st.st_size, st.st_mtime_ns)
         if known is not None:
             one.old_id, one.old_size, one.old_sha = known[1], known[2], known[4]
+            one.old_mtime = known[3]
         seen.append(one)
     while head is not None:
         if scope.files is None:
@@ -363,7 +390,9 @@ def save(
             report,
             emit,
         )
-    report.info["unchanged"] = plan.unchanged
+    report.info["unchanged"] = plan.unchanged + len(plan.seen) - sum(
+        report.info.get(k, 0) for k in ("added", "modified")
+    ) - report.counts().get("error", 0)
     return report
 
 
@@ -447,8 +476,11 @@ def _commit(
     changed: list[tuple[_Seen, Hashed]] = []
     touched: list[tuple[_Seen, Hashed]] = []
     for one, h in new_rows:
-        same = one.old_sha == h.sha256 and one.old_size == h.size
-        (touched if same else changed).append((one, h))
+        if one.old_sha == h.sha256 and one.old_size == h.size:
+            if one.old_mtime != h.mtime_ns:  # same bytes, new mtime: registered again
+                touched.append((one, h))
+        else:
+            changed.append((one, h))
     if replicas:  # 2. the content is kept before anything refers to it
         items = list(replicas.items())
         for start in range(0, len(items), 1000):
@@ -656,6 +688,7 @@ def restore(
     paths = (prefix,) if prefix else ()
     with dataset_lock(keep, project, name, "restore", 60.0):
         dirty = _plan(keep, project, name, dataset_id, _Scope(paths), target)
+        dirty.seen = [one for one in dirty.seen if _differs(one)]
         if (dirty.seen or dirty.removed) and not force:
             sample = ", ".join([s.path for s in dirty.seen[:3]] + [r[1] for r in dirty.removed[:3]])
             raise UsageError(
@@ -689,6 +722,16 @@ def restore(
         }
     )
     return report
+
+
+def _differs(one: _Seen) -> bool:
+    """A working file differs from the head (a quick-equal but racy one is hashed)."""
+    if one.old_sha is None or (one.size, one.mtime_ns) != (one.old_size, one.old_mtime):
+        return True
+    try:
+        return hash_file(one.abspath).sha256 != one.old_sha
+    except (OSError, LabkeepError):
+        return True
 
 
 def _entries_at(

@@ -42,11 +42,17 @@ if TYPE_CHECKING:
     from labkeep.keep import Keep
     from labkeep.ops.ingest import Progress
 
-STATES = ("ok", "modified", "missing", "extra")
+#: "unsaved": a working-tree file (outside raw/) that was changed, added or removed since
+#: the dataset's last save (by size and mtime): work in progress, not damage, so never
+#: "repaired" (its saved content stays in the versions store)
+STATES = ("ok", "modified", "missing", "extra", "unsaved")
+RAW_PREFIX = "raw/"
 #: files handed to the hashing threads ahead of the one whose result is awaited
 HASH_AHEAD = 64
 #: catalog rows read, and outcomes written, per transaction
 PAGE = 5000
+UNSAVED = "{} since the last save: run 'labkeep save {}' to keep it as a version"
+UNSAVED_NEW = "new since the last save: run 'labkeep save {}' to keep it as a version"
 #: states of the manifest in a verify event: as the catalog says, changed, not there
 MANIFEST_STATES = ("ok", "modified", "missing")
 
@@ -174,9 +180,9 @@ def verify(
 
 
 def _merge(
-    entries: Iterator[tuple[int, str, int, bytes]],
+    entries: Iterator[tuple[int, str, int, bytes, int]],
     disk: Iterator[tuple[str, os.stat_result]],
-) -> Iterator[tuple[tuple[int, str, int, bytes] | None, tuple[str, os.stat_result] | None]]:
+) -> Iterator[tuple[tuple[int, str, int, bytes, int] | None, tuple[str, os.stat_result] | None]]:
     """Pair two path-sorted streams: (entry, file) for a path in both, else one None."""
     entry = next(entries, None)
     item = next(disk, None)
@@ -345,7 +351,7 @@ class _DatasetVerify:
         size: int | None = None,
         sha256: str | None = None,
     ) -> Result:
-        status = "ok" if state == "ok" else "error"
+        status = {"ok": "ok", "unsaved": "notneeded"}.get(state, "error")
         return Result(
             "verify",
             status,
@@ -379,11 +385,27 @@ class _DatasetVerify:
         ):
             if entry is None:
                 assert disk is not None
-                self.emit(self.result(disk[0], "extra", "in the tree, not in the catalog"))
+                if disk[0].startswith(RAW_PREFIX):
+                    self.emit(self.result(disk[0], "extra", "in the tree, not in the catalog"))
+                else:
+                    self.emit(self.result(disk[0], "unsaved", UNSAVED_NEW.format(self.target)))
                 continue
-            entry_id, path, size, _digest = entry
+            entry_id, path, size, _digest, mtime_ns = entry
             st = disk[1] if disk is not None else None
-            if st is None:
+            working = not path.startswith(RAW_PREFIX)
+            if working and (
+                st is None
+                or not stat.S_ISREG(st.st_mode)
+                or (st.st_size, st.st_mtime_ns) != (size, mtime_ns)
+            ):
+                # changed by someone since the last save: the saved bytes are in the
+                # versions store; this is work in progress, not damage
+                what = "removed" if st is None else "changed"
+                self.emit(
+                    self.result(path, "unsaved", UNSAVED.format(what, self.target), size=size)
+                )
+                self._advance(size)
+            elif st is None:
                 self._found(entry_id, path, size, "missing", "in the catalog, not in the tree")
             elif not stat.S_ISREG(st.st_mode):
                 self._found(entry_id, path, size, "modified", "no longer a regular file")
@@ -392,7 +414,7 @@ class _DatasetVerify:
                     entry_id, path, size, "modified", f"size {st.st_size}, catalog says {size}"
                 )
             else:
-                window.append((entry, *self._submit(pool, path)))
+                window.append(((entry_id, path, size, _digest), *self._submit(pool, path)))
                 if len(window) >= HASH_AHEAD:
                     self._hashed_one(*window.popleft())
         while window:
@@ -400,18 +422,18 @@ class _DatasetVerify:
         self._check_manifest(expected_manifest)
         return self._record(self.updates)
 
-    def _entries(self) -> Iterator[tuple[int, str, int, bytes]]:
+    def _entries(self) -> Iterator[tuple[int, str, int, bytes, int]]:
         after: str | None = None
         while True:
-            query = select(Entry.id, Entry.path, Entry.size, Entry.sha256).where(
+            query = select(Entry.id, Entry.path, Entry.size, Entry.sha256, Entry.mtime_ns).where(
                 Entry.dataset_id == self.dataset_id, Entry.valid_to.is_(None)
             )
             if after is not None:
                 query = query.where(Entry.path > after)
             with self.keep.catalog.read() as session:
                 rows = session.execute(query.order_by(Entry.path).limit(PAGE)).all()
-            for entry_id, path, size, digest in rows:
-                yield int(entry_id), path, int(size), bytes(digest)
+            for entry_id, path, size, digest, mtime_ns in rows:
+                yield int(entry_id), path, int(size), bytes(digest), int(mtime_ns)
             if len(rows) < PAGE:
                 return
             after = rows[-1][1]
@@ -524,7 +546,7 @@ def verification_of(session: Session, dataset: Dataset, address: str) -> dict[st
         .limit(1)
     ).first()
     result: dict[str, Any] = json.loads(last[1]) if last else {}
-    checked = sum(result.get(s, 0) for s in ("ok", "modified", "missing"))
+    checked = sum(result.get(s, 0) for s in ("ok", "modified", "missing", "unsaved"))
     counts = {s: int(result.get(s, 0)) for s in ("ok", "modified", "missing", "extra")}
     counts["never"] = max(0, n_files - checked)
     return {

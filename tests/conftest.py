@@ -1,4 +1,5 @@
-"""Shared fixtures: a scrubbed environment, a throwaway PostgreSQL, keeps on both catalogs."""
+"""Shared fixtures: a scrubbed environment, a throwaway PostgreSQL, keeps on both catalogs,
+a real S3 server and a real single-node SLURM cluster."""
 
 from __future__ import annotations
 
@@ -12,8 +13,10 @@ from pathlib import Path
 import pytest
 
 from labkeep import Keep
+from labkeep.ops.slurm import Slurm
 from tests.pgserver import PostgresServer
 from tests.s3server import S3Server, S3ServerUnavailable
+from tests.slurmcluster import SlurmCluster, SlurmClusterUnavailable, clean_environ
 
 CATALOGS = ["sqlite", "postgresql"]
 
@@ -147,3 +150,27 @@ def s3_server() -> Iterator[S3Server]:
         pytest.skip(str(exc))
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlurmCluster]:
+    """A real single-node SLURM cluster (munged, slurmctld, slurmd on free ports, state in
+    a temp folder), one per test process (so one per xdist worker; it starts in ~1 s):
+    ``env`` (SLURM_CONF) for subprocesses, ``conf``, ``bin_dir``. Finished jobs stay in
+    ``scontrol show job`` for the whole session. Skips when SLURM is not installed."""
+    cluster = SlurmCluster(tmp_path_factory.mktemp("slurm"))
+    try:
+        cluster.start()
+    except SlurmClusterUnavailable as exc:
+        pytest.skip(str(exc))
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def slurm(slurm_cluster: SlurmCluster, monkeypatch: pytest.MonkeyPatch) -> Slurm:
+    """labkeep's SLURM client on the test cluster, in an environment without SLURM's own
+    variables (SBATCH_*, SLURM_*: set when the tests run inside a SLURM job)."""
+    for name in set(os.environ) - set(clean_environ()):
+        monkeypatch.delenv(name)
+    return Slurm(env=slurm_cluster.env)

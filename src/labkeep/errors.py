@@ -304,3 +304,11 @@ class BelowPolicy(LabkeepError):
     code = "below-min-copies"
     exit_code = EXIT_PROBLEMS
     http_status = 409
+
+
+class SchedulerUnavailable(EnvironmentFailure):
+    """The batch scheduler (SLURM) cannot be used from here: its commands are not
+    installed, it has no configuration, or its controller does not answer. Nothing was
+    submitted or cancelled."""
+
+    code = "scheduler-unavailable"

@@ -60,8 +60,12 @@ def outputs(record: dict[str, Any]) -> dict[str, str]:
 
 def test_run_records_everything_and_saves_a_version(keep: Keep, session_in: str) -> None:
     record = keep.run(
-        RunRequest([PY, "-c", SEGMENT, "{inputs}", "{outputs}"], inputs=[session_in],
-                   output="proj/seg", message="U-Net v2 masks"),  # fmt: skip
+        RunRequest(
+            [PY, "-c", SEGMENT, "{inputs}", "{outputs}"],
+            inputs=[session_in],
+            output="proj/seg",
+            message="U-Net v2 masks",
+        ),
         echo=False,
     )
     assert record["state"] == "done" and record["exit_code"] == 0 and record["version"] == 1
@@ -72,11 +76,21 @@ def test_run_records_everything_and_saves_a_version(keep: Keep, session_in: str)
         ).scalar_one()
         made = session.execute(select(Version).where(Version.run_id == record["id"])).scalar_one()
         assert (made.number, made.kind, made.message) == (1, "run", "U-Net v2 masks")
-    assert record["inputs"] == [{"address": "proj/s017@2", "dataset": "proj/s017", "path": None,
-                                 "version": 2, "manifest_sha256": manifest, "url": None}]  # fmt: skip
+    assert record["inputs"] == [
+        {
+            "address": "proj/s017@2",
+            "dataset": "proj/s017",
+            "path": None,
+            "version": 2,
+            "manifest_sha256": manifest,
+            "url": None,
+        }
+    ]
     # the command as given and as run (placeholders replaced by the staging folders)
     assert record["command"][-2:] == ["{inputs}", "{outputs}"]
-    assert record["argv"][-2].endswith("/inputs/proj/s017") and record["argv"][-1].endswith("/outputs")
+    assert record["argv"][-2].endswith("/inputs/proj/s017") and record["argv"][-1].endswith(
+        "/outputs"
+    )
     # environment, times, user, executor
     env = record["environment"]
     assert env["python"]["version"] == ".".join(map(str, sys.version_info[:3]))
@@ -112,35 +126,49 @@ def test_inputs_are_read_only_and_old_versions_are_staged(keep: Keep, tmp_path: 
     keep.save("proj/notes")
     keep.create_dataset("proj/out", kind="analysis")
     # the command tries to write into its input: the original stays as it was
-    vandal = ("import sys, pathlib; p = pathlib.Path(sys.argv[1]) / 'a.txt'\n"
-              "try:\n    p.write_text('vandalised')\nexcept OSError as e:\n    print('refused', e)\n"
-              "(pathlib.Path(sys.argv[2]) / 'seen.txt').write_text(p.read_text())")  # fmt: skip
+    vandal = (
+        "import sys, pathlib; p = pathlib.Path(sys.argv[1]) / 'a.txt'\n"
+        "try:\n    p.write_text('vandalised')\nexcept OSError as e:\n    print('refused', e)\n"
+        "(pathlib.Path(sys.argv[2]) / 'seen.txt').write_text(p.read_text())"
+    )
     record = keep.run(
-        RunRequest([PY, "-c", vandal, "{inputs}", "{outputs}"], inputs=["proj/notes@1"],
-                   output="proj/out"),  # fmt: skip
+        RunRequest(
+            [PY, "-c", vandal, "{inputs}", "{outputs}"], inputs=["proj/notes@1"], output="proj/out"
+        ),
         echo=False,
     )
     assert record["state"] == "done"
     assert record["inputs"][0]["version"] == 1  # the old version, from the versions store
     assert record["settings"]["staged"]["copied"] == 1
     assert (notes / "a.txt").read_text() == "version two"
-    info, handle = keep.open_file("proj/notes/a.txt@1")
+    _, handle = keep.open_file("proj/notes/a.txt@1")
     with handle:
         assert handle.read() == b"version one"
 
 
 def test_failed_runs_save_nothing_unless_asked(keep: Keep, session_in: str) -> None:
-    failing = "import sys, pathlib; (pathlib.Path(sys.argv[1]) / 'half.txt').write_text('x'); " \
-              "print('segmentation failed: out of memory', file=sys.stderr); sys.exit(3)"
-    record = keep.run(RunRequest([PY, "-c", failing, "{outputs}"], inputs=[session_in],
-                                 output="proj/seg"), echo=False)  # fmt: skip
+    failing = (
+        "import sys, pathlib; (pathlib.Path(sys.argv[1]) / 'half.txt').write_text('x'); "
+        "print('segmentation failed: out of memory', file=sys.stderr); sys.exit(3)"
+    )
+    record = keep.run(
+        RunRequest([PY, "-c", failing, "{outputs}"], inputs=[session_in], output="proj/seg"),
+        echo=False,
+    )
     assert (record["state"], record["exit_code"], record["version"]) == ("failed", 3, None)
     assert "exited with code 3" in record["error"]
     assert "out of memory" in record["stderr_tail"]
     assert keep.versions("proj/seg") == []
     assert outputs(record) == {"half.txt": outputs(record)["half.txt"]}  # hashed all the same
-    kept = keep.run(RunRequest([PY, "-c", failing, "{outputs}"], inputs=[session_in],
-                               output="proj/seg", save_failed=True), echo=False)  # fmt: skip
+    kept = keep.run(
+        RunRequest(
+            [PY, "-c", failing, "{outputs}"],
+            inputs=[session_in],
+            output="proj/seg",
+            save_failed=True,
+        ),
+        echo=False,
+    )
     assert kept["state"] == "failed" and kept["version"] == 1
     # a command that does not exist: a clear error, a failed record
     from labkeep.ops.runs import RunFailed
@@ -160,15 +188,21 @@ def test_failed_runs_save_nothing_unless_asked(keep: Keep, session_in: str) -> N
 
 
 def test_rerun_reports_identical_and_differing_outputs(keep: Keep, session_in: str) -> None:
-    first = keep.run(RunRequest([PY, "-c", SEGMENT, "{inputs}", "{outputs}"],
-                                inputs=[session_in], output="proj/seg"), echo=False)  # fmt: skip
+    first = keep.run(
+        RunRequest(
+            [PY, "-c", SEGMENT, "{inputs}", "{outputs}"], inputs=[session_in], output="proj/seg"
+        ),
+        echo=False,
+    )
     again = keep.rerun(first["id"], echo=False)
     assert again["rerun_of"] == first["id"] and again["state"] == "done"
     comparison = again["comparison"]
     assert len(comparison["identical"]) == 6 and not comparison["differing"]
     assert again["version"] is None  # compared, not saved
-    noisy = "import sys, os, pathlib; (pathlib.Path(sys.argv[1]) / 'r.bin').write_bytes(os.urandom(8))" \
-            "; (pathlib.Path(sys.argv[1]) / 'same.txt').write_text('same')"
+    noisy = (
+        "import sys, os, pathlib; (pathlib.Path(sys.argv[1]) / 'r.bin').write_bytes(os.urandom(8))"
+        "; (pathlib.Path(sys.argv[1]) / 'same.txt').write_text('same')"
+    )
     rand = keep.run(RunRequest([PY, "-c", noisy, "{outputs}"], output="proj/seg"), echo=False)
     redo = keep.rerun(rand["id"], echo=False, save=True)
     differing = redo["comparison"]["differing"]
@@ -183,8 +217,12 @@ def test_background_runs_are_run_by_a_worker(keep: Keep, session_in: str) -> Non
     from labkeep.ops.run_slurm import queue_local
     from labkeep.ops.worker import JobWorker
 
-    queued = queue_local(keep, RunRequest([PY, "-c", SEGMENT, "{inputs}", "{outputs}"],
-                                          inputs=[session_in], output="proj/seg"))  # fmt: skip
+    queued = queue_local(
+        keep,
+        RunRequest(
+            [PY, "-c", SEGMENT, "{inputs}", "{outputs}"], inputs=[session_in], output="proj/seg"
+        ),
+    )
     assert queued["state"] == "queued" and queued["job_id"]
     JobWorker(keep, drain=True, log=io.StringIO(), schedule=False).run()
     done = keep.get_run(queued["id"])
@@ -198,10 +236,25 @@ def test_a_killed_run_is_marked_failed_and_saves_nothing(tmp_path: Path) -> None
     run("project", "create", "proj", "--root", str(root))
     run("dataset", "create", "proj/out", "--kind", "analysis", "--root", str(root))
     proc = subprocess.Popen(
-        [PY, "-m", "labkeep", "run", "-o", "proj/out", "--root", str(root), "--",
-         PY, "-c", "import time, sys, pathlib; (pathlib.Path(sys.argv[1]) / 'x').write_text('x');"
-         " time.sleep(60)", "{outputs}"],  # fmt: skip
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+        [
+            PY,
+            "-m",
+            "labkeep",
+            "run",
+            "-o",
+            "proj/out",
+            "--root",
+            str(root),
+            "--",
+            PY,
+            "-c",
+            "import time, sys, pathlib; (pathlib.Path(sys.argv[1]) / 'x').write_text('x');"
+            " time.sleep(60)",
+            "{outputs}",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
     )
     keep = Keep.open(root)
     try:
@@ -229,15 +282,37 @@ def test_eight_concurrent_runs_into_one_dataset(tmp_path: Path, catalog_url: str
     run("init", str(root), *(["--catalog", catalog_url] if catalog_url else []))
     run("project", "create", "proj", "--root", str(root))
     run("dataset", "create", "proj/seg", "--kind", "analysis", "--root", str(root))
-    job = ("import sys, pathlib, time; out = pathlib.Path(sys.argv[1]); n = sys.argv[2]\n"
-           "(out / 'shared.txt').write_text('written by run ' + n)\n"
-           "(out / 'per-run').mkdir(); (out / 'per-run' / (n + '.txt')).write_text(n * 1000)\n"
-           "time.sleep(0.2)")  # fmt: skip
+    job = (
+        "import sys, pathlib, time; out = pathlib.Path(sys.argv[1]); n = sys.argv[2]\n"
+        "(out / 'shared.txt').write_text('written by run ' + n)\n"
+        "(out / 'per-run').mkdir(); (out / 'per-run' / (n + '.txt')).write_text(n * 1000)\n"
+        "time.sleep(0.2)"
+    )
     procs = [
-        subprocess.Popen([PY, "-m", "labkeep", "run", "-o", "proj/seg", "-m", f"run {i}",
-                          "--json", "--root", str(root), "--", PY, "-c", job, "{outputs}",
-                          str(i)],  # fmt: skip
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [
+                PY,
+                "-m",
+                "labkeep",
+                "run",
+                "-o",
+                "proj/seg",
+                "-m",
+                f"run {i}",
+                "--json",
+                "--root",
+                str(root),
+                "--",
+                PY,
+                "-c",
+                job,
+                "{outputs}",
+                str(i),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for i in range(8)
     ]
     results = []
@@ -265,14 +340,15 @@ def test_eight_concurrent_runs_into_one_dataset(tmp_path: Path, catalog_url: str
         verify = keep.verify("proj/seg")
         assert not verify.failed and verify.counts().get("ok") == 8 + 1 + 8
         dataset = root / "data" / "proj" / "seg"
-        check = subprocess.run(["sha256sum", "-c", "MANIFEST.sha256"], cwd=dataset,
-                               capture_output=True, text=True)  # fmt: skip
+        check = subprocess.run(
+            ["sha256sum", "-c", "MANIFEST.sha256"], cwd=dataset, capture_output=True, text=True
+        )
         assert check.returncode == 0 and check.stdout.count(": OK") == 17
         with keep.catalog.read() as session:
             assert session.execute(select(Run.state).where(Run.state != "done")).first() is None
-            current = session.execute(
-                select(Entry.path).where(Entry.valid_to.is_(None))
-            ).scalars().all()
+            current = (
+                session.execute(select(Entry.path).where(Entry.valid_to.is_(None))).scalars().all()
+            )
             assert len(current) == 17
     finally:
         keep.close()
@@ -286,20 +362,46 @@ def test_cli_run_runs_rerun_show(tmp_path: Path) -> None:
     run("project", "create", "imaging-2026", "--root", str(root))
     run("ingest", str(src), "imaging-2026/s017", "--seal", "--root", str(root))
     run("dataset", "create", "imaging-2026/seg-unet", "--kind", "analysis", "--root", str(root))
-    done = run("run", "-i", "imaging-2026/s017@2", "-o", "imaging-2026/seg-unet",
-               "-m", "U-Net v2 masks", "--root", str(root), "--",
-               PY, "-c", SEGMENT, "{inputs}", "{outputs}")  # fmt: skip
+    done = run(
+        "run",
+        "-i",
+        "imaging-2026/s017@2",
+        "-o",
+        "imaging-2026/seg-unet",
+        "-m",
+        "U-Net v2 masks",
+        "--root",
+        str(root),
+        "--",
+        PY,
+        "-c",
+        SEGMENT,
+        "{inputs}",
+        "{outputs}",
+    )
     assert "saved as imaging-2026/seg-unet@1" in done.stdout
     listed = records(run("runs", "--json", "--root", str(root)))
-    assert listed[0]["state"] == "done" and listed[0]["inputs"][0]["address"] == "imaging-2026/s017@2"
+    assert (
+        listed[0]["state"] == "done" and listed[0]["inputs"][0]["address"] == "imaging-2026/s017@2"
+    )
     table = run("runs", "--root", str(root))
     assert "imaging-2026/seg-unet@1" in table.stdout and "local" in table.stdout
     show = run("runs", "show", str(listed[0]["id"]), "--root", str(root))
     assert "U-Net v2 masks" in show.stdout and "imaging-2026/s017@2" in show.stdout
     same = run("rerun", str(listed[0]["id"]), "--root", str(root))
     assert "4 identical, 0 differing" in same.stdout
-    failed = run("run", "-o", "imaging-2026/seg-unet", "--root", str(root), "--",
-                 PY, "-c", "import sys; sys.exit(5)", check=1)  # fmt: skip
+    failed = run(
+        "run",
+        "-o",
+        "imaging-2026/seg-unet",
+        "--root",
+        str(root),
+        "--",
+        PY,
+        "-c",
+        "import sys; sys.exit(5)",
+        check=1,
+    )
     assert "exited with code 5" in failed.stderr and "Traceback" not in failed.stderr
     missing = run("run", "--root", str(root), "--", "true", check=2)
     assert "-o PROJECT/DATASET" in missing.stderr

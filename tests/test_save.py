@@ -46,8 +46,9 @@ def seg(keep: Keep) -> Path:
     return tree(keep)
 
 
-def test_save_records_only_what_changed_and_keeps_every_version(keep: Keep, seg: Path,
-                                                                 tmp_path: Path) -> None:  # fmt: skip
+def test_save_records_only_what_changed_and_keeps_every_version(
+    keep: Keep, seg: Path, tmp_path: Path
+) -> None:
     write(seg / "masks/a.png", "mask a v1")
     write(seg / "masks/b.png", "mask b v1")
     write(seg / "table.csv", "id,area\n1,10\n")
@@ -62,15 +63,23 @@ def test_save_records_only_what_changed_and_keeps_every_version(keep: Keep, seg:
     os.unlink(seg / "table.csv")
     write(seg / "masks/c.png", "mask c")
     second = keep.save("proj/seg", message="second")
-    assert (second.info["version"], second.info["added"], second.info["modified"],
-            second.info["removed"], second.info["unchanged"]) == (2, 1, 1, 1, 1)  # fmt: skip
+    assert (
+        second.info["version"],
+        second.info["added"],
+        second.info["modified"],
+        second.info["removed"],
+        second.info["unchanged"],
+    ) == (2, 1, 1, 1, 1)
     assert changes(keep, "proj/seg@1", "@2") == [
-        ("modified", "masks/a.png"), ("added", "masks/c.png"), ("removed", "table.csv")
+        ("modified", "masks/a.png"),
+        ("added", "masks/c.png"),
+        ("removed", "table.csv"),
     ]
     # the log, newest last in versions(); the message and kind recorded
     log = keep.versions("proj/seg")
     assert [(v["version"], v["kind"], v["message"], v["files"]) for v in log] == [
-        (1, "save", "first masks", 3), (2, "save", "second", 3)
+        (1, "save", "first masks", 3),
+        (2, "save", "second", 3),
     ]
     # version 1 is whole again out of the keep, though a.png was overwritten in place
     # and table.csv deleted: the old bytes come from the versions store, verified
@@ -81,19 +90,19 @@ def test_save_records_only_what_changed_and_keeps_every_version(keep: Keep, seg:
     assert (out / "table.csv").read_text() == "id,area\n1,10\n"
     assert not (out / "masks/c.png").exists()
     # one file of an old version, through the download path the web uses
-    info, handle = keep.open_file("proj/seg/masks/a.png@1")
+    _, handle = keep.open_file("proj/seg/masks/a.png@1")
     with handle:
         assert handle.read() == b"mask a v1"
     # the manifest is the head's, checkable with coreutils
     manifest = (seg / "MANIFEST.sha256").read_text()
     assert "table.csv" not in manifest and sha(b"mask a v2!") in manifest
-    check = subprocess.run(["sha256sum", "-c", "MANIFEST.sha256"], cwd=seg,
-                           capture_output=True, text=True)  # fmt: skip
+    check = subprocess.run(
+        ["sha256sum", "-c", "MANIFEST.sha256"], cwd=seg, capture_output=True, text=True
+    )
     assert check.returncode == 0, check.stdout
 
 
-def test_content_is_in_the_versions_store_before_entries_refer_to_it(keep: Keep,
-                                                                     seg: Path) -> None:  # fmt: skip
+def test_content_is_in_the_versions_store_before_entries_refer_to_it(keep: Keep, seg: Path) -> None:
     write(seg / "x.dat", "payload")
     keep.save("proj/seg")
     with keep.catalog.read() as session:
@@ -137,7 +146,7 @@ def test_restore_puts_old_content_back_as_a_new_version(keep: Keep, seg: Path) -
     assert log[2]["message"] == "before restoring @1"
     assert changes(keep, "proj/seg@1", "@4") == []
     # the forced-away edit is still there, at version 3
-    info, handle = keep.open_file("proj/seg/a.txt@3")
+    _, handle = keep.open_file("proj/seg/a.txt@3")
     with handle:
         assert handle.read() == b"unsaved edit"
     # restore one path only
@@ -153,8 +162,9 @@ def test_restore_puts_old_content_back_as_a_new_version(keep: Keep, seg: Path) -
         keep.restore("proj/seg")
 
 
-def test_session_datasets_version_their_notes_and_keep_raw_sealed(keep: Keep,
-                                                                  tmp_path: Path) -> None:  # fmt: skip
+def test_session_datasets_version_their_notes_and_keep_raw_sealed(
+    keep: Keep, tmp_path: Path
+) -> None:
     src = tmp_path / "src"
     make_files(src, 4)
     keep.ingest(src, "proj/s017")
@@ -178,7 +188,9 @@ def test_symlinks_are_refused_and_the_rest_is_saved(keep: Keep, seg: Path) -> No
     os.symlink("/etc/passwd", seg / "link.txt")
     report = keep.save("proj/seg")
     problems = [r for r in report.results if r.status == "impossible"]
-    assert [p.path for p in problems] == ["link.txt"] and "symbolic link" in str(problems[0].message)
+    assert [p.path for p in problems] == ["link.txt"] and "symbolic link" in str(
+        problems[0].message
+    )
     assert report.info["version"] == 1 and report.info["added"] == 1
 
 
@@ -188,8 +200,9 @@ def test_releases_take_no_saves(keep: Keep) -> None:
         keep.save("proj/rel")
 
 
-def test_verify_tells_unsaved_work_from_damage_and_repairs_only_damage(keep: Keep,
-                                                                       seg: Path) -> None:  # fmt: skip
+def test_verify_tells_unsaved_work_from_damage_and_repairs_only_damage(
+    keep: Keep, seg: Path
+) -> None:
     write(seg / "keep.txt", "saved and intact")
     write(seg / "edit.txt", "saved then edited")
     write(seg / "rot.txt", "saved then rotted")
@@ -249,7 +262,8 @@ def test_cli_save_log_diff_get_restore(tmp_path: Path) -> None:
     saved = records(run("save", "imaging-2026/seg-unet", "--json", "--root", str(root)))
     assert saved[-1]["version"] == 2 and saved[-1]["modified"] == 1
     assert {r["path"]: r["change"] for r in saved[:-1]} == {
-        "masks/cell-01.png": "modified", "masks/cell-02.png": "added"
+        "masks/cell-01.png": "modified",
+        "masks/cell-02.png": "added",
     }
     nothing = run("save", "imaging-2026/seg-unet", "--root", str(root))
     assert "nothing to save" in nothing.stdout
@@ -257,12 +271,14 @@ def test_cli_save_log_diff_get_restore(tmp_path: Path) -> None:
     assert log.stdout.index("first masks") > log.stdout.index("2 ")
     diff = run("diff", "imaging-2026/seg-unet@1", "imaging-2026/seg-unet@2", "--root", str(root))
     assert "M masks/cell-01.png" in diff.stdout and "A masks/cell-02.png" in diff.stdout
-    got = run("get", "imaging-2026/seg-unet@1", "--to", str(tmp_path / "old-masks"),
-              "--root", str(root))  # fmt: skip
+    got = run(
+        "get", "imaging-2026/seg-unet@1", "--to", str(tmp_path / "old-masks"), "--root", str(root)
+    )
     assert (tmp_path / "old-masks/masks/cell-01.png").read_text() == "m1", got.stdout
     assert not (tmp_path / "old-masks/masks/cell-02.png").exists()
-    restored = run("restore", "imaging-2026/seg-unet@1", "masks/cell-01.png", "--json",
-                   "--root", str(root))  # fmt: skip
+    restored = run(
+        "restore", "imaging-2026/seg-unet@1", "masks/cell-01.png", "--json", "--root", str(root)
+    )
     summary = json.loads(restored.stdout.splitlines()[-1])
     assert summary["version"] == 3
     assert (work / "masks/cell-01.png").read_text() == "m1"
@@ -275,3 +291,16 @@ def test_cli_save_log_diff_get_restore(tmp_path: Path) -> None:
     # verify names the unsaved file and does not fail for it
     verify = run("verify", "imaging-2026/seg-unet", "--root", str(root))
     assert "UNSAVED" in verify.stdout and "cell-02.png" in verify.stdout
+
+
+def test_a_same_size_rewrite_right_after_a_save_is_seen(keep: Keep, seg: Path) -> None:
+    """The quick check's blind spot ("racy git"): same size, and an mtime equal to the
+    saved one because the file system's clock granule (1-2 s on some NAS) had not moved."""
+    write(seg / "a.txt", "xx")
+    keep.save("proj/seg")
+    st = (seg / "a.txt").stat()
+    write(seg / "a.txt", "yy")
+    os.utime(seg / "a.txt", ns=(st.st_atime_ns, st.st_mtime_ns))
+    report = keep.save("proj/seg")
+    assert report.info["version"] == 2 and report.info["modified"] == 1
+    assert changes(keep, "proj/seg@1", "@2") == [("modified", "a.txt")]

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select, update
 
 from labkeep.catalog import Run
-from labkeep.clock import utcnow
+from labkeep.clock import isoformat, utcnow
 from labkeep.errors import LabkeepError, NotFound, UsageError
 from labkeep.integrity.hashing import copy_hash, hash_file
 from labkeep.ops.jobs import JobContext, handler
@@ -201,7 +201,7 @@ def follow_slurm(ctx: JobContext) -> dict[str, Any]:
         values: dict[str, Any] = {}
         if status.state == "running" and state != "running":
             values.update(state="running", started_at=status.start or utcnow())
-        nodes = getattr(status, "nodes", None)
+        nodes = ",".join(status.nodes)
         if nodes and slurm_info.get("nodes") != nodes:
             slurm_info["nodes"] = nodes
             values["slurm"] = json.dumps(slurm_info)
@@ -240,15 +240,18 @@ def _bring_home(
     except OSError:
         tail = ""
     slurm_info.update(
-        state=status.raw_state,
-        nodes=getattr(status, "nodes", None) or slurm_info.get("nodes"),
-        tasks=[_task(t) for t in getattr(status, "tasks", ())],
+        state=status.slurm_state,
+        nodes=",".join(status.nodes) or slurm_info.get("nodes"),
+        tasks=[_task(t) for t in status.tasks],
     )
-    code = status.exit_code if status.exit_code is not None else -1
+    code = status.exit_code
+    if code is None:  # ended by a signal (scancel, time limit, OOM killer)
+        signals = [t.signal for t in status.tasks if t.signal]
+        code = -signals[0] if signals else -1
     if status.state == "timeout":
         extra_error = extra_error or "the SLURM job hit its time limit (TIMEOUT)"
     elif status.state == "failed" and code == 0:
-        extra_error = extra_error or f"the SLURM job ended as {status.raw_state}"
+        extra_error = extra_error or f"the SLURM job ended as {status.slurm_state}"
     elif status.state == "unknown":
         extra_error = extra_error or "SLURM no longer knows the job; its outcome is unknown"
     with keep.catalog.write() as session:
@@ -284,9 +287,16 @@ def _bring_home(
 
 
 def _task(task: Any) -> dict[str, Any]:
-    if isinstance(task, dict):
-        return task
-    return {k: getattr(task, k) for k in getattr(task, "__dataclass_fields__", {})}
+    return {
+        "task_id": task.task_id,
+        "state": task.state,
+        "slurm_state": task.slurm_state,
+        "exit_code": task.exit_code,
+        "signal": task.signal,
+        "node": task.node,
+        "start": isoformat(task.start),
+        "end": isoformat(task.end),
+    }
 
 
 def _copy_back(src: Path, dst: Path) -> None:

@@ -390,9 +390,12 @@ def save(
             report,
             emit,
         )
-    report.info["unchanged"] = plan.unchanged + len(plan.seen) - sum(
-        report.info.get(k, 0) for k in ("added", "modified")
-    ) - report.counts().get("error", 0)
+    report.info["unchanged"] = (
+        plan.unchanged
+        + len(plan.seen)
+        - sum(report.info.get(k, 0) for k in ("added", "modified"))
+        - report.counts().get("error", 0)
+    )
     return report
 
 

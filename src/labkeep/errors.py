@@ -304,3 +304,16 @@ class BelowPolicy(LabkeepError):
     code = "below-min-copies"
     exit_code = EXIT_PROBLEMS
     http_status = 409
+
+
+class ContainerEngineUnavailable(EnvironmentFailure):
+    """No container engine (Apptainer/Singularity, Docker, Podman) that can run the image is
+    installed, or the one installed does not answer (a Docker client without its daemon)."""
+
+    code = "container-engine"
+
+
+class ContainerImageNotFound(NotFound):
+    """The container engine does not know the image (not pulled, misspelt, no such file)."""
+
+    code = "container-image"

@@ -312,3 +312,16 @@ class SchedulerUnavailable(EnvironmentFailure):
     submitted or cancelled."""
 
     code = "scheduler-unavailable"
+
+
+class ContainerEngineUnavailable(EnvironmentFailure):
+    """No container engine (Apptainer/Singularity, Docker, Podman) that can run the image is
+    installed, or the one installed does not answer (a Docker client without its daemon)."""
+
+    code = "container-engine"
+
+
+class ContainerImageNotFound(NotFound):
+    """The container engine does not know the image (not pulled, misspelt, no such file)."""
+
+    code = "container-image"

@@ -174,3 +174,32 @@ def slurm(slurm_cluster: SlurmCluster, monkeypatch: pytest.MonkeyPatch) -> Slurm
     for name in set(os.environ) - set(clean_environ()):
         monkeypatch.delenv(name)
     return Slurm(env=slurm_cluster.env)
+
+
+@pytest.fixture(scope="session")
+def validator_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A private HTTP cache of rocrate-validator holding the RO-Crate 1.1 context, so the
+    validator runs offline (see tests/test_provenance_export.py)."""
+    import io
+
+    import requests
+    import urllib3
+    from rocrate_validator.utils.http import HttpRequester
+
+    context_url = "https://w3id.org/ro/crate/1.1/context"
+    context_file = Path(__file__).parent / "data" / "ro-crate-1.1-context.jsonld"
+    cache = tmp_path_factory.mktemp("roc-validator") / "http-cache"
+    HttpRequester.initialize_cache(cache_path=str(cache), offline=True)
+    body = context_file.read_bytes()
+    response = requests.Response()
+    response.status_code, response.reason, response.url = 200, "OK", context_url
+    response._content = body
+    response.encoding = "utf-8"
+    response.headers["Content-Type"] = "application/ld+json"
+    response.request = requests.Request("GET", context_url).prepare()
+    response.raw = urllib3.HTTPResponse(
+        body=io.BytesIO(body), headers=dict(response.headers), status=200,
+        preload_content=False, request_url=context_url,
+    )  # fmt: skip
+    HttpRequester().session.cache.save_response(response)
+    return cache

@@ -11,18 +11,14 @@ test proves the checks bite.
 
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
-import urllib3
 from rocrate.rocrate import ROCrate
 from rocrate_validator import services
 from rocrate_validator.models import ValidationSettings
-from rocrate_validator.utils.http import HttpRequester
 
 from labkeep.ops.environment import capture
 from labkeep.ops.provenance_export import PROFILE, write_ro_crate
@@ -33,26 +29,6 @@ pytestmark = pytest.mark.filterwarnings("ignore:ConjunctiveGraph is deprecated:D
 CONTEXT_URL = "https://w3id.org/ro/crate/1.1/context"
 CONTEXT_FILE = Path(__file__).parent / "data" / "ro-crate-1.1-context.jsonld"
 SCHEMA = "http://schema.org/"
-
-
-@pytest.fixture(scope="session")
-def validator_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A private HTTP cache of the validator holding the RO-Crate 1.1 context."""
-    cache = tmp_path_factory.mktemp("roc-validator") / "http-cache"
-    HttpRequester.initialize_cache(cache_path=str(cache), offline=True)
-    body = CONTEXT_FILE.read_bytes()
-    response = requests.Response()
-    response.status_code, response.reason, response.url = 200, "OK", CONTEXT_URL
-    response._content = body
-    response.encoding = "utf-8"
-    response.headers["Content-Type"] = "application/ld+json"
-    response.request = requests.Request("GET", CONTEXT_URL).prepare()
-    response.raw = urllib3.HTTPResponse(
-        body=io.BytesIO(body), headers=dict(response.headers), status=200,
-        preload_content=False, request_url=CONTEXT_URL,
-    )  # fmt: skip
-    HttpRequester().session.cache.save_response(response)
-    return cache
 
 
 def required_issues(crate: Path, cache: Path, *, metadata_only: bool = False) -> list[str]:

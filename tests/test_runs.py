@@ -267,7 +267,7 @@ def test_a_killed_run_is_marked_failed_and_saves_nothing(tmp_path: Path) -> None
         else:
             raise AssertionError("the run did not start")
         os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(10)
+        proc.communicate(timeout=10)
         record = keep.list_runs()[0]
         assert record["state"] == "failed" and "died" in record["error"]
         assert keep.versions("proj/out") == []
@@ -407,3 +407,43 @@ def test_cli_run_runs_rerun_show(tmp_path: Path) -> None:
     assert "-o PROJECT/DATASET" in missing.stderr
     log = run("log", "imaging-2026/seg-unet", "--root", str(root))
     assert "run" in log.stdout
+
+
+@pytest.mark.filterwarnings("ignore:ConjunctiveGraph is deprecated:DeprecationWarning")
+def test_export_provenance_as_a_valid_process_run_crate(
+    tmp_path: Path, validator_cache: Path
+) -> None:
+    """A version copied out with `get --to` plus its provenance: an RO-Crate the
+    Process Run Crate validator accepts, naming the input, the outputs and the command."""
+    from tests.test_provenance_export import required_issues
+
+    root = tmp_path / "keep"
+    src = tmp_path / "acq"
+    make_files(src, 3)
+    run("init", str(root))
+    run("project", "create", "imaging-2026", "--root", str(root))
+    run("ingest", str(src), "imaging-2026/s017", "--seal", "--root", str(root))
+    run("dataset", "create", "imaging-2026/seg-unet", "--kind", "analysis", "--root", str(root))
+    run("run", "-i", "imaging-2026/s017", "-o", "imaging-2026/seg-unet", "-m", "masks",
+        "--root", str(root), "--", PY, "-c", SEGMENT, "{inputs}", "{outputs}")  # fmt: skip
+    out = tmp_path / "out"
+    out.mkdir()
+    run("get", "imaging-2026/seg-unet@1", "--to", str(out), "--root", str(root))
+    run("export-provenance", "imaging-2026/seg-unet@1", "--to", str(out / "seg-unet"),
+        "--root", str(root))  # fmt: skip
+    crate = json.loads((out / "seg-unet/ro-crate-metadata.json").read_text())
+    graph = {e["@id"]: e for e in crate["@graph"]}
+    actions = [e for e in graph.values() if e.get("@type") == "CreateAction"]
+    assert len(actions) == 1
+    action = actions[0]
+    assert "import sys, pathlib" in action["description"]  # the command line
+    results = {r["@id"] for r in action["result"]}
+    assert "table.csv" in results and any(r.startswith("masks/") for r in results)
+    assert len(action["object"]) == 1
+    assert required_issues(out / "seg-unet", validator_cache) == []
+    # the records as JSON, and a clear refusal for a version no run made
+    as_json = records(run("export-provenance", "imaging-2026/seg-unet@1", "--format", "json",
+                          "--root", str(root)))  # fmt: skip
+    assert as_json[0]["output_dataset"] == "imaging-2026/seg-unet"
+    none = run("export-provenance", "imaging-2026/s017@1", "--root", str(root), check=2)
+    assert "no recorded run" in none.stderr

@@ -680,6 +680,7 @@ def _execute(
                 _stop(proc)
                 raise
         pumper.join(timeout=10)
+        proc.stderr.close()
     finally:
         log_out.close()
     return code, "\n".join(tail)

@@ -144,6 +144,14 @@ def _download(k: Keep, w: World, own: bool) -> None:
         assert handle.read() == info.local_path.read_bytes()
 
 
+def queued_run(admin: Keep, address: str) -> int:
+    """A run into *address* queued for a worker (by the site admin): its id."""
+    from labkeep.ops.run_slurm import queue_local
+    from labkeep.ops.runs import RunRequest
+
+    return int(queue_local(admin, RunRequest(command=["true"], output=address))["id"])
+
+
 OPERATIONS: dict[str, Callable[[Keep, World, bool], Any]] = {
     "read_metadata": lambda k, w, own: k.get_dataset(_target(w, own)),
     "list_projects": _list_projects,
@@ -200,6 +208,7 @@ OPERATIONS: dict[str, Callable[[Keep, World, bool], Any]] = {
     "queue_scrub": lambda k, w, own: k.enqueue("scrub", {}),
     "dataset_jobs": lambda k, w, own: k.dataset_jobs(*_target(w, own).split("/")),
     "list_workers": lambda k, w, own: k.workers(),
+    "cancel_run": lambda k, w, own: k.cancel_run(queued_run(w.admin, _target(w, own))),
 }
 #: operations that change what later cells see get fresh datasets before they run
 MUTATING = {"ingest", "seal", "unseal", "make_public", "grant", "disable_user"}

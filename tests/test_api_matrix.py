@@ -248,6 +248,15 @@ def _job_call(w: Walk, kind: str, own: bool, tail: str, *, cancelled: bool = Fal
     return Call("POST" if tail else "GET", f"{API}/jobs/{job.id}{tail}")
 
 
+def _run_call(w: Walk, own: bool, tail: str) -> Call:
+    """A fresh run into the own (foreign) dataset, queued for a worker by the site admin:
+    readers of the dataset see it, those who may save to it may cancel it."""
+    from tests.test_access import queued_run
+
+    run_id = queued_run(w.admin, w.dataset(own))
+    return Call("POST" if tail else "GET", f"{API}/runs/{run_id}{tail}")
+
+
 def _login(w: Walk, kind: str, own: bool) -> Call:
     name = _own_name(w, kind) if own else w.world.name("nobody")
     password = PASSWORD if own else "not the password"
@@ -408,6 +417,27 @@ CASES: list[Case] = [
         lambda w, k, o: _job_call(w, k, o, "/retry", cancelled=True),
     ),
     Case("GET /api/v1/workers", "list_workers", lambda w, k, o: Call("GET", f"{API}/workers")),
+    Case(
+        "GET /api/v1/runs",
+        "read_metadata",
+        lambda w, k, o: Call("GET", f"{API}/runs", params={"dataset": w.dataset(o)}),
+    ),
+    Case("GET /api/v1/runs/{run_id}", "read_metadata", lambda w, k, o: _run_call(w, o, "")),
+    Case(
+        "POST /api/v1/runs/{run_id}/cancel",
+        "cancel_run",
+        lambda w, k, o: _run_call(w, o, "/cancel"),
+    ),
+    Case(
+        "GET /api/v1/datasets/{project}/{dataset}/runs",
+        "read_metadata",
+        lambda w, k, o: Call("GET", _dataset_url(w, o, "/runs")),
+    ),
+    Case(
+        "GET /api/v1/datasets/{project}/{dataset}/derived",
+        "read_metadata",
+        lambda w, k, o: Call("GET", _dataset_url(w, o, "/derived")),
+    ),
     Case(
         "GET /api/v1/datasets/{project}/{dataset}/verification",
         "read_metadata",

@@ -27,6 +27,7 @@ from hypothesis import strategies as st
 
 from labkeep import Keep
 from tests.conftest import unseal_tree
+from tests.test_access import queued_run
 from tests.webserver import LiveServer
 
 MAX_EXAMPLES = 6
@@ -80,10 +81,11 @@ def _operations() -> list[str]:
     """``METHOD /path`` of the API's routes, known at collection time without a keep."""
     from labkeep.web.api import router
     from labkeep.web.api_jobs import router as jobs_router
+    from labkeep.web.api_runs import router as runs_router
 
     return sorted(
         f"{method} {route.path.replace('{path:path}', '{path}')}"
-        for route in [*router.routes, *jobs_router.routes]
+        for route in [*router.routes, *jobs_router.routes, *runs_router.routes]
         for method in getattr(route, "methods", ())
     )
 
@@ -117,6 +119,7 @@ def api_schema(live: Live) -> Any:
         "link_id": live.link_id,
         "token_id": live.spare_token_id,
         "job_id": live.keep.enqueue("verify", {"target": "p/d"}).id,
+        "run_id": queued_run(live.keep, "p/d"),
     }
 
     @schema.hook  # type: ignore[untyped-decorator]

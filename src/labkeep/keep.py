@@ -230,6 +230,9 @@ class Keep:
     list_runs = ops.runs.list_runs
     runs_from = ops.runs.runs_from
     runs_of_version = ops.runs.runs_of_version
+    run_of_version = ops.runs.run_of_version
+    run_outputs = ops.runs.run_outputs
+    differing_outputs = ops.runs.differing_outputs
     export_provenance = ops.runs.export_provenance
     cancel_run = ops.run_slurm.cancel_run
     dataset_view = ops.listing.dataset_view

@@ -337,7 +337,7 @@ def cancel_run(keep: Keep, run_id: int) -> dict[str, Any]:
     if executor == "slurm" and slurm_job:
         _slurm().cancel(slurm_job)  # the worker that follows it records the end
     elif job_id is not None:
-        jobs.cancel_job(keep, job_id)
+        jobs.cancel_job(keep, job_id, checked=True)  # may save here: may stop its job
         if state == "queued":
             with keep.catalog.write() as session:
                 session.execute(

@@ -295,8 +295,10 @@ def _landing(keep: Keep, address: str, version: int) -> str | None:
     base = keep.config.web.base_url
     if not base:
         return None
+    from urllib.parse import quote
+
     project, name = address.split("/", 1)
-    return f"{base}/p/{project}/{name}/@{version}"
+    return f"{base}/p/{quote(project, safe='')}/{quote(name, safe='')}/@{version}"
 
 
 def _visible_run(keep: Keep, session: Session, run_id: int) -> Run:
@@ -326,12 +328,22 @@ def get_run(keep: Keep, run_id: int, *, outputs: bool = True) -> dict[str, Any]:
 
 
 def list_runs(
-    keep: Keep, address: str | None = None, *, limit: int = 100, state: str | None = None
+    keep: Keep,
+    address: str | None = None,
+    *,
+    limit: int = 100,
+    state: str | None = None,
+    before: int | None = None,
 ) -> list[dict[str, Any]]:
-    """Runs newest first: of one output dataset, or every run the principal may see."""
+    """Runs newest first: of one output dataset, or every run the principal may see; with
+    *before*, only runs older than that id (the next page: the last id shown)."""
+    if state and state not in ACTIVE + FINISHED:
+        raise UsageError(f"no run state {state!r}", hint=f"one of {', '.join(ACTIVE + FINISHED)}")
     reap_dead_runs(keep)
     with keep.catalog.read() as session:
         query = select(Run).order_by(Run.id.desc())
+        if before is not None:
+            query = query.where(Run.id < before)
         if address:
             addr = parse_address(address, need_dataset=True)
             assert addr.dataset is not None
@@ -355,8 +367,11 @@ def list_runs(
         return found
 
 
-def runs_from(keep: Keep, address: str, version: int | None = None) -> list[dict[str, Any]]:
-    """The runs that read ``P/D`` (at *version*, or any): "what was made from it"."""
+def runs_from(
+    keep: Keep, address: str, version: int | None = None, *, limit: int = 200
+) -> list[dict[str, Any]]:
+    """The runs that read ``P/D`` (at *version*, or any): "what was made from it"; the
+    newest *limit* of them, less those the principal may not see."""
     addr = parse_address(address, need_dataset=True)
     assert addr.dataset is not None
     with keep.catalog.read() as session:
@@ -366,7 +381,7 @@ def runs_from(keep: Keep, address: str, version: int | None = None) -> list[dict
             .join(RunInput, RunInput.run_id == Run.id)
             .where(RunInput.dataset_id == dataset.id)
             .order_by(Run.id.desc())
-            .limit(200)
+            .limit(limit)
         )
         if version is not None:
             query = query.where(RunInput.version == version)
@@ -680,7 +695,7 @@ def _execute(
                 _stop(proc)
                 raise
         pumper.join(timeout=10)
-        proc.stderr.close()
+        proc.stderr.close()  # else a ResourceWarning when the Popen is collected
     finally:
         log_out.close()
     return code, "\n".join(tail)
@@ -1206,3 +1221,87 @@ def export_provenance(keep: Keep, address: str, to: str | os.PathLike[str] | Non
         description=f"How {addr.dataset_address}@{version} was made: {len(records)} run(s)",
         base_url=keep.config.web.base_url or None,
     )
+
+
+# -- bounded reads (the web pages and the API) ---------------------------------------------
+def run_outputs(
+    keep: Keep, run_id: int, *, after: str | None = None, limit: int = 1000
+) -> dict[str, Any]:
+    """One page of a run's outputs in path order (``after`` the last path of the previous
+    page), how many it has in all, and the ``next_after`` of the next page (None: last)."""
+    with keep.catalog.read() as session:
+        _visible_run(keep, session, run_id)
+        query = select(RunOutput.path, RunOutput.size, RunOutput.sha256).where(
+            RunOutput.run_id == run_id
+        )
+        if after is not None:
+            query = query.where(RunOutput.path > after)
+        rows = session.execute(query.order_by(RunOutput.path).limit(limit)).all()
+        total = session.execute(
+            select(func.count()).select_from(RunOutput).where(RunOutput.run_id == run_id)
+        ).scalar_one()
+    items = [{"path": p, "size": size, "sha256": bytes(sha).hex()} for p, size, sha in rows]
+    return {
+        "items": items,
+        "total": int(total),
+        "next_after": items[-1]["path"] if items and len(items) == limit else None,
+    }
+
+
+def run_of_version(keep: Keep, address: str) -> dict[str, Any] | None:
+    """The record (without its outputs) of the run that made ``P/D@N`` (the head if no
+    version is given), or None when no run made that version."""
+    addr = parse_address(address, need_dataset=True)
+    assert addr.dataset is not None
+    with keep.catalog.read() as session:
+        _, dataset = find_dataset(keep, session, addr.project, addr.dataset, "dataset.read")
+        number = addr.version if addr.version is not None else dataset.head_version
+        run_id = session.execute(
+            select(Version.run_id).where(
+                Version.dataset_id == dataset.id,
+                Version.number == number,
+                Version.state == "committed",
+            )
+        ).scalar_one_or_none()
+        if run_id is None:
+            return None
+        run = session.get(Run, run_id)
+        return None if run is None else _record(keep, session, run, outputs=False)
+
+
+def differing_outputs(keep: Keep, run_id: int, *, limit: int = 100) -> list[dict[str, Any]]:
+    """For a rerun: the first *limit* outputs (by path) whose SHA-256 differs from the
+    original run's, with both hashes and sizes (the counts are in its settings)."""
+    from sqlalchemy.orm import aliased
+
+    with keep.catalog.read() as session:
+        rerun = _visible_run(keep, session, run_id)
+        if rerun.rerun_of is None:
+            return []
+        original = _visible_run(keep, session, rerun.rerun_of)
+        before, after = aliased(RunOutput), aliased(RunOutput)
+        ignore = [
+            f"{PROVENANCE_DIR}/run-{original.id}.json",
+            f"{PROVENANCE_DIR}/run-{rerun.id}.json",
+        ]
+        rows = session.execute(
+            select(before.path, before.sha256, after.sha256, before.size, after.size)
+            .join(after, (after.path == before.path) & (after.run_id == rerun.id))
+            .where(
+                before.run_id == original.id,
+                before.sha256 != after.sha256,
+                before.path.not_in(ignore),
+            )
+            .order_by(before.path)
+            .limit(limit)
+        ).all()
+    return [
+        {
+            "path": path,
+            "old_sha256": bytes(old).hex(),
+            "new_sha256": bytes(new).hex(),
+            "old_size": old_size,
+            "new_size": new_size,
+        }
+        for path, old, new, old_size, new_size in rows
+    ]

@@ -76,7 +76,10 @@ def dataset(
     modified: str | None,
     *,
     current: bool,
+    run: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """A Dataset; with *run* (the record of the run that made this version), its inputs
+    as ``isBasedOn`` and the run as the ``CreateAction`` whose ``result`` it is."""
     pinned = None if current else version
     url = links.absolute(links.dataset(dataset.project, dataset.name, pinned))
     distribution = [
@@ -96,7 +99,7 @@ def dataset(
                 "contentUrl": links.absolute(links.manifest(dataset.project, dataset.name)),
             }
         )
-    return {
+    data: dict[str, Any] = {
         "@context": "https://schema.org",
         "@type": "Dataset",
         "@id": url,
@@ -116,6 +119,63 @@ def dataset(
         "isAccessibleForFree": dataset.public,
         "distribution": distribution,
     }
+    if run is not None:
+        inputs = [_input(links, i) for i in run["inputs"]]
+        if inputs:
+            data["isBasedOn"] = inputs
+        # schema.org links an action to what it made (Action.result), not the other way:
+        # the reverse property says "this Dataset is the result of that CreateAction"
+        # (the shape of an RO-Crate Process Run Crate)
+        data["@reverse"] = {"result": create_action(links, run, inputs)}
+    return data
+
+
+def _input(links: Links, item: dict[str, Any]) -> dict[str, Any]:
+    project, name = str(item["dataset"]).split("/", 1)
+    url = links.absolute(links.dataset(project, name, int(item["version"])))
+    return {
+        "@type": "Dataset",
+        "@id": url,
+        "url": url,
+        "name": str(item["address"]),
+        "version": str(item["version"]),
+    }
+
+
+def create_action(
+    links: Links, run: dict[str, Any], inputs: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """A run as a schema.org CreateAction: its command (instrument), inputs (object), who
+    ran it (agent), when, and how it ended."""
+    import shlex
+
+    url = links.absolute(links.page(f"/runs/{run['id']}"))
+    status = {
+        "done": "CompletedActionStatus",
+        "failed": "FailedActionStatus",
+        "cancelled": "FailedActionStatus",
+    }.get(str(run["state"]), "ActiveActionStatus")
+    action: dict[str, Any] = {
+        "@type": "CreateAction",
+        "@id": url,
+        "url": url,
+        "name": f"Run {run['id']}",
+        "description": run["message"] or shlex.join(str(a) for a in run["command"])[:500],
+        "actionStatus": f"https://schema.org/{status}",
+        "agent": {"@type": "Person", "name": run["user"]},
+        "instrument": {
+            "@type": "SoftwareApplication",
+            "name": shlex.join(str(a) for a in run["command"])[:500],
+        },
+        "object": inputs,
+    }
+    if run.get("started_at"):
+        action["startTime"] = run["started_at"]
+    if run.get("finished_at"):
+        action["endTime"] = run["finished_at"]
+    if run.get("error"):
+        action["error"] = {"@type": "Thing", "name": str(run["error"])[:500]}
+    return action
 
 
 def file(

@@ -61,6 +61,7 @@ NOTICES = {
     "job-queued": "The job was queued: a worker runs it.",
     "job-cancelled": "Cancelled (a running job stops at its next step).",
     "job-retried": "The job was queued again.",
+    "run-cancelled": "Cancelled: the run stops (a SLURM job when SLURM ends it).",
 }
 
 

@@ -18,7 +18,7 @@ from fastapi.responses import Response
 from labkeep.errors import AuthenticationFailed, NotFound, TooManyAttempts
 from labkeep.keep import Keep
 from labkeep.names import address_text
-from labkeep.web import jsonld, pages, ui_admin, ui_buffers, ui_jobs, ui_share
+from labkeep.web import jsonld, pages, ui_admin, ui_buffers, ui_jobs, ui_runs, ui_share
 from labkeep.web.api_jobs import queue_verify
 from labkeep.web.deps import SESSION_COOKIE, csrf_protect, resolve
 from labkeep.web.limits import receive_upload
@@ -263,6 +263,8 @@ def _dataset_page(
     info, shown = view.info, view.version
     modified = next((v["committed_at"] for v in view.versions if v["version"] == shown), None)
     links = pages.Links(request, keep.config.web.base_url)
+    provenance = ui_runs.dataset_provenance(keep, links, address, version)
+    made_by = provenance["made_by"]
     return render(
         request,
         "dataset.html",
@@ -281,7 +283,15 @@ def _dataset_page(
             "shares": view.shares,
             "jobs": keep.dataset_jobs(project, dataset),
             "crumbs": pages.crumbs_for(links, project, dataset, version=version),
-            "json_ld": jsonld.dataset(links, info, shown, modified, current=version is None),
+            "json_ld": jsonld.dataset(
+                links,
+                info,
+                shown,
+                modified,
+                current=version is None,
+                run=made_by["run"] if made_by else None,
+            ),
+            **provenance,
         },
     )
 
@@ -431,3 +441,4 @@ router.include_router(ui_share.router)
 router.include_router(ui_admin.router)
 router.include_router(ui_buffers.router)
 router.include_router(ui_jobs.router)
+router.include_router(ui_runs.router)

@@ -447,3 +447,17 @@ def test_export_provenance_as_a_valid_process_run_crate(
     assert as_json[0]["output_dataset"] == "imaging-2026/seg-unet"
     none = run("export-provenance", "imaging-2026/s017@1", "--root", str(root), check=2)
     assert "no recorded run" in none.stderr
+
+
+def test_a_run_does_not_name_inputs_the_viewer_may_not_read(keep: Keep, session_in: str) -> None:
+    """bob may read the output but not the private input: the record hides its name."""
+    keep.add_user("bob", password="a long enough password")
+    keep.grant("bob", "read", "proj/seg")
+    record = keep.run(
+        RunRequest([PY, "-c", SEGMENT, "{inputs}", "{outputs}"], inputs=[session_in],
+                   output="proj/seg"), echo=False)  # fmt: skip
+    bob = keep.acting_as(keep.principal_for("bob"))
+    seen = bob.get_run(record["id"])
+    assert seen["inputs"][0]["hidden"] and seen["inputs"][0]["manifest_sha256"] is None
+    assert "s017" not in json.dumps(seen["inputs"])
+    assert keep.get_run(record["id"])["inputs"][0]["address"] == "proj/s017@2"

@@ -225,7 +225,8 @@ def _record(keep: Keep, session: Session, run: Run, *, outputs: bool = True) -> 
         .join(Project, Project.id == Dataset.project_id)
         .where(Dataset.id == run.output_dataset_id)
     ).one()
-    inputs = []
+    inputs: list[dict[str, Any]] = []
+    seen: dict[int, bool] = {}
     for ri, d, p in session.execute(
         select(RunInput, Dataset, Project)
         .join(Dataset, Dataset.id == RunInput.dataset_id)
@@ -233,6 +234,13 @@ def _record(keep: Keep, session: Session, run: Run, *, outputs: bool = True) -> 
         .where(RunInput.run_id == run.id)
         .order_by(RunInput.id)
     ):
+        if not _may_see(keep, session, p, d, seen):
+            # what a viewer may not read is not named to them (nor its digest)
+            inputs.append(
+                {"address": "(a dataset you may not see)", "dataset": None, "path": None,
+                 "version": None, "manifest_sha256": None, "url": None, "hidden": True}
+            )  # fmt: skip
+            continue
         address = f"{p.name}/{d.name}"
         where = f"{address}/{ri.path}" if ri.path else address
         inputs.append(
@@ -289,6 +297,19 @@ def _record(keep: Keep, session: Session, run: Run, *, outputs: bool = True) -> 
             )
         ]
     return record
+
+
+def _may_see(
+    keep: Keep, session: Session, project: Project, dataset: Dataset, seen: dict[int, bool]
+) -> bool:
+    from labkeep.access.policy import can_see_dataset
+    from labkeep.ops._access import project_resource
+
+    if dataset.id not in seen:
+        seen[dataset.id] = keep.principal.site_admin or can_see_dataset(
+            keep.principal, project_resource(session, project, dataset)
+        )
+    return seen[dataset.id]
 
 
 def _landing(keep: Keep, address: str, version: int) -> str | None:
@@ -592,12 +613,21 @@ def execute(
         _end(keep, run_id, "failed", error=exc.message)
         remove_tree(folder)
         raise
+    except KeyboardInterrupt:
+        _end(keep, run_id, "cancelled", error="interrupted (Ctrl-C); no version was saved")
+        remove_tree(folder)
+        raise
     except OSError as exc:
         what = exc.filename or command[0]
         message = f"the command could not be started: {exc.strerror or exc} ({what})"
         _end(keep, run_id, "failed", error=message, exit_code=127)
         remove_tree(folder)
         raise RunFailed(message, hint="check the command's name and path") from None
+    except Exception as exc:
+        # anything unforeseen still ends the record (never a run "running" forever)
+        _end(keep, run_id, "failed", error=f"labkeep failed: {type(exc).__name__}: {exc}")
+        remove_tree(folder)
+        raise
     cancelled = cancel is not None and cancel.is_set()
     return finish(
         keep,
@@ -1121,11 +1151,19 @@ def _execute_unsaved(keep: Keep, run_id: int, *, echo: bool) -> dict[str, Any]:
         _end(keep, run_id, "failed", error=exc.message)
         remove_tree(folder)
         raise
+    except KeyboardInterrupt:
+        _end(keep, run_id, "cancelled", error="interrupted (Ctrl-C); no version was saved")
+        remove_tree(folder)
+        raise
     except OSError as exc:
         message = f"the command could not be started: {exc.strerror or exc}"
         _end(keep, run_id, "failed", error=message, exit_code=127)
         remove_tree(folder)
         raise RunFailed(message) from None
+    except Exception as exc:
+        _end(keep, run_id, "failed", error=f"labkeep failed: {type(exc).__name__}: {exc}")
+        remove_tree(folder)
+        raise
     record = finish(keep, run_id, staged.outputs, code, tail, save=False)
     remove_tree(folder)
     return record

@@ -358,6 +358,7 @@ def save(
                 f"{target} is a release: its content never changes",
                 hint="make a new release from a new version instead",
             )
+        _require_tree(dataset, target)
     report = Report("save", info={"dataset": target, "version": None}, keep_all=keep_results)
 
     def emit(result: Result) -> None:
@@ -629,6 +630,16 @@ def _default_message(changed: list[tuple[_Seen, Hashed]], plan: SavePlan) -> str
     return f"save: {added} added, {len(changed) - added} modified, {len(plan.removed)} removed"
 
 
+def _require_tree(dataset: Dataset, target: str) -> None:
+    """A dataset whose tree copy was dropped has no working tree to save or restore into
+    (an empty folder would read as "everything removed")."""
+    if dataset.tree_state != "present":
+        raise UsageError(
+            f"the tree copy of {target} was dropped: there is no working tree to save",
+            hint=f"bring it back first with 'labkeep get {target}'",
+        )
+
+
 @contextlib.contextmanager
 def dataset_lock(keep: Keep, project: str, name: str, what: str, wait: float) -> Iterator[None]:
     """The dataset's lease, waiting up to *wait* seconds for another holder to finish."""
@@ -677,6 +688,7 @@ def restore(
     with keep.catalog.read() as session:
         _, dataset = find_dataset(keep, session, project, name, "dataset.save")
         dataset_id = dataset.id
+        _require_tree(dataset, target)
         exists = session.execute(
             select(Version.id).where(
                 Version.dataset_id == dataset_id,

@@ -304,3 +304,37 @@ def test_a_same_size_rewrite_right_after_a_save_is_seen(keep: Keep, seg: Path) -
     report = keep.save("proj/seg")
     assert report.info["version"] == 2 and report.info["modified"] == 1
     assert changes(keep, "proj/seg@1", "@2") == [("modified", "a.txt")]
+
+
+def test_the_manifest_patched_by_a_save_equals_the_catalogs(keep: Keep, seg: Path) -> None:
+    """save rewrites MANIFEST.sha256 from the old one plus the changes; odd names (a
+    backslash, a newline: escaped lines) and removals included, it must be byte for byte
+    the manifest the catalog describes, and a manifest changed by hand is not trusted."""
+    from labkeep.catalog import Dataset
+    from labkeep.ops.manifests import manifest_text
+
+    def catalog_manifest() -> str:
+        with keep.catalog.read() as session:
+            dataset_id = session.execute(
+                select(Dataset.id).where(Dataset.name == "seg")
+            ).scalar_one()
+            return manifest_text(session, dataset_id)
+
+    for name in ["a.txt", "back\\slash.txt", "new\nline.txt", "z/deep.txt", "m.txt"]:
+        write(seg / name, f"content of {name!r}")
+    keep.save("proj/seg")
+    time.sleep(0.01)
+    write(seg / "back\\slash.txt", "changed")
+    os.unlink(seg / "new\nline.txt")
+    write(seg / "b\nb.txt", "added")
+    keep.save("proj/seg")
+    assert (seg / "MANIFEST.sha256").read_text() == catalog_manifest()
+    # a manifest edited by hand: the next save writes it from the catalog
+    (seg / "MANIFEST.sha256").write_text("garbage\n")
+    time.sleep(0.01)
+    write(seg / "a.txt", "changed again")
+    keep.save("proj/seg")
+    assert (seg / "MANIFEST.sha256").read_text() == catalog_manifest()
+    check = subprocess.run(["sha256sum", "-c", "--quiet", "MANIFEST.sha256"], cwd=seg,
+                           capture_output=True, text=True)  # fmt: skip
+    assert check.returncode == 0, check.stdout + check.stderr

@@ -145,6 +145,18 @@ def make_machine(new_catalog: Callable[[], str | None]) -> type[RuleBasedStateMa
             assert found == expected
 
         @invariant()
+        def manifest_is_the_catalogs(self) -> None:
+            from labkeep.catalog import Dataset
+            from labkeep.ops.manifests import manifest_text
+
+            manifest = self.root / "MANIFEST.sha256"
+            if not manifest.exists():
+                return
+            with self.keep.catalog.read() as session:
+                dataset_id = session.query(Dataset.id).filter(Dataset.name == self.name).scalar()
+                assert manifest.read_text() == manifest_text(session, dataset_id)
+
+        @invariant()
         def working_tree_is_the_model(self) -> None:
             on_disk = {
                 str(p.relative_to(self.root)): p.read_bytes()

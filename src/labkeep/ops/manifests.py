@@ -88,6 +88,70 @@ def store_manifest(
     return keep.tree.write_manifest(project, dataset, _chunks(manifest_lines(session, dataset_id)))
 
 
+class _Stale(Exception):
+    """The manifest on disk is not the one the head version recorded."""
+
+
+def patch_manifest(
+    keep: Keep,
+    project: str,
+    dataset: str,
+    expected_sha256: str | None,
+    changes: list[tuple[str, str | None]],
+) -> str | None:
+    """Rewrite the manifest from the one on disk plus *changes* ((path, new SHA-256 hex)
+    or (path, None) for a removal, sorted by path bytes), without reading the catalog:
+    a save of 200 changes in 10^5 files reads one file instead of 10^5 rows.
+
+    The old manifest is trusted only if its bytes hash to *expected_sha256* (the head
+    version's): it is hashed as it is read and, on a mismatch (changed by hand, a missing
+    file), nothing is renamed and None is returned: the caller writes it from the catalog.
+    The caller holds the dataset's lock.
+    """
+    from labkeep.integrity.manifest import format_line, sort_key
+
+    path = keep.tree.manifest_path(project, dataset)
+    if not expected_sha256 or not path.is_file():
+        return None
+    pending = iter(changes)
+
+    def merged() -> Iterator[bytes]:
+        old = hashlib.sha256()
+        change = next(pending, None)
+        with open(path, "rb") as handle:
+            for raw in handle:
+                old.update(raw)
+                line = raw.decode("utf-8", "surrogateescape")
+                if line.startswith("\\"):
+                    from labkeep.integrity.manifest import parse_manifest
+
+                    name = next(parse_manifest(line))[0]
+                else:
+                    name = line[66:].rstrip("\n")
+                key = sort_key(name)
+                while change is not None and sort_key(change[0]) < key:
+                    if change[1] is not None:
+                        yield format_line(change[1], change[0]).encode("utf-8")
+                    change = next(pending, None)
+                if change is not None and change[0] == name:
+                    if change[1] is not None:
+                        yield format_line(change[1], change[0]).encode("utf-8")
+                    change = next(pending, None)
+                else:
+                    yield raw
+        while change is not None:
+            if change[1] is not None:
+                yield format_line(change[1], change[0]).encode("utf-8")
+            change = next(pending, None)
+        if old.hexdigest() != expected_sha256:
+            raise _Stale  # before the rename: the old manifest stays as it was
+
+    try:
+        return keep.tree.write_manifest(project, dataset, _chunks(merged()))
+    except _Stale:
+        return None
+
+
 def write_manifest(keep: Keep, address: str) -> str:
     """Rewrite ``MANIFEST.sha256`` of *address* from the catalog; return its SHA-256."""
     from labkeep.ops._access import find_dataset

@@ -48,10 +48,11 @@ from labkeep.catalog import Dataset, Entry, Store, Version
 from labkeep.clock import utcnow
 from labkeep.errors import Busy, LabkeepError, NotFound, SealedError, UsageError
 from labkeep.integrity.hashing import FileChanged, Hashed, NotRegularFile, hash_file
+from labkeep.integrity.manifest import sort_key
 from labkeep.names import MAX_MESSAGE, check_relpath, check_text, parse_address
 from labkeep.ops._access import find_dataset
 from labkeep.ops.audit import append_event, checkpoint
-from labkeep.ops.manifests import store_manifest
+from labkeep.ops.manifests import patch_manifest, store_manifest
 from labkeep.results import Report, Result
 from labkeep.storage._tree import PRIVATE_DIR
 
@@ -294,18 +295,23 @@ def _plan(
     return SavePlan(seen, removed, unchanged, problems)
 
 
-def _store_one(store: ContentStore, one: _Seen) -> Hashed:
-    """Read the file once: its SHA-256, and its bytes into the versions store."""
+def _store_one(store: ContentStore, one: _Seen) -> tuple[Hashed, Path | None]:
+    """Read the file once: its SHA-256, and its bytes into the versions store (for an
+    objects store only staged: :meth:`ObjectsStore.publish` makes a batch durable)."""
     from labkeep.storage.objects import ObjectsStore
 
     if isinstance(store, ObjectsStore):
-        hashed, _ = store.put_new_file(one.abspath)
-        return hashed
+        tmp, hashed = store.stage_file(one.abspath)
+        return hashed, tmp
     hashed = hash_file(one.abspath)
     store.put_file(
         store.key_for(hashed.sha256), one.abspath, sha256=hashed.sha256, size=hashed.size
     )
-    return hashed
+    return hashed, None
+
+
+#: staged files made durable together (two syncfs calls per batch)
+PUBLISH_BATCH = 2000
 
 
 def save(
@@ -409,53 +415,71 @@ def _read_changed(
     progress: Progress | None,
     emit: Callable[[Result], None],
 ) -> tuple[list[tuple[_Seen, Hashed]], dict[bytes, tuple[int, str]]]:
-    """Hash and store the changed files in parallel: (file, hashed) of those read whole."""
+    """Hash and store the changed files in parallel: (file, hashed) of those read whole.
+
+    Every content is durable in the store when this returns (batches of staged files
+    are published together)."""
+    from labkeep.storage.objects import ObjectsStore
+
     done: list[tuple[_Seen, Hashed]] = []
     replicas: dict[bytes, tuple[int, str]] = {}
+    staged: list[tuple[Path, Hashed]] = []
     if progress is not None:
         progress.start(len(plan.seen), sum(s.size for s in plan.seen))
     workers = max(1, min(jobs or keep.config.ingest_jobs or (os.cpu_count() or 1) * 2, 32))
+
+    def publish() -> None:
+        if staged:
+            assert isinstance(store, ObjectsStore)
+            store.publish(staged)
+            staged.clear()
+
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="labkeep-save") as pool:
-        futures: list[tuple[_Seen, Future[Hashed]]] = [
+        futures: list[tuple[_Seen, Future[tuple[Hashed, Path | None]]]] = [
             (one, pool.submit(_store_one, store, one)) for one in plan.seen
         ]
-        for one, fut in futures:
-            try:
-                hashed = fut.result()
-            except (FileChanged, NotRegularFile, FileNotFoundError, PermissionError) as exc:
-                msg = {
-                    FileChanged: "changed while it was read: not saved (save again when written)",
-                    NotRegularFile: "no longer a regular file: not saved",
-                    FileNotFoundError: "vanished while saving: not saved",
-                    PermissionError: "permission denied: cannot read it",
-                }[type(exc)]
-                emit(
-                    Result(
-                        "save", "error", path=one.path, dataset=target, size=one.size, message=msg
-                    )
-                )
-                continue
-            except LabkeepError as exc:
-                if exc.exit_code == 3:
-                    for _, other in futures:
-                        other.cancel()
-                    raise
-                emit(
-                    Result(
-                        "save",
-                        "error",
-                        path=one.path,
-                        dataset=target,
-                        size=one.size,
-                        message=exc.message,
-                    )
-                )
-                continue
-            if progress is not None:
-                progress.advance(1, one.size)
-            replicas[hashed.sha256] = (hashed.size, store.key_for(hashed.sha256))
-            done.append((one, hashed))
+        try:
+            for one, fut in futures:
+                try:
+                    hashed, tmp = fut.result()
+                except (FileChanged, NotRegularFile, FileNotFoundError, PermissionError) as exc:
+                    emit(_unreadable(one, target, exc))
+                    continue
+                except LabkeepError as exc:
+                    if exc.exit_code == 3:
+                        raise
+                    emit(Result("save", "error", path=one.path, dataset=target,
+                                size=one.size, message=exc.message))  # fmt: skip
+                    continue
+                if tmp is not None:
+                    staged.append((tmp, hashed))
+                    if len(staged) >= PUBLISH_BATCH:
+                        publish()
+                if progress is not None:
+                    progress.advance(1, one.size)
+                replicas[hashed.sha256] = (hashed.size, store.key_for(hashed.sha256))
+                done.append((one, hashed))
+            publish()
+        except BaseException:
+            for _, other in futures:
+                other.cancel()
+            for tmp, _ in staged:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+            raise
     return done, replicas
+
+
+def _unreadable(one: _Seen, target: str, exc: BaseException) -> Result:
+    if isinstance(exc, FileChanged):
+        msg = "changed while it was read: not saved (save again when written)"
+    elif isinstance(exc, NotRegularFile):
+        msg = "no longer a regular file: not saved"
+    elif isinstance(exc, FileNotFoundError):
+        msg = "vanished while saving: not saved"
+    else:
+        msg = "permission denied: cannot read it"
+    return Result("save", "error", path=one.path, dataset=target, size=one.size, message=msg)
 
 
 def _commit(
@@ -570,7 +594,17 @@ def _commit(
             .all()
         )
         fixity.record(session, [(i, "ok") for i in fresh], now)
-        manifest_sha = store_manifest(keep, session, project, name, dataset_id)
+        previous = session.execute(
+            select(Version.manifest_sha256).where(
+                Version.dataset_id == dataset_id, Version.number == dataset.head_version
+            )
+        ).scalar_one_or_none()
+        edits: list[tuple[str, str | None]] = [(one.path, h.sha256.hex()) for one, h in changed]
+        edits += [(path, None) for _, path, _, _ in plan.removed]
+        edits.sort(key=lambda e: sort_key(e[0]))
+        manifest_sha = patch_manifest(keep, project, name, previous, edits) or store_manifest(
+            keep, session, project, name, dataset_id
+        )
         files, size = session.execute(
             select(func.count(Entry.id), func.coalesce(func.sum(Entry.size), 0)).where(
                 Entry.dataset_id == dataset_id, Entry.valid_to.is_(None)

@@ -57,6 +57,11 @@ UNSAVED_NEW = "new since the last save: run 'labkeep save {}' to keep it as a ve
 MANIFEST_STATES = ("ok", "modified", "missing")
 
 
+def _shown(summary: Any) -> tuple[str, ...]:
+    """The states a summary names: "unsaved" only where a working tree had some."""
+    return tuple(s for s in STATES if s != "unsaved" or summary.get(s))
+
+
 def _scope(keep: Keep, target: str | None) -> list[tuple[str, str, int]]:
     """(project, dataset, id) of every dataset *target* covers that the principal may verify."""
     with keep.catalog.read() as session:
@@ -170,12 +175,14 @@ def verify(
                     _repair(keep, run, report, progress, on_result, jobs)
         summary = report.states()
         log.write(
-            "# summary: " + ", ".join(f"{s.upper()} {summary.get(s, 0)}" for s in STATES) + "\n"
+            "# summary: "
+            + ", ".join(f"{s.upper()} {summary.get(s, 0)}" for s in _shown(summary))
+            + "\n"
         )
         if last_event is not None:
             point = checkpoint(keep, last_event)
             log.write(f"# audit chain head: event {point.event_id} {point.hash}\n")
-    report.info["states"] = {s: summary.get(s, 0) for s in STATES}
+    report.info["states"] = {s: summary.get(s, 0) for s in _shown(summary)}
     return report
 
 

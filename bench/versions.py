@@ -429,7 +429,7 @@ def bench_change(
                 if head != {"versions": 2, "files": n_files + n_add}:
                     raise SystemExit(f"{method}: head {head}, info {info}")
                 info = {k: info.get(k) for k in ("version", "added", "modified", "removed")}
-                if method == "labkeep" and any(info[k] != v for k, v in expect.items()):
+                if any(info[k] != v for k, v in expect.items()):
                     raise SystemExit(f"{method}: {info}, expected {expect}")
             elif info != expect:
                 raise SystemExit(f"{method}: {info}, expected {expect}")

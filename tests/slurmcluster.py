@@ -180,6 +180,11 @@ class SlurmCluster:
                 # a cancelled job gets SIGKILL 1 s after SIGTERM (default 30 s)
                 "KillWait=1",
                 "InactiveLimit=0",
+                # a loaded test machine (the rest of the suite beside it) can take more than
+                # the defaults (10 s) to start a batch step; SLURM then requeues the job
+                # held ("launch failed requeued held") and it never runs
+                "BatchStartTimeout=120",
+                "MessageTimeout=60",
                 "SchedulerParameters=sched_interval=1",
                 f"NodeName=localhost NodeAddr=127.0.0.1 CPUs={self.cpus} State=UNKNOWN",
                 "PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP",
@@ -224,6 +229,38 @@ class SlurmCluster:
             check=False,
         )
         return result.stdout.strip() if result.returncode == 0 else ""
+
+    def reset(self, timeout: float = 60.0) -> None:
+        """Between tests: cancel every job left on the cluster and wait until the node is
+        idle again (resuming it if SLURM drained it, e.g. after a slow kill under load)."""
+        env = {**clean_environ(), **self.env}
+        subprocess.run([_bin("scancel"), "--user", "root"], env=env, capture_output=True,
+                       timeout=30, check=False)  # fmt: skip
+        sinfo = _bin("sinfo")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            state = self._node_state(sinfo)
+            if state == "idle":
+                return
+            if state.startswith(("drain", "down")):
+                subprocess.run([_bin("scontrol"), "update", "nodename=localhost",
+                                "state=resume"], env=env, capture_output=True, timeout=30,
+                               check=False)  # fmt: skip
+            time.sleep(0.2)
+        raise SlurmClusterUnavailable(f"the node did not become idle:\n{self.diagnose()}")
+
+    def diagnose(self) -> str:
+        """The node's and the jobs' states and the daemons' logs, for a failing test."""
+        env = {**clean_environ(), **self.env}
+        parts = []
+        for command in (["sinfo", "-N", "-l"], ["squeue", "-l"], ["scontrol", "show", "node"]):
+            with contextlib.suppress(OSError, subprocess.SubprocessError):
+                done = subprocess.run(
+                    [_bin(command[0]), *command[1:]],
+                    env=env, capture_output=True, text=True, timeout=10, check=False,
+                )  # fmt: skip
+                parts.append(f"$ {' '.join(command)}\n{done.stdout}{done.stderr}")
+        return "\n".join(parts) + "\n" + self._logs_tail()
 
     def _logs_tail(self) -> str:
         parts = []

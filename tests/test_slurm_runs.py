@@ -24,12 +24,18 @@ from tests.test_runs import SEGMENT
 
 PY = sys.executable
 
+#: one SLURM test cluster per session, in one xdist worker (./dev test uses --dist loadgroup):
+#: two clusters on one host, both with the node "localhost", fail each other's launches
+pytestmark = pytest.mark.xdist_group("slurm")
+
 
 @pytest.fixture
 def skeep(
     keep: Keep, slurm_cluster: SlurmCluster, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> Keep:
-    """A keep whose workers ask SLURM every half second, with a sealed session to read."""
+    """A keep whose workers ask SLURM every half second, with a sealed session to read;
+    the cluster idle, with no job of an earlier test left."""
+    slurm_cluster.reset()
     for name, value in slurm_cluster.env.items():
         monkeypatch.setenv(name, value)
     toml = keep.root / "labkeep.toml"
@@ -46,16 +52,44 @@ def skeep(
     return keep
 
 
-def follow(keep: Keep, run_id: int, timeout: float = 60) -> dict[str, Any]:
-    """Run workers (draining) until the run has ended."""
+def follow(keep: Keep, run_id: int, timeout: float = 90) -> dict[str, Any]:
+    """Run a worker until the run has ended; on a timeout, fail with SLURM's view."""
+    import threading
+
+    log = io.StringIO()
+    worker = JobWorker(keep, log=log, schedule=False)
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        JobWorker(keep, drain=True, log=io.StringIO(), schedule=False).run()
-        record = keep.get_run(run_id)
-        if record["state"] not in ("queued", "running", "saving"):
-            return record
-        time.sleep(0.2)
-    raise AssertionError(f"run {run_id} did not end: {keep.get_run(run_id)}")
+    try:
+        while time.monotonic() < deadline:
+            record = keep.get_run(run_id)
+            if record["state"] not in ("queued", "running", "saving"):
+                return record
+            time.sleep(0.2)
+    finally:
+        worker.stop()
+        thread.join(30)
+    raise AssertionError(
+        f"run {run_id} did not end: {keep.get_run(run_id, outputs=False)}\n"
+        f"worker log:\n{log.getvalue()[-3000:]}\n{_diagnosis()}"
+    )
+
+
+def _diagnosis() -> str:
+    import os
+
+    conf = os.environ.get("SLURM_CONF", "")
+    if not conf:
+        return ""
+    from tests.slurmcluster import clean_environ
+
+    out = []
+    for command in (["sinfo", "-N", "-l"], ["squeue", "-l"]):
+        done = subprocess.run(command, env={**clean_environ(), "SLURM_CONF": conf},
+                              capture_output=True, text=True, timeout=10, check=False)  # fmt: skip
+        out.append(f"$ {' '.join(command)}\n{done.stdout}{done.stderr}")
+    return "\n".join(out)
 
 
 def test_slurm_run_end_to_end(skeep: Keep) -> None:

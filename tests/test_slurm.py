@@ -23,10 +23,6 @@ from tests.slurmcluster import SlurmCluster
 
 DEADLINE = 30.0
 
-#: one SLURM test cluster per session, in one xdist worker (./dev test uses --dist loadgroup):
-#: two clusters on one host, both with the node "localhost", fail each other's launches
-pytestmark = pytest.mark.xdist_group("slurm")
-
 
 class Run:
     """A run folder, a working folder and a submitted script, as labkeep run lays them out."""

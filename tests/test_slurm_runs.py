@@ -24,10 +24,6 @@ from tests.test_runs import SEGMENT
 
 PY = sys.executable
 
-#: one SLURM test cluster per session, in one xdist worker (./dev test uses --dist loadgroup):
-#: two clusters on one host, both with the node "localhost", fail each other's launches
-pytestmark = pytest.mark.xdist_group("slurm")
-
 
 @pytest.fixture
 def skeep(

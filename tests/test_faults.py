@@ -405,8 +405,8 @@ def test_verify_reports_user_files_but_not_labkeeps_own_temp_files(
     # outside raw/ a file is part of the dataset's working tree: not saved yet, not damage
     unsaved = sorted(r["path"] for r in json_records(result) if r.get("state") == "unsaved")
     assert unsaved == [".MANIFEST.sha256.notes.part", "README.txt"]
-    assert json_records(result)[-1]["states"] == {"ok": len(files), "modified": 0,
-                                                  "missing": 0, "extra": 1, "unsaved": 2}  # fmt: skip
+    states = {"ok": len(files), "modified": 0, "missing": 0, "extra": 1, "unsaved": 2}
+    assert json_records(result)[-1]["states"] == states
     assert not (dataset / LEGACY_PART).exists()
 
 

@@ -26,6 +26,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
@@ -77,7 +78,11 @@ class SlurmCluster:
         self.dir = Path(tmpdir) / "slurm-cluster"
         self.cpus = cpus
         self.conf = self.dir / "slurm.conf"
-        self.munge_socket = self.dir / "munge" / "munge.socket"
+        #: sockets live in a short folder of their own: slurmstepd's socket
+        #: (SPOOL/NODE_JOBID.STEPID) must fit in 108 bytes, and pytest's temp paths grow
+        #: (a job whose socket path is too long is requeued held, and never runs)
+        self.short = Path(tempfile.mkdtemp(prefix="lks-"))
+        self.munge_socket = self.short / "munge" / "munge.socket"
         self.ports: dict[str, int] = {}
         #: seconds from launch until the node was idle
         self.start_seconds = 0.0
@@ -109,8 +114,12 @@ class SlurmCluster:
 
     def start(self, timeout: float = 30.0) -> None:
         binaries = {name: _bin(name) for name in ("munged", "slurmctld", "slurmd", "sinfo")}
-        for sub in ("munge", "state", "spool", "log"):
+        for sub in ("munge", "state", "log"):
             (self.dir / sub).mkdir(parents=True, exist_ok=True)
+        for sub in ("munge", "spool"):
+            (self.short / sub).mkdir(parents=True, exist_ok=True)
+        os.chmod(self.short, 0o755)
+        os.chmod(self.short / "munge", 0o755)
         # munged and the clients must reach the socket's folder; the folder is ours
         os.chmod(self.dir, 0o755)
         os.chmod(self.dir / "munge", 0o755)
@@ -157,7 +166,7 @@ class SlurmCluster:
                 "CredType=cred/munge",
                 f"AuthInfo=socket={self.munge_socket}",
                 f"StateSaveLocation={d / 'state'}",
-                f"SlurmdSpoolDir={d / 'spool' / 'slurmd-%n'}",
+                f"SlurmdSpoolDir={self.short / 'spool' / 'slurmd-%n'}",
                 f"SlurmctldPidFile={d / 'slurmctld.pid'}",
                 f"SlurmdPidFile={d / 'slurmd-%n.pid'}",
                 f"SlurmctldLogFile={d / 'log' / 'slurmctld.log'}",
@@ -290,6 +299,7 @@ class SlurmCluster:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.kill(pid, signal.SIGKILL)
             time.sleep(0.05)
+        shutil.rmtree(self.short, ignore_errors=True)
 
     def leftover_pids(self) -> list[int]:
         """Processes started for this cluster: its daemons, slurmstepd and the jobs

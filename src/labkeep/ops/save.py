@@ -213,49 +213,6 @@ def _head(keep: Keep, dataset_id: int, scope: _Scope) -> Iterator[tuple[str, int
         last = rows[-1][0]
 
 
-def _prefetched(rows: Iterator[Any], batch: int = 1000, depth: int = 4) -> Iterator[Any]:
-    """*rows* read on a thread a few batches ahead, so the catalog's pages come while the
-    working tree is walked (both wait on I/O, outside the GIL). Memory: *depth* batches."""
-    import queue
-    import threading
-
-    pipe: queue.Queue[list[Any] | BaseException | None] = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-
-    def produce() -> None:
-        try:
-            chunk: list[Any] = []
-            for row in rows:
-                chunk.append(row)
-                if len(chunk) >= batch:
-                    pipe.put(chunk)
-                    chunk = []
-                    if stop.is_set():
-                        return
-            pipe.put(chunk)
-            pipe.put(None)
-        except BaseException as exc:  # noqa: BLE001 (handed to the consumer)
-            pipe.put(exc)
-
-    thread = threading.Thread(target=produce, name="labkeep-save-head", daemon=True)
-    thread.start()
-    try:
-        while True:
-            item = pipe.get()
-            if item is None:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield from item
-    finally:
-        stop.set()
-        while thread.is_alive():  # let a blocked producer finish its put
-            try:
-                pipe.get_nowait()
-            except queue.Empty:
-                thread.join(0.01)
-
-
 # -- save ----------------------------------------------------------------------------------
 @dataclass
 class SavePlan:
@@ -292,7 +249,7 @@ def _plan(
     problems: list[Result] = []
     unchanged = 0
     racy = _racy_after(keep, dataset_id)
-    heads = _prefetched(_head(keep, dataset_id, scope))
+    heads = _head(keep, dataset_id, scope)
     head = next(heads, None)
     for path, st in _walk(keep, project, name, scope):
         while head is not None and head[0] < path:

@@ -461,3 +461,15 @@ def test_a_run_does_not_name_inputs_the_viewer_may_not_read(keep: Keep, session_
     assert seen["inputs"][0]["hidden"] and seen["inputs"][0]["manifest_sha256"] is None
     assert "s017" not in json.dumps(seen["inputs"])
     assert keep.get_run(record["id"])["inputs"][0]["address"] == "proj/s017@2"
+
+
+def test_outputs_may_not_replace_raw_or_the_manifest(keep: Keep, session_in: str) -> None:
+    """A run writing MANIFEST.sha256, .labkeep/ or raw/ fails clearly; nothing replaced."""
+    seg = keep.tree.dataset_dir("proj", "seg")
+    for bad in ("MANIFEST.sha256", "raw/x.dat", ".labkeep/lock"):
+        script = (f"import sys, pathlib; p = pathlib.Path(sys.argv[1]) / {bad!r}; "
+                  "p.parent.mkdir(parents=True, exist_ok=True); p.write_text('x')")  # fmt: skip
+        with pytest.raises(UsageError, match="raw/"):
+            keep.run(RunRequest([PY, "-c", script, "{outputs}"], output="proj/seg"), echo=False)
+        assert keep.list_runs("proj/seg")[0]["state"] == "failed"
+    assert not (seg / "raw").exists() and keep.versions("proj/seg") == []

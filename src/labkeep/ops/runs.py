@@ -881,6 +881,16 @@ def _save_outputs(
     prov_rel = f"{PROVENANCE_DIR}/run-{run_id}.json"
     paths = [p for p, _, _ in files] + [prov_rel]
     root = keep.tree.dataset_dir(project, name)
+    from labkeep.integrity.manifest import MANIFEST_NAME
+    from labkeep.storage._tree import PRIVATE_DIR
+
+    for rel, _, _ in files:  # the dataset's own files and raw/ are not a run's to write
+        top = rel.split("/", 1)[0]
+        if top in (PRIVATE_DIR, "raw") or rel == MANIFEST_NAME:
+            raise UsageError(
+                f"output {rel!r} would replace labkeep's own files or raw/ (write-once)",
+                hint="write outputs into folders of their own (e.g. masks/, tables/)",
+            )
     with dataset_lock(keep, project, name, f"run {run_id}", 3600.0):
         protected = _keep_unsaved(keep, root, [p for p, _, _ in files], history_store)
         if protected:

@@ -774,8 +774,9 @@ def restore(
 
 
 def _differs(one: _Seen) -> bool:
-    """A working file differs from the head (a quick-equal but racy one is hashed)."""
-    if one.old_sha is None or (one.size, one.mtime_ns) != (one.old_size, one.old_mtime):
+    """A working file differs from the head: by size, else by its bytes (a file touched
+    or rewritten with the same content is not a change)."""
+    if one.old_sha is None or one.size != one.old_size:
         return True
     try:
         return hash_file(one.abspath).sha256 != one.old_sha

@@ -573,8 +573,10 @@ def execute(
     echo: bool = True,
     on_result: Callable[[Result], None] | None = None,
     cancel: threading.Event | None = None,
+    save: bool = True,
 ) -> dict[str, Any]:
-    """Run a recorded (local) run now: stage, execute, save, finish the record."""
+    """Run a recorded (local) run now: stage, execute, save (unless not *save*: a rerun
+    that is only compared), finish the record."""
     from labkeep.ops.leases import owner_id
 
     folder = keep.config.runs_path / str(run_id)
@@ -629,7 +631,7 @@ def execute(
         remove_tree(folder)
         raise
     cancelled = cancel is not None and cancel.is_set()
-    return finish(
+    record = finish(
         keep,
         run_id,
         staged.outputs,
@@ -639,7 +641,11 @@ def execute(
         cancelled=cancelled,
         save_failed=bool(settings.get("save_failed")),
         on_result=on_result,
+        save=save,
     )
+    if not save:  # compared, never saved: nothing to look at later
+        remove_tree(folder)
+    return record
 
 
 def _pinned_of(keep: Keep, run_id: int) -> list[Pinned]:
@@ -1095,10 +1101,7 @@ def rerun(
 def execute_rerun(keep: Keep, run_id: int, *, echo: bool = True) -> dict[str, Any]:
     record = get_run(keep, run_id)
     settings = record["settings"]
-    if settings.get("save"):
-        done = execute(keep, run_id, echo=echo)
-    else:
-        done = _execute_unsaved(keep, run_id, echo=echo)
+    done = execute(keep, run_id, echo=echo, save=bool(settings.get("save")))
     return attach_comparison(keep, done)
 
 
@@ -1129,53 +1132,6 @@ def attach_comparison(keep: Keep, record: dict[str, Any]) -> dict[str, Any]:
         }
         row.settings = json.dumps(settings)
     record["comparison"] = comparison
-    return record
-
-
-def _execute_unsaved(keep: Keep, run_id: int, *, echo: bool) -> dict[str, Any]:
-    """A rerun whose outputs are compared but not saved."""
-    from labkeep.ops.leases import owner_id
-
-    folder = keep.config.runs_path / str(run_id)
-    with keep.catalog.write() as session:
-        row = session.get_one(Run, run_id)
-        row.state, row.owner, row.started_at = "running", owner_id(), utcnow()
-        command = _loads(row.command, [])
-        cwd = row.cwd
-        container = _loads(row.container, None)
-    try:
-        remove_tree(folder)
-        folder.mkdir(parents=True)
-        staged = stage_inputs(keep, _pinned_of(keep, run_id), folder / "inputs")
-        staged.outputs.mkdir()
-        argv = expand(command, staged.inputs, staged.outputs)
-        env_info = _environment(container)
-        if container:
-            argv = _in_container(keep, env_info, argv, staged)
-        with keep.catalog.write() as session:
-            row = session.get_one(Run, run_id)
-            row.argv = json.dumps(argv)
-            row.environment = json.dumps(env_info.get("environment", {}))
-        code, tail = _execute(argv, cwd if os.path.isdir(cwd) else str(folder), folder, echo, None)
-    except LabkeepError as exc:
-        _end(keep, run_id, "failed", error=exc.message)
-        remove_tree(folder)
-        raise
-    except KeyboardInterrupt:
-        _end(keep, run_id, "cancelled", error="interrupted (Ctrl-C); no version was saved")
-        remove_tree(folder)
-        raise
-    except OSError as exc:
-        message = f"the command could not be started: {exc.strerror or exc}"
-        _end(keep, run_id, "failed", error=message, exit_code=127)
-        remove_tree(folder)
-        raise RunFailed(message) from None
-    except Exception as exc:
-        _end(keep, run_id, "failed", error=f"labkeep failed: {type(exc).__name__}: {exc}")
-        remove_tree(folder)
-        raise
-    record = finish(keep, run_id, staged.outputs, code, tail, save=False)
-    remove_tree(folder)
     return record
 
 

@@ -12,6 +12,7 @@ from labkeep.cli import (
     jobs_cmd,
     keep_cmd,
     ls_cmd,
+    meta_cmd,
     project_cmd,
     remote_cmd,
     run_cmd,
@@ -55,6 +56,7 @@ for module in (
     jobs_cmd,
     remote_cmd,
     watch_cmd,
+    meta_cmd,
 ):
     module.register(app)
 

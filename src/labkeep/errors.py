@@ -325,3 +325,26 @@ class ContainerImageNotFound(NotFound):
     """The container engine does not know the image (not pulled, misspelt, no such file)."""
 
     code = "container-image"
+
+
+class MetadataInvalid(UsageError):
+    """Metadata that does not pass labkeep's field checks or the DataCite schema: every
+    problem is listed, each naming its field; nothing was stored."""
+
+    code = "metadata-invalid"
+    http_status = 422
+
+    def __init__(self, target: str, problems: list[str]) -> None:
+        shown = problems[:20]
+        more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
+        super().__init__(
+            f"the metadata of {target} was not saved: {len(problems)} problem"
+            f"{'s' if len(problems) != 1 else ''}\n  " + "\n  ".join(shown) + more,
+            hint="fix the fields named above and save again ('labkeep meta edit')",
+        )
+        self.problems = problems
+
+    def as_record(self) -> dict[str, object]:
+        record = super().as_record()
+        record["problems"] = self.problems
+        return record

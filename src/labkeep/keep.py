@@ -235,6 +235,10 @@ class Keep:
     differing_outputs = ops.runs.differing_outputs
     export_provenance = ops.runs.export_provenance
     cancel_run = ops.run_slurm.cancel_run
+    # publishing
+    get_metadata = ops.metadata.get_metadata
+    set_metadata = ops.metadata.set_metadata
+    datacite = ops.metadata.datacite
     dataset_view = ops.listing.dataset_view
     ingest = ops.ingest.ingest
     write_manifest = ops.manifests.write_manifest

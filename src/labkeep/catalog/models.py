@@ -273,6 +273,8 @@ class Project(Base):
     )
     #: private: group members get nothing by membership alone, only explicit grants count
     private: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: DataCite fields (labkeep's form, JSON; see ops/metadata.py), inherited by datasets
+    meta: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class Dataset(Base):
@@ -295,6 +297,16 @@ class Dataset(Base):
     #: whether the tree holds the dataset's files: present | dropped (its content lives
     #: in other stores only; ``labkeep get`` brings it back)
     tree_state: Mapped[str] = mapped_column(String(16), default="present")
+    #: DataCite fields (labkeep's form, JSON; see ops/metadata.py) over the project's
+    meta: Mapped[str | None] = mapped_column(Text, nullable=True)
+    #: a release: the dataset and version it was made from (its content, sealed)
+    #: (no foreign key: see migration 0007; datasets are never deleted)
+    release_of_id: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
+    release_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    #: a published release: its DOI and the repository record that holds it
+    doi: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    record_url: Mapped[str | None] = mapped_column(Text, nullable=True)
+    published_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
 
 
 class Version(Base):
@@ -394,6 +406,17 @@ class RunOutput(Base):
     path: Mapped[str] = mapped_column(PathText)
     size: Mapped[int] = mapped_column(BigInteger)
     sha256: Mapped[bytes] = mapped_column(LargeBinary(32))
+
+
+class Digest(Base):
+    """Other digests of one content (by SHA-256): SHA-512 for BagIt manifests, MD5 for
+    repositories that check uploads by it (InvenioRDM/Zenodo). Written when content is
+    read for a release or a package, so later packages need not read it again."""
+
+    __tablename__ = "digests"
+    sha256: Mapped[bytes] = mapped_column(LargeBinary(32), primary_key=True)
+    sha512: Mapped[bytes] = mapped_column(LargeBinary(64))
+    md5: Mapped[bytes] = mapped_column(LargeBinary(16))
 
 
 class Entry(Base):

@@ -239,6 +239,7 @@ class Keep:
     get_metadata = ops.metadata.get_metadata
     set_metadata = ops.metadata.set_metadata
     datacite = ops.metadata.datacite
+    release = ops.release.release
     dataset_view = ops.listing.dataset_view
     ingest = ops.ingest.ingest
     write_manifest = ops.manifests.write_manifest

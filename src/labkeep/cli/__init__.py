@@ -14,6 +14,7 @@ from labkeep.cli import (
     ls_cmd,
     meta_cmd,
     project_cmd,
+    publish_meta_cmd,
     remote_cmd,
     run_cmd,
     save_cmd,
@@ -57,6 +58,7 @@ for module in (
     remote_cmd,
     watch_cmd,
     meta_cmd,
+    publish_meta_cmd,
 ):
     module.register(app)
 

@@ -325,9 +325,6 @@ def _person(c: _Checker, where: str, raw: Any, *, contributor: bool) -> dict[str
     family = c.text(f"{where}.family", item.get("family"))
     if not name and family:
         name = f"{family}, {given}" if given else family
-    if not name:
-        c.fail(f"{where}.name", "is required (e.g. 'Curie, Marie' or a group's name)")
-        return None
     out["name"] = name
     if given:
         out["given"] = given
@@ -357,6 +354,9 @@ def _person(c: _Checker, where: str, raw: Any, *, contributor: bool) -> dict[str
     if contributor:
         kind = c.text(f"{where}.type", item.get("type")) or "Other"
         out["type"] = c.choice(f"{where}.type", kind, CONTRIBUTOR_TYPES)
+    if not name:
+        c.fail(f"{where}.name", "is required (e.g. 'Curie, Marie' or a group's name)")
+        return None
     return out
 
 
@@ -535,6 +535,7 @@ def render_datacite(
     doi: str | None = None,
     version: str | None = None,
     sizes: list[str] | None = None,
+    publisher: str = "",
 ) -> dict[str, Any]:
     """DataCite 4.5 JSON of an effective form. Creators default to ":unav" (DataCite's
     code for "value unavailable") so that an unfinished form still renders."""
@@ -543,7 +544,7 @@ def render_datacite(
         "titles": [{"title": form.get("title") or title}],
         "creators": [_datacite_person(p, contributor=False) for p in form.get("creators", [])]
         or [{"name": ":unav", "nameType": "Organizational"}],
-        "publisher": {"name": form.get("publisher") or DEFAULT_PUBLISHER},
+        "publisher": {"name": form.get("publisher") or publisher or DEFAULT_PUBLISHER},
         "publicationYear": str(publication_year),
         "types": {
             "resourceTypeGeneral": form.get("resource_type", "Dataset"),
@@ -699,6 +700,7 @@ def datacite_of(
         url=url,
         doi=dataset.doi if dataset is not None else None,
         version=str(version) if version else None,
+        publisher=keep.config.publisher,
     )
 
 

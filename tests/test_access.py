@@ -152,6 +152,12 @@ def queued_run(admin: Keep, address: str) -> int:
     return int(queue_local(admin, RunRequest(command=["true"], output=address))["id"])
 
 
+def _release(k: Keep, w: World, own: bool) -> None:
+    """A release of the dataset; it must hold the dataset's files."""
+    result = k.release(_target(w, own), name=w.name("rel"))
+    assert result.status == "ok", result.to_dict()
+
+
 OPERATIONS: dict[str, Callable[[Keep, World, bool], Any]] = {
     "read_metadata": lambda k, w, own: k.get_dataset(_target(w, own)),
     "list_projects": _list_projects,
@@ -209,6 +215,9 @@ OPERATIONS: dict[str, Callable[[Keep, World, bool], Any]] = {
     "dataset_jobs": lambda k, w, own: k.dataset_jobs(*_target(w, own).split("/")),
     "list_workers": lambda k, w, own: k.workers(),
     "cancel_run": lambda k, w, own: k.cancel_run(queued_run(w.admin, _target(w, own))),
+    "read_datacite": lambda k, w, own: k.datacite(_target(w, own)),
+    "edit_datacite": lambda k, w, own: k.set_metadata(_target(w, own), {"keywords": ["x"]}),
+    "release": lambda k, w, own: _release(k, w, own),
 }
 #: operations that change what later cells see get fresh datasets before they run
 MUTATING = {"ingest", "seal", "unseal", "make_public", "grant", "disable_user"}

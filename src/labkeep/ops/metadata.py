@@ -247,6 +247,8 @@ class _Checker:
         self.problems: list[str] = []
 
     def fail(self, where: str, text: str) -> None:
+        # (what was sent may be anything: never echo a character that is not text)
+        where = where.encode("utf-8", "backslashreplace").decode("utf-8")
         self.problems.append(f"{where}: {text}")
 
     def text(self, where: str, value: Any, limit: int = MAX_LINE, *, required: bool = False) -> str:
@@ -260,6 +262,11 @@ class _Checker:
             self.fail(where, "must be text")
             return ""
         text = str(value).strip()
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            self.fail(where, "contains characters that are not text (lone surrogates)")
+            return ""
         if len(text) > limit:
             self.fail(where, f"is {len(text):,} characters long; at most {limit:,} are allowed")
         if any(ord(c) < 32 and c not in "\n\t" for c in text):
@@ -714,7 +721,8 @@ def _target(
             hint="use PROJECT or PROJECT/DATASET",
         )
     if addr.dataset is None:
-        project_action = {"dataset.edit": "project.edit", "dataset.read": "project.read"}[action]
+        # a project's metadata is shown to whoever may see the project (as its page is)
+        project_action = {"dataset.edit": "project.edit", "dataset.read": None}[action]
         return find_project(keep, session, addr.project, project_action), None, addr.project
     project, dataset = find_dataset(keep, session, addr.project, addr.dataset, action)
     return project, dataset, addr.dataset_address

@@ -728,6 +728,12 @@ def _target(
     return project, dataset, addr.dataset_address
 
 
+def may_edit(keep: Keep, address: str) -> None:
+    """Forbidden (or NotFound) unless the principal may edit *address*'s metadata."""
+    with keep.catalog.read() as session:
+        _target(keep, session, address, "dataset.edit")
+
+
 def get_metadata(keep: Keep, address: str) -> MetadataRecord:
     """The metadata of a project or ``PROJECT/DATASET[@N]``, with its DataCite JSON."""
     version = parse_address(address).version

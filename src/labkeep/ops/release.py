@@ -57,6 +57,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from labkeep.keep import Keep
+    from labkeep.ops.projects import DatasetInfo
 
 RELEASE_PREFIX = "raw/"
 
@@ -221,6 +222,32 @@ def release(
         files, size, manifest = head.n_files, head.n_bytes, head.manifest_sha256
     checkpoint(keep, event)
     return ReleaseResult(target, source_text, number, "ok", files, size, manifest)
+
+
+def releases_of(keep: Keep, address: str, *, limit: int = 100) -> list[DatasetInfo]:
+    """The releases made from ``PROJECT/DATASET`` that the principal may see, newest
+    first."""
+    from labkeep.ops._access import dataset_readable, project_resource
+    from labkeep.ops.projects import _dataset_info
+
+    addr = parse_address(address, need_dataset=True)
+    assert addr.dataset is not None
+    found: list[DatasetInfo] = []
+    with keep.catalog.read() as session:
+        project, source = find_dataset(keep, session, addr.project, addr.dataset, "dataset.read")
+        grants = project_resource(session, project).grants
+        rows = session.execute(
+            select(Dataset)
+            .where(Dataset.release_of_id == source.id)
+            .order_by(Dataset.id.desc())
+            .limit(limit * 4)
+        ).scalars()
+        for row in rows:
+            if dataset_readable(session, keep.principal, project, row, grants):
+                found.append(_dataset_info(session, project, row))
+            if len(found) == limit:
+                break
+    return found
 
 
 def _stage(

@@ -212,3 +212,56 @@ def test_cli_edit_from_file_set_show_and_editor(tmp_path: Path, catalog_url: str
     assert json.loads(run("meta", "datacite", "imaging-2026", "--json", cwd=root).stdout)[
         "datacite"
     ]["creators"] == [{"name": ":unav", "nameType": "Organizational"}]
+
+
+def test_inputs_of_the_run_that_made_a_version_are_related(keep: Keep, tmp_path: Path) -> None:
+    """The DataCite record of run outputs names the inputs' landing pages (IsDerivedFrom);
+    a release names its source version, and through it the same inputs."""
+    import sys
+
+    from labkeep.ops.runs import RunRequest
+
+    keep.create_project("imaging-2026")
+    src = tmp_path / "buffer"
+    src.mkdir()
+    (src / "img.tif").write_bytes(b"pixels")
+    keep.ingest(src, "imaging-2026/s017", seal=True)
+    keep.create_dataset("imaging-2026/seg", kind="analysis")
+    script = "import sys, pathlib; pathlib.Path(sys.argv[2], 'mask.txt').write_text('m')"
+    record = keep.run(
+        RunRequest(
+            [sys.executable, "-c", script, "{inputs}", "{outputs}"],
+            inputs=["imaging-2026/s017"],
+            output="imaging-2026/seg",
+        ),
+        echo=False,
+    )
+    assert record["state"] == "done"
+    base = "https://keep.example.org"
+    doc = keep.datacite("imaging-2026/seg", base_url=base)
+    assert valid(doc)
+    assert {
+        "relatedIdentifier": f"{base}/p/imaging-2026/s017/@2",
+        "relatedIdentifierType": "URL",
+        "relationType": "IsDerivedFrom",
+    } in doc["relatedIdentifiers"]
+    assert doc["url"] == f"{base}/p/imaging-2026/seg"
+    keep.release("imaging-2026/seg@1", name="seg-v1")
+    released = keep.datacite("imaging-2026/seg-v1", base_url=base)
+    identifiers = [r["relatedIdentifier"] for r in released["relatedIdentifiers"]]
+    assert identifiers == [f"{base}/p/imaging-2026/seg/@1", f"{base}/p/imaging-2026/s017/@2"]
+    # an input that was published is named by its DOI
+    with keep.catalog.write() as session:
+        from sqlalchemy import select
+
+        from labkeep.catalog import Dataset
+
+        row = session.execute(select(Dataset).where(Dataset.name == "s017")).scalar_one()
+        row.doi = "10.5281/zenodo.42"
+    doc = keep.datacite("imaging-2026/seg")
+    assert {
+        "relatedIdentifier": "10.5281/zenodo.42",
+        "relatedIdentifierType": "DOI",
+        "relationType": "IsDerivedFrom",
+    } in doc["relatedIdentifiers"]
+    assert "url" not in doc  # no base URL configured, none given

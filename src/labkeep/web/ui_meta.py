@@ -16,13 +16,13 @@ from fastapi.responses import Response
 
 from labkeep.errors import MetadataInvalid
 from labkeep.keep import Keep
-from labkeep.ops.metadata import (
+from labkeep.ops._datacite_vocab import (
     CONTRIBUTOR_TYPES,
     DATE_TYPES,
     RELATION_TYPES,
     RESOURCE_TYPES,
-    citation,
 )
+from labkeep.ops.metadata import citation
 from labkeep.web.deps import csrf_protect, resolve
 from labkeep.web.pages import Links, crumbs_for, redirect, render
 
@@ -93,7 +93,8 @@ def dataset_publication(
 ) -> dict[str, Any]:
     """What a dataset's page shows about its metadata, citation and releases."""
     address = f"{project}/{dataset}" + (f"@{version}" if version is not None else "")
-    record = keep.get_metadata(address)
+    base = links.absolute(links.home()).rstrip("/")
+    record = keep.get_metadata(address, base_url=base)
     landing = links.absolute(links.dataset(project, dataset, version))
     releases = keep.releases_of(f"{project}/{dataset}", limit=RELEASES_SHOWN)
     return {

@@ -103,13 +103,20 @@ def set_dataset_metadata(
 def release(keep: Caller, project: str, dataset: str, body: ReleaseIn) -> dict[str, Any]:
     """Make the sealed release ``PROJECT/NAME`` of a version (the head by default); again
     with the same name and version: finishes a cut-short release, or answers
-    ``notneeded``. 409 with the files' problems when some could not be read."""
-    result = keep.release(
-        _dataset(project, dataset, body.version),
-        name=body.name,
-        message=body.message,
-        title=body.title,
-    )
+    ``notneeded``. 409 with the files' problems when some could not be read. A version
+    of more than 2,000 files is released by a worker: 202 with the queued job."""
+    from labkeep.ops.release import INLINE_FILES
+
+    source = _dataset(project, dataset, body.version)
+    if keep.release_files(source) > INLINE_FILES:
+        job = keep.enqueue(
+            "release",
+            {"source": source, "name": body.name, "message": body.message, "title": body.title},
+        )
+        return JSONResponse(  # type: ignore[return-value]
+            {"status": "queued", "job": job.to_dict()}, status_code=202
+        )
+    result = keep.release(source, name=body.name, message=body.message, title=body.title)
     if result.status == "error":  # files that could not be read: nothing was released
         return JSONResponse(result.to_dict(), status_code=409)  # type: ignore[return-value]
     return result.to_dict()

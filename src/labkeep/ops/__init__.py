@@ -14,8 +14,10 @@ if TYPE_CHECKING:
     from labkeep.ops import (
         accounts,
         audit,
+        backup,
         buffer_access,
         buffers,
+        check,
         copies,
         environment,
         export,
@@ -54,8 +56,10 @@ if TYPE_CHECKING:
 __all__ = [
     "accounts",
     "audit",
+    "backup",
     "buffer_access",
     "buffers",
+    "check",
     "copies",
     "environment",
     "export",

@@ -125,6 +125,15 @@ drill_max_age = "8d"
 # files re-hashed by a drill
 drill_sample = 20
 
+# Prometheus metrics at /metrics (see docs/operations.md): a scraper needs the token
+# ("Authorization: Bearer TOKEN"; or set LABKEEP_METRICS_TOKEN) or an address listed in
+# "allow" (addresses or networks); anyone else gets 401/403. Gauges read from the catalog
+# are cached for cache_seconds.
+[metrics]
+token = ""
+allow = []
+cache_seconds = 15
+
 # Buttons on file pages that open a file in another service, e.g.:
 # [[web.links]]
 # name = "Image viewer"
@@ -207,6 +216,16 @@ class BackupConfig:
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    """``[metrics]``: who may scrape /metrics, and how long catalog gauges are cached."""
+
+    token: str = ""
+    #: client addresses or networks (CIDR) that may scrape without the token
+    allow: tuple[str, ...] = ()
+    cache_seconds: float = 15.0
+
+
+@dataclass(frozen=True)
 class JobsConfig:
     lease_seconds: float = 60.0
     max_attempts: int = 5
@@ -243,6 +262,7 @@ class Config:
     #: DataCite's publisher of what this keep releases (an institute, a facility)
     publisher: str = ""
     backup: BackupConfig = field(default_factory=BackupConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
 
     @classmethod
     def load(cls, root: Path) -> Config:
@@ -285,6 +305,7 @@ class Config:
                 runs_poll_seconds=parse_duration(runs.get("poll_seconds", 10)),
                 publisher=str(data.get("publish", {}).get("publisher", "")),
                 backup=_backup(root, data.get("backup", {})),
+                metrics=_metrics(data.get("metrics", {})),
             )
         except (TypeError, ValueError, AttributeError) as exc:
             raise ConfigError(f"{path}: {exc}") from None
@@ -381,6 +402,19 @@ def _backup(root: Path, section: dict[str, Any]) -> BackupConfig:
     if min(config.daily, config.weekly, config.monthly, config.drill_sample) < 0:
         raise ValueError("[backup] daily, weekly, monthly and drill_sample must not be negative")
     return config
+
+
+def _metrics(section: dict[str, Any]) -> MetricsConfig:
+    import ipaddress
+
+    allow = tuple(str(a) for a in section.get("allow", []))
+    for item in allow:
+        ipaddress.ip_network(item, strict=False)  # ValueError names a bad entry
+    return MetricsConfig(
+        token=str(section.get("token", "")),
+        allow=allow,
+        cache_seconds=float(section.get("cache_seconds", 15)),
+    )
 
 
 def _resolve(root: Path, value: str) -> Path:

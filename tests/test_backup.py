@@ -30,6 +30,7 @@ def test_backup_list_drill_and_the_status_warning(
     _ingest(keep, tmp_path, "s1", 12)
     store = tmp_path / "backups"
     store.mkdir()
+    assert not any("backup" in a for a in keep.status()["attention"])  # no backups set up
     keep.add_store("backup", kind="objects", path=str(store))
     assert any("backup drill" in a for a in keep.status()["attention"])  # never drilled
 

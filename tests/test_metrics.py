@@ -113,6 +113,8 @@ def test_the_dashboard_warns_until_a_drill_passes(keep: Keep, tmp_path: Path) ->
     src = tmp_path / "src"
     make_files(src, 4)
     keep.ingest(str(src), "proj/s1")
+    (tmp_path / "backups").mkdir()
+    keep.add_store("backup", kind="objects", path=str(tmp_path / "backups"))
     with LiveServer(keep) as server, server.client() as client:
         token = re.search(r'name="csrf_token" value="([^"]*)"', client.get("/login").text)
         assert token
@@ -121,8 +123,7 @@ def test_the_dashboard_warns_until_a_drill_passes(keep: Keep, tmp_path: Path) ->
         )
         assert signed.status_code == 303
         assert "labkeep backup drill" in _attention(client)
-        (tmp_path / "backups").mkdir()
-        keep.backup(to=str(tmp_path / "backups"))
+        keep.backup()
         assert keep.drill_backup(sample=2).ok
         assert "backup drill" not in _attention(client)
 

@@ -941,8 +941,21 @@ def last_drill(session: Any, *, good: bool = True) -> datetime | None:
 
 
 def drill_attention(keep: Keep, session: Any) -> str | None:
-    """A warning when the last good drill is older than ``[backup] drill_max_age``."""
-    max_age = keep.config.backup.drill_max_age
+    """A warning when the last good drill is older than ``[backup] drill_max_age``, on a
+    keep that backs up (a backup was taken, or the backup store is configured): a laptop
+    keep that never set up backups is not nagged."""
+    from labkeep.catalog import Event, Store
+
+    cfg = keep.config.backup
+    uses_backups = (
+        cfg.path is not None
+        or session.execute(select(Store.id).where(Store.name == cfg.store)).first() is not None
+        or session.execute(select(Event.id).where(Event.action == "backup").limit(1)).first()
+        is not None
+    )
+    if not uses_backups:
+        return None
+    max_age = cfg.drill_max_age
     at = last_drill(session)
     if at is not None and utcnow() - at <= timedelta(seconds=max_age):
         return None

@@ -9,11 +9,13 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 
 from labkeep import Keep
 from labkeep.ops.backup import PREFIX, to_keep
 from tests.conftest import make_files, unseal_tree
 from tests.pgserver import PostgresServer
+from tests.s3server import S3Server
 from tests.test_cli import records, run
 
 
@@ -205,3 +207,44 @@ def subprocess_run(cmd: list[str]) -> None:
     import subprocess
 
     subprocess.run(cmd, check=True, capture_output=True)
+
+
+def test_backups_in_a_worm_s3_bucket(
+    keep: Keep,
+    keep_root: Path,
+    tmp_path: Path,
+    s3_server: S3Server,
+    request: pytest.FixtureRequest,
+) -> None:
+    """A real S3 server with Object Lock: the backup goes through the store interface,
+    rotation keeps what retention protects, and the restore finds the bucket without the
+    catalog (the store's description the backup left in the tree)."""
+    from tests.test_copies_s3 import add_s3, bucket_objects
+
+    _ingest(keep, tmp_path, "s1", 6)
+    bucket = add_s3(keep, s3_server, "backup", object_lock="compliance", retention="1d")
+    first = keep.backup()
+    second = keep.backup()
+    assert second["retention_locked"] == [first["id"]] and second["rotated_out"] == []
+    keys = set(bucket_objects(s3_server, bucket))
+    assert {first["key"], second["key"], f"{PREFIX}{second['id']}.json"} <= keys
+    assert [b.id for b in keep.list_backups()] == [second["id"], first["id"]]
+    assert keep.drill_backup(sample=3).ok
+    dialect = keep.catalog.dialect
+    keep.close()
+    if dialect == "sqlite":
+        target = tmp_path / "restored.db"
+        url = f"sqlite:///{target}"
+    else:
+        url = request.getfixturevalue("pg_server").create_database()
+    restored = records(run("restore-catalog", first["id"], "--into", url,
+                           "--root", str(keep_root), "--json"))[0]  # fmt: skip
+    assert restored["backup"] == first["id"] and restored["activated"] is False
+    from labkeep.catalog import Catalog
+
+    catalog = Catalog(url)
+    try:
+        with catalog.read() as session:
+            assert session.execute(text("SELECT count(*) FROM datasets")).scalar_one() == 1
+    finally:
+        catalog.close()

@@ -44,6 +44,8 @@ def test_backup_list_drill_and_the_status_warning(
 
     assert hashlib.sha256(dump.read_bytes()).hexdigest() == sidecar["sha256"] == taken["sha256"]
     assert sidecar["schema"] == keep.catalog.schema_revision()
+    newest = keep.events(limit=1)[0]  # the "backup" event itself came after the copy
+    assert newest["action"] == "backup" and sidecar["head_event_id"] == newest["id"] - 1
     assert [b.id for b in keep.list_backups()] == [taken["id"]]
 
     report = keep.drill_backup(sample=5)

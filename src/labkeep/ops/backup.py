@@ -3,11 +3,13 @@
 A backup is one file in a store, written through the store interface under
 ``labkeep-backups/<id>.<ext>``, and a small JSON *sidecar* beside it
 (``labkeep-backups/<id>.json``: keep id, engine, schema, size, SHA-256, the audit
-chain's head at backup time). The sidecars are what ``backup list``, ``backup drill`` and
-``restore-catalog`` read: a backup is found and restored without the catalog (the
-catalog may be what was lost). The store's own description is also written to
-``TREE/.labkeep/backup-store.json`` so that ``restore-catalog`` finds the store when the
-catalog that names it is gone (or pass ``--from``).
+chain's head in the copy: read from the SQLite copy, or in the very snapshot pg_dump
+dumps, ``--snapshot`` of a transaction that exported it). The sidecars are what
+``backup list``, ``backup drill`` and ``restore-catalog`` read: a backup is found and
+restored without the catalog (the catalog may be what was lost). The store's own
+description is also written to ``TREE/.labkeep/backup-store.json`` so that
+``restore-catalog`` finds the store when the catalog that names it is gone (or pass
+``--from``).
 
 - SQLite: the online backup API (``sqlite3.Connection.backup``) into a temp file: a
   consistent copy while other processes keep writing.
@@ -305,8 +307,12 @@ def _scratch(keep_root: Path) -> Iterator[Path]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def _dump(keep: Keep, into: Path) -> tuple[str, str, int | None]:
-    """Write a consistent copy of the catalog to *into*: (engine, format, pg major)."""
+Head = tuple[int | None, str | None, int]
+
+
+def _dump(keep: Keep, into: Path) -> tuple[str, str, int | None, Head]:
+    """Write a consistent copy of the catalog to *into*: (engine, format, pg major, the
+    newest event in the copy and how many events it holds)."""
     url = keep.config.catalog_url
     if keep.catalog.dialect == "sqlite":
         source = sqlite3.connect(str(_sqlite_path(url)), timeout=60)
@@ -315,20 +321,35 @@ def _dump(keep: Keep, into: Path) -> tuple[str, str, int | None]:
             with target:
                 source.backup(target)
             target.execute("PRAGMA journal_mode=DELETE")  # one self-contained file
+            row = target.execute("SELECT id, hash FROM events ORDER BY id DESC LIMIT 1").fetchone()
+            count = int(target.execute("SELECT count(*) FROM events").fetchone()[0])
         except sqlite3.Error as exc:
             raise BackupFailed(f"the SQLite backup of the catalog failed: {exc}") from exc
         finally:
             target.close()
             source.close()
-        return "sqlite", "sqlite", None
+        head: Head = (int(row[0]), str(row[1]), count) if row else (None, None, 0)
+        return "sqlite", "sqlite", None, head
     if keep.catalog.dialect != "postgresql":
         raise UsageError(f"cannot back up a {keep.catalog.dialect} catalog")
     major = _server_major(keep)
     args, env, dbname = _libpq(url)
-    _run_tool(
-        [pg_tool("pg_dump", major), "-Fc", "-f", str(into), *args, "-d", dbname], env, "pg_dump"
-    )
-    return "postgresql", "pg_dump-custom", major
+    # pg_dump reads the snapshot of this transaction: the head read here is the dump's
+    with keep.catalog.engine.connect() as conn:
+        conn = conn.execution_options(isolation_level="REPEATABLE READ")
+        with conn.begin():
+            snapshot = conn.execute(text("SELECT pg_export_snapshot()")).scalar_one()
+            newest = "SELECT id, hash FROM events ORDER BY id DESC LIMIT 1"
+            last = conn.execute(text(newest)).first()
+            count = int(conn.execute(text("SELECT count(*) FROM events")).scalar_one())
+            _run_tool(
+                [pg_tool("pg_dump", major), "-Fc", f"--snapshot={snapshot}", "-f", str(into),
+                 *args, "-d", dbname],
+                env,
+                "pg_dump",
+            )  # fmt: skip
+    head = (int(last[0]), str(last[1]), count) if last else (None, None, 0)
+    return "postgresql", "pg_dump-custom", major, head
 
 
 def backup(keep: Keep, *, to: str | None = None, rotate: bool = True) -> dict[str, Any]:
@@ -343,10 +364,9 @@ def backup(keep: Keep, *, to: str | None = None, rotate: bool = True) -> dict[st
         backup_id = f"{now:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
         with _scratch(keep.root) as folder:
             dump = folder / "catalog.dump"
-            engine, fmt, major = _dump(keep, dump)
+            engine, fmt, major, head = _dump(keep, dump)
             info = _describe(dump, backup_id, engine, fmt, major, now)
-            head_id, head_hash, events = _chain_head(dump, engine, keep)
-            info.head_event_id, info.head_hash, info.events = head_id, head_hash, events
+            info.head_event_id, info.head_hash, info.events = head
             digest = bytes.fromhex(info.sha256)
             store.put_file(info.key, str(dump), sha256=digest, size=info.size)
         info.keep_id = _keep_id(keep)
@@ -401,20 +421,6 @@ def _describe(
         key=f"{PREFIX}{backup_id}.{ext}",
         pg_major=major,
     )
-
-
-def _chain_head(dump: Path, engine: str, keep: Keep) -> tuple[int | None, str | None, int]:
-    """The newest event in the backup (read from the SQLite copy itself; for a pg_dump,
-    the live catalog's head read after the dump, which is at or after the dump's own)."""
-    if engine == "sqlite":
-        conn = sqlite3.connect(str(dump))
-        try:
-            row = conn.execute("SELECT id, hash FROM events ORDER BY id DESC LIMIT 1").fetchone()
-            count = conn.execute("SELECT count(*) FROM events").fetchone()[0]
-        finally:
-            conn.close()
-        return (int(row[0]), str(row[1]), int(count)) if row else (None, None, 0)
-    return None, None, 0
 
 
 # -- rotation ----------------------------------------------------------------------------

@@ -257,7 +257,7 @@ class Keep:
     # catalog backups and consistency
     backup = ops.backup.backup
     list_backups = ops.backup.list_backups
-    drill_backup = ops.backup.drill
+    drill_backup = ops.backup_drill.drill
     check = ops.check.check
     # stores and copies
     add_store = ops.stores.add_store

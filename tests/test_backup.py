@@ -250,3 +250,31 @@ def test_backups_in_a_worm_s3_bucket(
             assert session.execute(text("SELECT count(*) FROM datasets")).scalar_one() == 1
     finally:
         catalog.close()
+
+
+def test_workers_take_backups_and_drill_them_as_jobs(
+    keep: Keep, keep_root: Path, tmp_path: Path
+) -> None:
+    import io
+
+    from labkeep.ops.worker import JobWorker
+
+    _ingest(keep, tmp_path, "s1", 4)
+    store = tmp_path / "backups"
+    store.mkdir()
+    keep.add_store("backup", kind="objects", path=str(store))
+    backup_job = keep.enqueue("backup")
+    drill_job = keep.enqueue("backup-drill", {"sample": 2}, priority=-1)  # after the backup
+    JobWorker(keep, drain=True, log=io.StringIO(), schedule=False).run()
+    assert keep.get_job(backup_job.id).state == "done"
+    assert keep.get_job(drill_job.id).state == "done"
+    assert len(keep.list_backups()) == 1
+    assert keep.events(action="backup-drill", limit=1)[0]["details"]["ok"] is True
+    # a drill that fails fails its job, with the reason
+    (dump,) = [p for p in (store / PREFIX).iterdir() if p.suffix != ".json"]
+    dump.chmod(0o644)
+    dump.write_bytes(b"not a catalog")
+    failing = keep.enqueue("backup-drill")
+    JobWorker(keep, drain=True, log=io.StringIO(), schedule=False).run()
+    job = keep.get_job(failing.id)
+    assert job.state == "failed" and "drill" in job.last_error

@@ -278,3 +278,20 @@ def test_workers_take_backups_and_drill_them_as_jobs(
     JobWorker(keep, drain=True, log=io.StringIO(), schedule=False).run()
     job = keep.get_job(failing.id)
     assert job.state == "failed" and "drill" in job.last_error
+
+
+def test_the_tree_remembers_where_the_last_backup_went(
+    keep: Keep, keep_root: Path, tmp_path: Path
+) -> None:
+    from labkeep.ops.backup import find_backups
+
+    usual, other = tmp_path / "usual", tmp_path / "other"
+    usual.mkdir()
+    other.mkdir()
+    keep.add_store("backup", kind="objects", path=str(usual))
+    taken = keep.backup(to=str(other))  # a folder given for once
+    note = json.loads((keep_root / "data" / ".labkeep" / "backup-store.json").read_text())
+    assert note["backup"]["location"] == str(other)
+    # found from the note, without asking the catalog
+    assert [b.id for b in find_backups(keep.config)] == [taken["id"]]
+    assert not list(usual.rglob("*.json"))

@@ -128,11 +128,13 @@ def _remember_store(keep: Keep, store: ContentStore) -> None:
     store names its profile, as in the catalog)."""
     from labkeep.catalog import Store
     from labkeep.storage import write_atomic
+    from labkeep.storage.objects import ObjectsStore
 
-    item = {"kind": "objects", "location": str(getattr(store, "root", "")), "settings": {}}
-    with keep.catalog.read() as session:
-        row = session.execute(select(Store).where(Store.name == store.name)).scalar_one_or_none()
-        if row is not None:
+    if isinstance(store, ObjectsStore):  # a store of the catalog, or a folder given
+        item = {"kind": "objects", "location": str(store.root), "settings": {}}
+    else:
+        with keep.catalog.read() as session:
+            row = session.execute(select(Store).where(Store.name == store.name)).scalar_one()
             settings = json.loads(row.settings)
             item = {"kind": row.kind, "location": row.location, "settings": settings}
     path = _store_file(keep.config)

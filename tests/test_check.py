@@ -52,6 +52,9 @@ def test_check_finds_each_inconsistency(keep: Keep, keep_root: Path, tmp_path: P
     partial.write_bytes(b"half")
     old = time.time() - 7200
     os.utime(partial, (old, old))
+    killed = keep_root / ".labkeep-backup-abc123"  # a backup that was killed
+    killed.mkdir()
+    os.utime(killed, (old, old))
     ghost = data / "ghost" / "raw"
     ghost.mkdir(parents=True)
     (ghost / "a.bin").write_bytes(b"made after the backup")
@@ -87,7 +90,7 @@ def test_check_finds_each_inconsistency(keep: Keep, keep_root: Path, tmp_path: P
         "dataset-not-in-catalog": ["proj/ghost"],
         "entry-without-file": ["proj/s1/raw/top0000.dat"],
         "file-without-entry": ["proj/s1/raw/stray.bin", "proj/s2/notes.txt"],
-        "stale-partial": ["proj/s2"],
+        "stale-partial": ["proj/s2", str(killed)],
         "manifest-drift": ["proj/s3"],
         "below-policy": ["proj/s1", "proj/s2", "proj/s3"],
         "orphan-run": [found["orphan-run"][0]],

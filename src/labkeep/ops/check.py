@@ -89,6 +89,7 @@ def check(keep: Keep, *, stale_seconds: float = STALE_SECONDS) -> Iterator[Findi
         yield from _entries_without_files(keep, project, name, dataset_id)
         yield from _files_without_entries(keep, project, name, dataset_id, kind)
         yield from _partials(keep, project, name, stale_seconds)
+    yield from _backup_leftovers(keep, stale_seconds)
     yield from _manifests(keep)
     yield from _policy(keep)
     yield from _runs(keep)
@@ -266,6 +267,38 @@ def _partials(keep: Keep, project: str, name: str, stale_seconds: float) -> Iter
                 f"run the interrupted 'labkeep ingest SOURCE {project}/{name}' again (it "
                 f"resumes and clears them), or 'labkeep verify {project}/{name}' (clears them)",
             )
+
+
+def _backup_leftovers(keep: Keep, stale_seconds: float) -> Iterator[Finding]:
+    """Scratch folders and drill databases of a backup or drill that was killed."""
+    now = time.time()
+    with os.scandir(keep.root) as it:
+        for item in it:
+            if (
+                item.name.startswith(".labkeep-backup-")
+                and item.is_dir(follow_symlinks=False)
+                and now - item.stat(follow_symlinks=False).st_mtime > stale_seconds
+            ):
+                yield Finding(
+                    "stale-partial",
+                    item.path,
+                    "the scratch folder of a backup or drill that did not finish",
+                    f"rm -r {item.path}",
+                )
+    if keep.catalog.dialect == "postgresql":
+        from sqlalchemy import text
+
+        with keep.catalog.read() as session:
+            names = session.execute(
+                text("SELECT datname FROM pg_database WHERE datname LIKE 'labkeep\\_drill\\_%'")
+            ).scalars()
+            for name in names:
+                yield Finding(
+                    "stale-partial",
+                    f"database {name}",
+                    "the scratch catalog of a backup drill that did not finish (or is running)",
+                    f"psql -c 'DROP DATABASE \"{name}\"' (once no drill runs)",
+                )
 
 
 def _manifests(keep: Keep) -> Iterator[Finding]:

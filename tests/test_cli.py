@@ -171,7 +171,8 @@ def test_help_does_not_import_heavy_modules() -> None:
     code = (
         "import sys\n"
         "from labkeep.cli import app\n"
-        "heavy = [m for m in ('sqlalchemy', 'alembic', 'fastapi', 'boto3', 'psycopg') "
+        "heavy = [m for m in ('sqlalchemy', 'alembic', 'fastapi', 'boto3', 'psycopg', "
+        "'prometheus_client') "
         "if m in sys.modules]\n"
         "print(','.join(heavy))\n"
     )

@@ -110,6 +110,30 @@ plugins = []
 # kind = "buffer-clean"   # delete buffer copies that are safely kept and old enough
 # every = "1d"
 
+# Catalog backups ('labkeep backup', 'backup drill', 'restore-catalog'): see
+# docs/operations.md. "store" names a store of 'labkeep store list'; "path" is an objects
+# folder used when no such store exists (and to find backups when the catalog is lost).
+# Rotation keeps the newest backup of each of the last N days, weeks and months.
+[backup]
+store = "backup"
+path = ""
+daily = 7
+weekly = 5
+monthly = 12
+# the status page and 'labkeep status' warn when the last good drill is older than this
+drill_max_age = "8d"
+# files re-hashed by a drill
+drill_sample = 20
+
+# Prometheus metrics at /metrics (see docs/operations.md): a scraper needs the token
+# ("Authorization: Bearer TOKEN"; or set LABKEEP_METRICS_TOKEN) or an address listed in
+# "allow" (addresses or networks); anyone else gets 401/403. Gauges read from the catalog
+# are cached for cache_seconds.
+[metrics]
+token = ""
+allow = []
+cache_seconds = 15
+
 # Buttons on file pages that open a file in another service, e.g.:
 # [[web.links]]
 # name = "Image viewer"
@@ -174,6 +198,34 @@ class Schedule:
 
 
 @dataclass(frozen=True)
+class BackupConfig:
+    """``[backup]``: where catalog backups go, their rotation, and how fresh a drill must be."""
+
+    #: a store of the catalog (its name), or the name given to *path*'s objects folder
+    store: str = "backup"
+    #: an objects folder (used when the catalog has no such store, or has no catalog)
+    path: Path | None = None
+    #: newest backup of each of the last N days / ISO weeks / months is kept
+    daily: int = 7
+    weekly: int = 5
+    monthly: int = 12
+    #: warn when the last good drill is older than this (seconds)
+    drill_max_age: float = 8 * 86400.0
+    #: files re-hashed by a drill
+    drill_sample: int = 20
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    """``[metrics]``: who may scrape /metrics, and how long catalog gauges are cached."""
+
+    token: str = ""
+    #: client addresses or networks (CIDR) that may scrape without the token
+    allow: tuple[str, ...] = ()
+    cache_seconds: float = 15.0
+
+
+@dataclass(frozen=True)
 class JobsConfig:
     lease_seconds: float = 60.0
     max_attempts: int = 5
@@ -209,6 +261,8 @@ class Config:
     runs_poll_seconds: float = 10.0
     #: DataCite's publisher of what this keep releases (an institute, a facility)
     publisher: str = ""
+    backup: BackupConfig = field(default_factory=BackupConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
 
     @classmethod
     def load(cls, root: Path) -> Config:
@@ -250,6 +304,8 @@ class Config:
                 scratch_path=_resolve(root, str(runs.get("scratch", "scratch"))),
                 runs_poll_seconds=parse_duration(runs.get("poll_seconds", 10)),
                 publisher=str(data.get("publish", {}).get("publisher", "")),
+                backup=_backup(root, data.get("backup", {})),
+                metrics=_metrics(data.get("metrics", {})),
             )
         except (TypeError, ValueError, AttributeError) as exc:
             raise ConfigError(f"{path}: {exc}") from None
@@ -330,6 +386,35 @@ def _jobs(section: dict[str, Any]) -> JobsConfig:
     if config.lease_seconds < 1 or config.max_attempts < 1 or config.poll_seconds <= 0:
         raise ValueError("[jobs] lease_seconds >= 1, max_attempts >= 1, poll_seconds > 0")
     return config
+
+
+def _backup(root: Path, section: dict[str, Any]) -> BackupConfig:
+    path = str(section.get("path", "") or "")
+    config = BackupConfig(
+        store=str(section.get("store", "backup")),
+        path=_resolve(root, path) if path else None,
+        daily=int(section.get("daily", 7)),
+        weekly=int(section.get("weekly", 5)),
+        monthly=int(section.get("monthly", 12)),
+        drill_max_age=parse_duration(section.get("drill_max_age", "8d")),
+        drill_sample=int(section.get("drill_sample", 20)),
+    )
+    if min(config.daily, config.weekly, config.monthly, config.drill_sample) < 0:
+        raise ValueError("[backup] daily, weekly, monthly and drill_sample must not be negative")
+    return config
+
+
+def _metrics(section: dict[str, Any]) -> MetricsConfig:
+    import ipaddress
+
+    allow = tuple(str(a) for a in section.get("allow", []))
+    for item in allow:
+        ipaddress.ip_network(item, strict=False)  # ValueError names a bad entry
+    return MetricsConfig(
+        token=str(section.get("token", "")),
+        allow=allow,
+        cache_seconds=float(section.get("cache_seconds", 15)),
+    )
 
 
 def _resolve(root: Path, value: str) -> Path:

@@ -290,6 +290,13 @@ class TransferCorrupted(StorageError):
     code = "checksum-mismatch"
 
 
+class BackupFailed(EnvironmentFailure):
+    """A catalog backup, drill or restore could not be done (pg_dump failed, a dump is
+    damaged): exit code 3."""
+
+    code = "backup-failed"
+
+
 class RetentionLocked(SealedError):
     """The content is under WORM retention (Object Lock) in a store: it cannot be deleted
     or changed before its retain-until date, by anyone."""

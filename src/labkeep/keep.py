@@ -256,6 +256,11 @@ class Keep:
     events = ops.audit.events
     check_events = ops.audit.check_events
     status = ops.status.status
+    # catalog backups and consistency
+    backup = ops.backup.backup
+    list_backups = ops.backup.list_backups
+    drill_backup = ops.backup_drill.drill
+    check = ops.check.check
     # stores and copies
     add_store = ops.stores.add_store
     list_stores = ops.stores.list_stores

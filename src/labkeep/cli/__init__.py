@@ -5,6 +5,8 @@ from __future__ import annotations
 import typer
 
 from labkeep.cli import (
+    backup_cmd,
+    check_cmd,
     events_cmd,
     grant_cmd,
     group_cmd,
@@ -59,6 +61,8 @@ for module in (
     watch_cmd,
     meta_cmd,
     publish_meta_cmd,
+    backup_cmd,
+    check_cmd,
 ):
     module.register(app)
 

@@ -109,6 +109,7 @@ _BUILTIN = (
     "labkeep.ops.watch",
     "labkeep.ops.run_slurm",
     "labkeep.ops.release",
+    "labkeep.ops.backup_jobs",
 )
 _loaded: set[str] = set()
 _load_lock = threading.Lock()

@@ -77,7 +77,13 @@ def status(keep: Keep, *, deep: bool = False) -> dict[str, Any]:
         from labkeep.ops.whereis import below_policy
 
         short, n_short = below_policy(session, MAX_LISTED)
+        from labkeep.ops.backup import drill_attention, last_drill
+
+        stale_drill = drill_attention(keep, session)
+        drilled = last_drill(session)
     attention: list[str] = []
+    if stale_drill:
+        attention.append(stale_drill)
     for item in short:
         attention.append(
             f"{item['dataset']}: below its copy policy ({', '.join(item['below'])}; copies: "
@@ -131,6 +137,7 @@ def status(keep: Keep, *, deep: bool = False) -> dict[str, Any]:
         "below_policy": short,
         "datasets_below_policy": n_short,
         "last_verify": isoformat(last_verify),
+        "last_good_drill": isoformat(drilled),
         "events": events,
         "jobs": jobs,
         "deep": deep,

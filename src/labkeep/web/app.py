@@ -111,6 +111,9 @@ def create_app(keep: Keep | str | os.PathLike[str] | None = None) -> FastAPI:
         form_bytes=web.max_form_bytes,
         upload_bytes=web.max_upload_bytes,
     )
+    from labkeep.web.metrics import install as install_metrics
+
+    install_metrics(app, base)  # outermost: times and counts every answer
     # the web waits for an unreachable catalog briefly, then answers 503 (clients retry)
     base.catalog.retry_seconds = min(base.catalog.retry_seconds, WEB_CATALOG_RETRY)
 

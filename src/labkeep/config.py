@@ -104,6 +104,19 @@ plugins = []
 # kind = "buffer-clean"   # delete buffer copies that are safely kept and old enough
 # every = "1d"
 
+# Metadata read from files and previews (docs/metadata.md): after each ingest or save a
+# job reads every new file in a child process (a reader that crashes or hangs costs one
+# error record) and makes thumbnails of images into the cache folder
+[extract]
+after_ingest = true
+previews = true
+# a file whose reader takes longer than this is recorded as an error
+timeout_seconds = 60
+cache = "cache"
+# further extractors as "module:Class" (also found through the "labkeep.extractors"
+# entry points)
+plugins = []
+
 # Buttons on file pages that open a file in another service, e.g.:
 # [[web.links]]
 # name = "Image viewer"
@@ -178,6 +191,15 @@ class JobsConfig:
     schedule: tuple[Schedule, ...] = ()
 
 
+@dataclass(frozen=True)
+class ExtractConfig:
+    #: queue an extraction job when ingest or save commits a version
+    after_ingest: bool = True
+    previews: bool = True
+    timeout_seconds: float = 60.0
+    plugins: tuple[str, ...] = ()
+
+
 @dataclass
 class Config:
     root: Path
@@ -201,6 +223,9 @@ class Config:
     scratch_path: Path = field(default_factory=lambda: Path("scratch"))
     #: how often a worker asks the batch system about a run's job
     runs_poll_seconds: float = 10.0
+    extract: ExtractConfig = field(default_factory=ExtractConfig)
+    #: derived files (thumbnails), keyed by content: safe to delete
+    cache_path: Path = field(default_factory=lambda: Path("cache"))
 
     @classmethod
     def load(cls, root: Path) -> Config:
@@ -241,6 +266,8 @@ class Config:
                 runs_path=_resolve(root, str(runs.get("staging", "runs"))),
                 scratch_path=_resolve(root, str(runs.get("scratch", "scratch"))),
                 runs_poll_seconds=parse_duration(runs.get("poll_seconds", 10)),
+                extract=_extract(data.get("extract", {})),
+                cache_path=_resolve(root, str(data.get("extract", {}).get("cache", "cache"))),
             )
         except (TypeError, ValueError, AttributeError) as exc:
             raise ConfigError(f"{path}: {exc}") from None
@@ -320,6 +347,18 @@ def _jobs(section: dict[str, Any]) -> JobsConfig:
     )
     if config.lease_seconds < 1 or config.max_attempts < 1 or config.poll_seconds <= 0:
         raise ValueError("[jobs] lease_seconds >= 1, max_attempts >= 1, poll_seconds > 0")
+    return config
+
+
+def _extract(section: dict[str, Any]) -> ExtractConfig:
+    config = ExtractConfig(
+        after_ingest=bool(section.get("after_ingest", True)),
+        previews=bool(section.get("previews", True)),
+        timeout_seconds=float(section.get("timeout_seconds", 60)),
+        plugins=tuple(str(p) for p in section.get("plugins", [])),
+    )
+    if config.timeout_seconds <= 0:
+        raise ValueError("[extract] timeout_seconds must be positive")
     return config
 
 

@@ -6,6 +6,7 @@ import typer
 
 from labkeep.cli import (
     events_cmd,
+    extract_cmd,
     grant_cmd,
     group_cmd,
     ingest_cmd,
@@ -57,6 +58,7 @@ for module in (
     remote_cmd,
     watch_cmd,
     meta_cmd,
+    extract_cmd,
 ):
     module.register(app)
 

@@ -271,6 +271,7 @@ class Keep:
     search_fields = ops.extract.search_fields
     dataset_previews = ops.extract.dataset_previews
     preview = ops.extract.preview
+    convert = ops.convert.convert
     # background work
     enqueue = ops.jobs.enqueue
     list_jobs = ops.jobs.list_jobs

@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from labkeep.cli import (
+    convert_cmd,
     events_cmd,
     extract_cmd,
     grant_cmd,
@@ -59,6 +60,7 @@ for module in (
     watch_cmd,
     meta_cmd,
     extract_cmd,
+    convert_cmd,
 ):
     module.register(app)
 

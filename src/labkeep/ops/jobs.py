@@ -109,6 +109,7 @@ _BUILTIN = (
     "labkeep.ops.watch",
     "labkeep.ops.run_slurm",
     "labkeep.ops.extract",
+    "labkeep.ops.convert",
 )
 _loaded: set[str] = set()
 _load_lock = threading.Lock()

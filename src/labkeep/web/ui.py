@@ -18,7 +18,16 @@ from fastapi.responses import Response
 from labkeep.errors import AuthenticationFailed, NotFound, TooManyAttempts
 from labkeep.keep import Keep
 from labkeep.names import address_text
-from labkeep.web import jsonld, pages, ui_admin, ui_buffers, ui_jobs, ui_runs, ui_share
+from labkeep.web import (
+    jsonld,
+    pages,
+    ui_admin,
+    ui_buffers,
+    ui_extract,
+    ui_jobs,
+    ui_runs,
+    ui_share,
+)
 from labkeep.web.api_jobs import queue_verify
 from labkeep.web.deps import SESSION_COOKIE, csrf_protect, resolve
 from labkeep.web.limits import receive_upload
@@ -292,6 +301,7 @@ def _dataset_page(
                 run=made_by["run"] if made_by else None,
             ),
             **provenance,
+            **ui_extract.dataset_context(keep, links, project, dataset, version),
         },
     )
 
@@ -408,6 +418,7 @@ def _file_page(
             "link_outs": pages.link_outs(keep, links, project, dataset, path, version),
             "crumbs": crumbs,
             "json_ld": jsonld.file(links, project, dataset, info, version),
+            **ui_extract.file_context(keep, links, project, dataset, path, version),
         },
     )
 

@@ -56,18 +56,17 @@ def thumbnail_png(plane: Any, max_side: int = MAX_SIDE) -> bytes:
     if image.mode not in ("L", "RGB"):
         image = image.convert("RGB")
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG", optimize=True)
+    image.save(buffer, format="PNG")
     return buffer.getvalue()
 
 
 def write_atomically(path: str, data: bytes) -> None:
     """Write *data* to *path* through a temporary name beside it (never a partial file
-    under the final name)."""
+    under the final name). Not fsynced: a thumbnail is a cache, made again when lost
+    (a missing one is "no preview", never a broken image)."""
     folder = os.path.dirname(path)
     os.makedirs(folder, exist_ok=True)
     tmp = f"{path}.{os.getpid()}.part"
     with open(tmp, "wb") as handle:
         handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
     os.replace(tmp, path)

@@ -193,8 +193,12 @@ def test_a_broken_plugin_does_not_stop_the_others() -> None:
 
 # -- through the keep: the job after ingest, records, access ---------------------------------
 def test_ingest_queues_extraction_and_the_job_records_every_file(
-    keep: Keep, tmp_path: Path
+    keep: Keep, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from labkeep.ops import extract as ops_extract
+
+    monkeypatch.setattr(ops_extract, "PAGE", 5)  # several pages, several batches
+    monkeypatch.setattr(ops_extract, "BATCH", 3)
     folder = _samples(tmp_path / "src")
     (folder / "x.crash").write_text("boom")
     (folder / "x.raise").write_text("boom")

@@ -27,7 +27,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import delete, insert, select
+from sqlalchemy import delete, func, insert, select
 
 from labkeep.catalog import Dataset, Entry, Extraction, Project
 from labkeep.clock import isoformat, utcnow
@@ -155,31 +155,60 @@ def extract_job(ctx: JobContext) -> dict[str, Any]:
 
 
 # -- extracting -----------------------------------------------------------------------------
-def _todo(
-    keep: Keep, address: str, force: bool
-) -> tuple[str, str, str, int, list[tuple[int, str, int, bytes, int]]]:
+#: rows of the to-do list read per query (memory stays flat for any dataset size)
+PAGE = 1000
+
+Row = tuple[int, str, int, bytes, int]
+
+
+@dataclass
+class _Todo:
+    project: str
+    dataset: str
+    target: str
+    files: int
+    bytes: int
+    query: Any
+
+    def pages(self, keep: Keep) -> Iterator[list[Row]]:
+        """The entries to read in path order, a page at a time (keyset paging)."""
+        after: str | None = None
+        while True:
+            query = self.query if after is None else self.query.where(Entry.path > after)
+            with keep.catalog.read() as session:
+                rows = [
+                    (int(i), str(p), int(s), bytes(h), int(m))
+                    for i, p, s, h, m in session.execute(query.limit(PAGE))
+                ]
+            if not rows:
+                return
+            yield rows
+            after = rows[-1][1]
+
+
+def _todo(keep: Keep, address: str, force: bool) -> _Todo:
     addr = parse_address(address, need_dataset=True)
     assert addr.dataset is not None
     with keep.catalog.read() as session:
         _, dataset = find_dataset(
             keep, session, addr.project, addr.dataset, "dataset.verify", version=addr.version
         )
-        version = addr.version if addr.version is not None else dataset.head_version
-        query = (
-            select(Entry.id, Entry.path, Entry.size, Entry.sha256, Entry.mtime_ns)
-            .where(entries_at(dataset.id, addr.version))
-            .order_by(Entry.path)
-        )
+        where = [entries_at(dataset.id, addr.version)]
         if addr.path:
             folder = addr.path.rstrip("/")
-            query = query.where((Entry.path == folder) | Entry.path.startswith(folder + "/"))
+            where.append((Entry.path == folder) | Entry.path.startswith(folder + "/"))
         if not force:
             done = select(Extraction.entry_id).where(Extraction.entry_id == Entry.id)
-            query = query.where(~done.exists())
-        rows = [
-            (int(i), str(p), int(s), bytes(h), int(m)) for i, p, s, h, m in session.execute(query)
-        ]
-    return addr.project, addr.dataset, addr.dataset_address, version, rows
+            where.append(~done.exists())
+        files, size = session.execute(
+            select(func.count(Entry.id), func.coalesce(func.sum(Entry.size), 0)).where(*where)
+        ).one()
+    query = (
+        select(Entry.id, Entry.path, Entry.size, Entry.sha256, Entry.mtime_ns)
+        .where(*where)
+        .order_by(Entry.path)
+    )
+    return _Todo(addr.project, addr.dataset, addr.dataset_address, int(files), int(size), query)
 
 
 @contextlib.contextmanager
@@ -219,15 +248,16 @@ def extract(
     """
     from labkeep.extract.runner import Isolated
 
-    project, dataset, target, _version, rows = _todo(keep, address, force)
+    todo = _todo(keep, address, force)
+    project, dataset, target = todo.project, todo.dataset, todo.target
     report = Report("extract", keep_all=keep_results)
     report.info.update(dataset=target)
     if progress is not None:
-        progress.start(len(rows), sum(r[2] for r in rows))
+        progress.start(todo.files, todo.bytes)
     settings = keep.config.extract
     pending: list[dict[str, Any]] = []
     with Isolated(settings.plugins, timeout=settings.timeout_seconds) as child:
-        for entry_id, path, size, sha, mtime in rows:
+        for entry_id, path, size, sha, mtime in (r for page in todo.pages(keep) for r in page):
             thumb = str(preview_path(keep, sha.hex())) if settings.previews else None
             try:
                 with _local_copy(keep, project, dataset, path, size, sha, mtime) as local:

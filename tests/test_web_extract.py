@@ -198,3 +198,15 @@ def test_browser_file_page_shows_the_preview_and_metadata(world: World) -> None:
             context.close()
         finally:
             browser.close()
+
+
+def test_dataset_page_shows_the_first_thumbnails_only(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from labkeep.web import ui_extract
+
+    monkeypatch.setattr(ui_extract, "GALLERY", 2)
+    with world.client("alice") as alice:
+        page = alice.get("/p/proj/s017", headers={"Accept": "text/html"}).text
+    assert page.count('<img src="/api/v1/previews/proj/s017/') == 2
+    assert "The first 2 images in path order" in page

@@ -377,20 +377,24 @@ def iter_search_fields(keep: Keep, dataset_id: int | None = None) -> Iterator[
             yield int(entry_id), search_text_fields(json.loads(text or "{}"))
 
 
-def dataset_previews(keep: Keep, address: str) -> dict[str, str]:
-    """``path -> sha256`` of the files of ``P/D[@V]`` that have a thumbnail (for the
-    dataset page), for a caller who may read the dataset."""
+def dataset_previews(keep: Keep, address: str, *, limit: int | None = None) -> dict[str, str]:
+    """``path -> sha256`` of the files of ``P/D[@V]`` that have a thumbnail, in path order
+    (the first *limit*: a dataset page shows a few), for a caller who may read it."""
     addr = parse_address(address, need_dataset=True)
     assert addr.dataset is not None
     with keep.catalog.read() as session:
         _, dataset = find_dataset(
             keep, session, addr.project, addr.dataset, "dataset.read", version=addr.version
         )
-        rows = session.execute(
+        query = (
             select(Entry.path, Entry.sha256)
             .join(Extraction, Extraction.entry_id == Entry.id)
             .where(entries_at(dataset.id, addr.version), Extraction.preview == "ok")
-        ).all()
+            .order_by(Entry.path)
+        )
+        if limit is not None:
+            query = query.limit(limit)
+        rows = session.execute(query).all()
     return {str(p): bytes(h).hex() for p, h in rows}
 
 

@@ -30,7 +30,7 @@ def file_context(
 def dataset_context(
     keep: Keep, links: Links, project: str, dataset: str, version: int | None
 ) -> dict[str, Any]:
-    found = keep.dataset_previews(address_text(project, dataset, None, version))
+    found = keep.dataset_previews(address_text(project, dataset, None, version), limit=GALLERY + 1)
     paths = sorted(found)[:GALLERY]
     return {
         "thumbnails": [
@@ -42,7 +42,7 @@ def dataset_context(
             }
             for p in paths
         ],
-        "thumbnails_more": max(0, len(found) - len(paths)),
+        "thumbnails_more": len(found) > len(paths),
     }
 
 

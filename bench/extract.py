@@ -18,6 +18,7 @@ Files are in the page cache (just written). Prints a Markdown table.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -44,6 +45,15 @@ def _rate(n: int, seconds: list[float]) -> str:
     return f"{n / best:,.0f} files/s ({best:.2f} s)"
 
 
+def _cpu(pid: int | None = None) -> float:
+    """CPU seconds (user + system) of this process, plus those of *pid* (a child)."""
+    total = time.process_time()
+    if pid is not None:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--files", type=int, default=1000)
@@ -58,26 +68,32 @@ def main() -> None:
         base = Path(tmp)
         paths = _make(base / "src", n)
         plugin = TiffExtractor()
-        results: dict[str, list[float]] = {"plugin": [], "isolated": [], "thumbs": [], "job": []}
+        keys = ("plugin", "isolated", "thumbs", "job")
+        results: dict[str, list[float]] = {k: [] for k in keys}
+        cpu: dict[str, list[float]] = {k: [] for k in keys}
         for r in range(args.repeat):
-            t = time.perf_counter()
+            t, c = time.perf_counter(), _cpu()
             for p in paths:
                 fields = plugin.extract(str(p), p.name)
             results["plugin"].append(time.perf_counter() - t)
+            cpu["plugin"].append(_cpu() - c)
             assert fields["objective"]["magnification"] == 63.0
             with Isolated() as child:
                 child.extract(str(paths[0]), paths[0].name)  # start the child first
-                t = time.perf_counter()
+                pid = child._proc.pid if child._proc else None
+                t, c = time.perf_counter(), _cpu(pid)
                 for p in paths:
                     answer = child.extract(str(p), p.name)
                 results["isolated"].append(time.perf_counter() - t)
+                cpu["isolated"].append(_cpu(pid) - c)
                 assert answer["status"] == "ok"
-                t = time.perf_counter()
+                t, c = time.perf_counter(), _cpu(pid)
                 for i, p in enumerate(paths):
                     answer = child.extract(
                         str(p), p.name, thumb=str(base / f"thumbs{r}" / f"{i}.png")
                     )
                 results["thumbs"].append(time.perf_counter() - t)
+                cpu["thumbs"].append(_cpu(pid) - c)
                 assert answer["preview"] == "ok"
             keep = Keep.init(base / f"keep{r}")
             try:
@@ -90,8 +106,11 @@ def main() -> None:
                 assert report.counts() == {"ok": n}, report.counts()
             finally:
                 keep.close()
-    print(f"{n} OME-TIFFs of ~63 KB, medians of {args.repeat}:\n")
-    print("| what | rate |\n| --- | --- |")
+    print(
+        f"{n} OME-TIFFs of ~63 KB, medians of {args.repeat}; load average before: "
+        f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores\n"
+    )
+    print("| what | wall clock | per CPU second |\n| --- | --- | --- |")
     labels = {
         "plugin": "TIFF plugin in process",
         "isolated": "through the extraction child process",
@@ -99,7 +118,8 @@ def main() -> None:
         "job": "keep.extract (the job: child, thumbnails, catalog rows, SQLite)",
     }
     for key, label in labels.items():
-        print(f"| {label} | {_rate(n, results[key])} |")
+        per_cpu = f"{n / statistics.median(cpu[key]):,.0f} files/s" if cpu[key] else "-"
+        print(f"| {label} | {_rate(n, results[key])} | {per_cpu} |")
 
 
 if __name__ == "__main__":

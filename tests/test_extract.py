@@ -305,3 +305,50 @@ def test_help_imports_no_image_library() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, env=env)  # fmt: skip
     assert out.stdout.strip() == "[]"
+
+
+def test_cold_data_is_read_from_a_store(keep: Keep, tmp_path: Path) -> None:
+    """The tree copy was dropped (cold data): the job reads the content from a good
+    replica in a content store, through the store interface."""
+    folder = tmp_path / "src"
+    folder.mkdir()
+    samples.ome_tiff(folder / "cell.ome.tif")
+    (folder / "notes.txt").write_text("cold\n")
+    keep.ingest(folder, "proj/s1")
+    keep.seal("proj/s1")
+    for name in ("backup", "archive"):
+        keep.add_store(name, kind="objects", path=str(tmp_path / name))
+        keep.copy("proj/s1", to=name)
+    keep.set_policy("proj", min_copies=2, tree_droppable=True)
+    keep.drop("proj/s1", from_store="tree")
+    assert not (keep.tree.dataset_dir("proj", "s1") / "raw" / "cell.ome.tif").exists()
+    report = keep.extract("proj/s1")
+    assert report.counts() == {"ok": 2}
+    record = keep.file_metadata("proj/s1/raw/cell.ome.tif")
+    assert record.status == "ok" and record.fields["instrument"] == "Zeiss LSM 980"
+    assert record.preview == "ok"
+    assert keep.preview("proj/s1/raw/cell.ome.tif").path.stat().st_size > 0
+
+
+def test_preview_plane_comes_from_a_small_pyramid_level(tmp_path: Path) -> None:
+    """A pyramidal OME-TIFF: the plane is read from the smallest level still at least
+    256 px (a few pages), not from the full-resolution image."""
+    import numpy as np
+    import tifffile
+
+    from labkeep.extract.tiff import tiff_plane
+
+    path = tmp_path / "pyramid.ome.tif"
+    full = np.zeros((2048, 2048), dtype=np.uint16)
+    full[:1024] = 1000
+    with tifffile.TiffWriter(path) as tif:
+        tif.write(full, subifds=3, tile=(256, 256), metadata={"axes": "YX"})
+        for level in (1, 2, 3):
+            step = 2**level
+            tif.write(full[::step, ::step], subfiletype=1, tile=(256, 256))
+    with tifffile.TiffFile(path) as tif:
+        assert [lv.shape for lv in tif.series[0].levels] == [
+            (2048, 2048), (1024, 1024), (512, 512), (256, 256),
+        ]  # fmt: skip
+        plane = tiff_plane(tif, 256)
+    assert plane.shape == (256, 256) and plane[0, 0] == 1000 and plane[-1, -1] == 0

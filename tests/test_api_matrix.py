@@ -257,6 +257,19 @@ def _run_call(w: Walk, own: bool, tail: str) -> Call:
     return Call("POST" if tail else "GET", f"{API}/runs/{run_id}{tail}")
 
 
+def _preview_call(w: Walk, kind: str, own: bool) -> Call:
+    """The thumbnail of the dataset's file: one is put in the keep's cache first (as the
+    extraction job would), so the cell tests access, not whether a preview exists."""
+    from labkeep.ops.extract import preview_path
+
+    address = f"{w.dataset(own)}/raw/f.txt"
+    path = preview_path(w.admin, w.admin.stat_file(address).sha256)
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"\x89PNG\r\n\x1a\n")
+    return Call("GET", f"{API}/previews/{address}")
+
+
 def _login(w: Walk, kind: str, own: bool) -> Call:
     name = _own_name(w, kind) if own else w.world.name("nobody")
     password = PASSWORD if own else "not the password"
@@ -347,6 +360,12 @@ CASES: list[Case] = [
         "download",
         lambda w, k, o: Call("GET", f"{API}/files/{w.dataset(o)}/raw/f.txt"),
     ),
+    Case(
+        "GET /api/v1/metadata/{project}/{dataset}/{path:path}",
+        "read_metadata",
+        lambda w, k, o: Call("GET", f"{API}/metadata/{w.dataset(o)}/raw/f.txt"),
+    ),
+    Case("GET /api/v1/previews/{project}/{dataset}/{path:path}", "download", _preview_call),
     Case(
         "GET /api/v1/datasets/{project}/{dataset}/zip",
         "download",

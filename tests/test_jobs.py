@@ -367,7 +367,9 @@ def test_the_cli_queues_lists_shows_and_runs_jobs(qroot: Path) -> None:
             "--json").stdout
     )  # fmt: skip
     assert ingest["kind"] == "ingest" and ingest["target"] == "proj/s1"
-    assert json.loads(run("worker", "--drain", "--json").stdout)["done"] == 1
+    # the ingest, and the extraction of metadata that it queued
+    drained = json.loads(run("worker", "--drain", "--json").stdout)
+    assert drained["done"] == 2 and drained["by_kind"] == {"ingest": 1, "extract": 1}
     verify = run("verify", "proj/s1", "--background").stdout
     assert "queued (verify proj/s1)" in verify
     run("worker", "--drain")

@@ -5,6 +5,7 @@ the dataset page, the queue on the admin dashboard). Workers run in the test pro
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import re
 from collections.abc import Iterator
@@ -36,6 +37,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
         mp.setattr(secrets, "_hasher", lambda: cheap)
         keep = Keep.init(base / "keep")
         keep.config.durability = "file"
+        # this module is about the queue: no extraction jobs after ingest (test_extract)
+        keep.config.extract = dataclasses.replace(keep.config.extract, after_ingest=False)
         for name in ("alice", "bob", "carol"):
             keep.add_user(name, password=PASSWORD)
         keep.create_group("lab")

@@ -133,6 +133,18 @@ drill_sample = 20
 token = ""
 allow = []
 cache_seconds = 15
+# Metadata read from files and previews (docs/metadata.md): after each ingest or save a
+# job reads every new file in a child process (a reader that crashes or hangs costs one
+# error record) and makes thumbnails of images into the cache folder
+[extract]
+after_ingest = true
+previews = true
+# a file whose reader takes longer than this is recorded as an error
+timeout_seconds = 60
+cache = "cache"
+# further extractors as "module:Class" (also found through the "labkeep.extractors"
+# entry points)
+plugins = []
 
 # Buttons on file pages that open a file in another service, e.g.:
 # [[web.links]]
@@ -236,6 +248,15 @@ class JobsConfig:
     schedule: tuple[Schedule, ...] = ()
 
 
+@dataclass(frozen=True)
+class ExtractConfig:
+    #: queue an extraction job when ingest or save commits a version
+    after_ingest: bool = True
+    previews: bool = True
+    timeout_seconds: float = 60.0
+    plugins: tuple[str, ...] = ()
+
+
 @dataclass
 class Config:
     root: Path
@@ -263,6 +284,9 @@ class Config:
     publisher: str = ""
     backup: BackupConfig = field(default_factory=BackupConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    extract: ExtractConfig = field(default_factory=ExtractConfig)
+    #: derived files (thumbnails), keyed by content: safe to delete
+    cache_path: Path = field(default_factory=lambda: Path("cache"))
 
     @classmethod
     def load(cls, root: Path) -> Config:
@@ -306,6 +330,8 @@ class Config:
                 publisher=str(data.get("publish", {}).get("publisher", "")),
                 backup=_backup(root, data.get("backup", {})),
                 metrics=_metrics(data.get("metrics", {})),
+                extract=_extract(data.get("extract", {})),
+                cache_path=_resolve(root, str(data.get("extract", {}).get("cache", "cache"))),
             )
         except (TypeError, ValueError, AttributeError) as exc:
             raise ConfigError(f"{path}: {exc}") from None
@@ -415,6 +441,18 @@ def _metrics(section: dict[str, Any]) -> MetricsConfig:
         allow=allow,
         cache_seconds=float(section.get("cache_seconds", 15)),
     )
+
+
+def _extract(section: dict[str, Any]) -> ExtractConfig:
+    config = ExtractConfig(
+        after_ingest=bool(section.get("after_ingest", True)),
+        previews=bool(section.get("previews", True)),
+        timeout_seconds=float(section.get("timeout_seconds", 60)),
+        plugins=tuple(str(p) for p in section.get("plugins", [])),
+    )
+    if config.timeout_seconds <= 0:
+        raise ValueError("[extract] timeout_seconds must be positive")
+    return config
 
 
 def _resolve(root: Path, value: str) -> Path:

@@ -277,6 +277,13 @@ class Keep:
     repair_tree = ops.repair.repair_tree
     policy_check = ops.whereis.policy_check
     policy_apply = ops.whereis.policy_apply
+    # metadata read from files, previews
+    extract = ops.extract.extract
+    file_metadata = ops.extract.file_metadata
+    search_fields = ops.extract.search_fields
+    dataset_previews = ops.extract.dataset_previews
+    preview = ops.extract.preview
+    convert = ops.convert.convert
     # background work
     enqueue = ops.jobs.enqueue
     list_jobs = ops.jobs.list_jobs

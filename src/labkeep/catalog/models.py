@@ -603,3 +603,29 @@ class AuthFailure(Base):
     key: Mapped[str] = mapped_column(String(320), primary_key=True)
     failures: Mapped[int] = mapped_column(Integer, default=0)
     last_failure_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class Extraction(Base):
+    """What a file is, as read by an extraction plugin (docs/metadata.md): one row per
+    entry (a file at a version), so extracting again replaces it and never adds one.
+
+    Written by the extraction job after ingest; ``status`` is ``ok`` or ``error`` (the
+    reader raised, crashed or hung: ``error`` says which; ``fields`` still holds what the
+    generic plugin found). ``preview`` tells whether a thumbnail of the content is in the
+    keep's cache (``ok``), none can be made (``none``) or making it failed (``error``).
+    """
+
+    __tablename__ = "extractions"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    entry_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("entries.id", ondelete="CASCADE"), unique=True
+    )
+    sha256: Mapped[bytes] = mapped_column(LargeBinary(32), index=True)
+    extractor: Mapped[str] = mapped_column(String(64))
+    extractor_version: Mapped[str] = mapped_column(String(32), default="")
+    status: Mapped[str] = mapped_column(String(16))
+    #: JSON object: the plugin's fields
+    fields: Mapped[str] = mapped_column(Text, default="{}")
+    error: Mapped[str] = mapped_column(Text, default="")
+    preview: Mapped[str] = mapped_column(String(16), default="none")
+    extracted_at: Mapped[datetime] = mapped_column(DateTime)

@@ -7,7 +7,9 @@ import typer
 from labkeep.cli import (
     backup_cmd,
     check_cmd,
+    convert_cmd,
     events_cmd,
+    extract_cmd,
     grant_cmd,
     group_cmd,
     ingest_cmd,
@@ -63,6 +65,8 @@ for module in (
     publish_meta_cmd,
     backup_cmd,
     check_cmd,
+    extract_cmd,
+    convert_cmd,
 ):
     module.register(app)
 

@@ -110,6 +110,8 @@ _BUILTIN = (
     "labkeep.ops.run_slurm",
     "labkeep.ops.release",
     "labkeep.ops.backup_jobs",
+    "labkeep.ops.extract",
+    "labkeep.ops.convert",
 )
 _loaded: set[str] = set()
 _load_lock = threading.Lock()

@@ -616,6 +616,10 @@ def _commit(
             manifest_sha,
         )
         dataset.head_version = number
+        if changed or touched:
+            from labkeep.ops.extract import queue_extraction
+
+            queue_extraction(keep, session, project, name, number)
         counts = {
             "added": sum(1 for one, _ in changed if one.old_id is None),
             "modified": sum(1 for one, _ in changed if one.old_id is not None),

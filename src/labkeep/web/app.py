@@ -172,6 +172,7 @@ def create_app(keep: Keep | str | os.PathLike[str] | None = None) -> FastAPI:
         return JSONResponse({"status": "ok"})
 
     from labkeep.web.api import router as api_router
+    from labkeep.web.api_extract import router as extract_router
     from labkeep.web.api_jobs import router as jobs_router
     from labkeep.web.api_meta import router as meta_router
     from labkeep.web.api_runs import router as runs_router
@@ -181,6 +182,7 @@ def create_app(keep: Keep | str | os.PathLike[str] | None = None) -> FastAPI:
     app.include_router(jobs_router)
     app.include_router(meta_router)
     app.include_router(runs_router)
+    app.include_router(extract_router)
     app.include_router(ui_router)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     return app

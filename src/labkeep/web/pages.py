@@ -236,6 +236,10 @@ class Links:
         url = f"{self.root}/api/v1/files/{_q(project)}/{_q(dataset)}/{_qp(path)}"
         return url + self._query(version=version)
 
+    def preview(self, project: str, dataset: str, path: str, version: int | None = None) -> str:
+        url = f"{self.root}/api/v1/previews/{_q(project)}/{_q(dataset)}/{_qp(path)}"
+        return url + self._query(version=version)
+
     def zip(
         self, project: str, dataset: str, version: int | None = None, path: str | None = None
     ) -> str:

@@ -23,6 +23,7 @@ from labkeep.web import (
     pages,
     ui_admin,
     ui_buffers,
+    ui_extract,
     ui_jobs,
     ui_meta,
     ui_runs,
@@ -304,6 +305,7 @@ def _dataset_page(
             ),
             **provenance,
             **publication,
+            **ui_extract.dataset_context(keep, links, project, dataset, version),
         },
     )
 
@@ -420,6 +422,7 @@ def _file_page(
             "link_outs": pages.link_outs(keep, links, project, dataset, path, version),
             "crumbs": crumbs,
             "json_ld": jsonld.file(links, project, dataset, info, version),
+            **ui_extract.file_context(keep, links, project, dataset, path, version),
         },
     )
 

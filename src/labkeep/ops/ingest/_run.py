@@ -283,6 +283,9 @@ class _IngestRun:
                 version.manifest_sha256 = manifest_sha
                 dataset.head_version = self.version
                 details.update(version=self.version, manifest_sha256=manifest_sha, resumed=resumed)
+                from labkeep.ops.extract import queue_extraction
+
+                queue_extraction(self.keep, session, self.project, self.name, self.version)
                 self.report.info["version"] = self.version
             if self.version is not None or self.report.failed or self.repaired:
                 event = append_event(session, self.keep.actor, "ingest", self.target, details)

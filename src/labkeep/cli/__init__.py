@@ -11,13 +11,16 @@ from labkeep.cli import (
     ingest_cmd,
     jobs_cmd,
     keep_cmd,
+    kv_cmd,
     ls_cmd,
     meta_cmd,
     project_cmd,
     remote_cmd,
     run_cmd,
+    sample_cmd,
     save_cmd,
     seal_cmd,
+    search_cmd,
     serve_cmd,
     share_cmd,
     store_cmd,
@@ -57,6 +60,9 @@ for module in (
     remote_cmd,
     watch_cmd,
     meta_cmd,
+    kv_cmd,
+    sample_cmd,
+    search_cmd,
 ):
     module.register(app)
 

@@ -315,7 +315,8 @@ _EXPANDING = ("admin_groups", "member_groups", "all_groups")
 
 def _statement(sql: str, params: dict[str, Any]) -> Any:
     stmt = text(sql)
-    return stmt.bindparams(*(bindparam(n, expanding=True) for n in _EXPANDING if n in params))
+    used = [n for n in _EXPANDING if n in params and f":{n}" in sql]
+    return stmt.bindparams(*(bindparam(n, expanding=True) for n in used))
 
 
 @dataclass

@@ -152,6 +152,12 @@ def queued_run(admin: Keep, address: str) -> int:
     return int(queue_local(admin, RunRequest(command=["true"], output=address))["id"])
 
 
+def _release(k: Keep, w: World, own: bool) -> None:
+    """A release of the dataset; it must hold the dataset's files."""
+    result = k.release(_target(w, own), name=w.name("rel"))
+    assert result.status == "ok", result.to_dict()
+
+
 def _search(k: Keep, w: World, own: bool) -> None:
     """Found (ok), or neither found nor counted (hidden); anything else found leaks."""
     target = _target(w, own)
@@ -222,6 +228,9 @@ OPERATIONS: dict[str, Callable[[Keep, World, bool], Any]] = {
     "dataset_jobs": lambda k, w, own: k.dataset_jobs(*_target(w, own).split("/")),
     "list_workers": lambda k, w, own: k.workers(),
     "cancel_run": lambda k, w, own: k.cancel_run(queued_run(w.admin, _target(w, own))),
+    "read_datacite": lambda k, w, own: k.datacite(_target(w, own)),
+    "edit_datacite": lambda k, w, own: k.set_metadata(_target(w, own), {"keywords": ["x"]}),
+    "release": lambda k, w, own: _release(k, w, own),
     "search": _search,
     "read_values": lambda k, w, own: k.get_values(_target(w, own)),
     "set_values": lambda k, w, own: k.set_values(_target(w, own), {"stain": "DAPI"}),

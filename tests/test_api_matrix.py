@@ -467,6 +467,33 @@ CASES: list[Case] = [
         lambda w, k, o: Call("GET", _dataset_url(w, o, "/derived")),
     ),
     Case(
+        "GET /api/v1/datasets/{project}/{dataset}/metadata",
+        "read_datacite",
+        lambda w, k, o: Call("GET", _dataset_url(w, o, "/metadata")),
+    ),
+    Case(
+        "PUT /api/v1/datasets/{project}/{dataset}/metadata",
+        "edit_datacite",
+        lambda w, k, o: Call("PUT", _dataset_url(w, o, "/metadata"), json={"keywords": ["x"]}),
+    ),
+    Case(
+        "GET /api/v1/projects/{project}/metadata",
+        "read_project",
+        lambda w, k, o: Call("GET", f"{API}/projects/{_p(o)}/metadata"),
+    ),
+    Case(
+        "PUT /api/v1/projects/{project}/metadata",
+        "edit_project",
+        lambda w, k, o: Call("PUT", f"{API}/projects/{_p(o)}/metadata", json={"license": "MIT"}),
+    ),
+    Case(
+        "POST /api/v1/datasets/{project}/{dataset}/release",
+        "release",
+        lambda w, k, o: Call(
+            "POST", _dataset_url(w, o, "/release"), json={"name": w.world.name("rel")}
+        ),
+    ),
+    Case(
         "GET /api/v1/datasets/{project}/{dataset}/verification",
         "read_metadata",
         lambda w, k, o: Call("GET", _dataset_url(w, o, "/verification")),

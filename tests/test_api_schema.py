@@ -81,11 +81,12 @@ def _operations() -> list[str]:
     """``METHOD /path`` of the API's routes, known at collection time without a keep."""
     from labkeep.web.api import router
     from labkeep.web.api_jobs import router as jobs_router
+    from labkeep.web.api_meta import router as meta_router
     from labkeep.web.api_runs import router as runs_router
 
     return sorted(
         f"{method} {route.path.replace('{path:path}', '{path}')}"
-        for route in [*router.routes, *jobs_router.routes, *runs_router.routes]
+        for route in [*router.routes, *jobs_router.routes, *runs_router.routes, *meta_router.routes]
         for method in getattr(route, "methods", ())
     )
 

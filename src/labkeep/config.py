@@ -80,6 +80,12 @@ staging = "runs"
 scratch = "scratch"
 poll_seconds = 10
 
+# Publishing ('labkeep meta edit', 'release', 'export', 'publish'): see docs/publishing.md
+[publish]
+# DataCite's publisher of this keep's datasets unless their metadata names one
+# (your institute or facility, e.g. "Imaging Facility, Example University")
+publisher = ""
+
 # Background work ('labkeep worker'): see docs/jobs.md
 [jobs]
 # a running job's lease: a worker renews it every third of this; a job whose worker
@@ -210,6 +216,8 @@ class Config:
     scratch_path: Path = field(default_factory=lambda: Path("scratch"))
     #: how often a worker asks the batch system about a run's job
     runs_poll_seconds: float = 10.0
+    #: DataCite's publisher of what this keep releases (an institute, a facility)
+    publisher: str = ""
 
     @classmethod
     def load(cls, root: Path) -> Config:
@@ -250,6 +258,7 @@ class Config:
                 runs_path=_resolve(root, str(runs.get("staging", "runs"))),
                 scratch_path=_resolve(root, str(runs.get("scratch", "scratch"))),
                 runs_poll_seconds=parse_duration(runs.get("poll_seconds", 10)),
+                publisher=str(data.get("publish", {}).get("publisher", "")),
             )
         except (TypeError, ValueError, AttributeError) as exc:
             raise ConfigError(f"{path}: {exc}") from None

@@ -253,6 +253,8 @@ class Keep:
     get_metadata = ops.metadata.get_metadata
     set_metadata = ops.metadata.set_metadata
     datacite = ops.metadata.datacite
+    release = ops.release.release
+    releases_of = ops.release.releases_of
     dataset_view = ops.listing.dataset_view
     ingest = ops.ingest.ingest
     write_manifest = ops.manifests.write_manifest

@@ -75,6 +75,12 @@ class DatasetInfo:
     bytes: int = 0
     public: bool = False
     description: str = ""
+    #: a release: the version it was made from (``PROJECT/DATASET@N``)
+    release_of: str | None = None
+    #: a published release: its DOI, its repository record, when
+    doi: str | None = None
+    record_url: str | None = None
+    published_at: datetime | None = None
 
     @property
     def address(self) -> str:
@@ -94,6 +100,10 @@ class DatasetInfo:
             "description": self.description,
             "files": self.files,
             "bytes": self.bytes,
+            "release_of": self.release_of,
+            "doi": self.doi,
+            "record_url": self.record_url,
+            "published_at": isoformat(self.published_at),
         }
 
 
@@ -128,7 +138,19 @@ def _dataset_info(session: Session, project: Project, dataset: Dataset) -> Datas
         bytes=int(size),
         public=dataset.public,
         description=dataset.description,
+        release_of=_release_of(session, project, dataset),
+        doi=dataset.doi,
+        record_url=dataset.record_url,
+        published_at=dataset.published_at,
     )
+
+
+def _release_of(session: Session, project: Project, dataset: Dataset) -> str | None:
+    if dataset.release_of_id is None:
+        return None
+    source = session.get(Dataset, dataset.release_of_id)
+    name = source.name if source is not None else "?"
+    return f"{project.name}/{name}@{dataset.release_version}"
 
 
 def _group_names(session: Session) -> dict[int, str]:
@@ -402,6 +424,9 @@ def list_datasets(keep: Keep, project: str) -> list[DatasetInfo]:
                     size,
                     d.public,
                     d.description,
+                    doi=d.doi,
+                    record_url=d.record_url,
+                    published_at=d.published_at,
                 )
             )
         return result

@@ -77,9 +77,11 @@ def dataset(
     *,
     current: bool,
     run: dict[str, Any] | None = None,
+    datacite: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """A Dataset; with *run* (the record of the run that made this version), its inputs
-    as ``isBasedOn`` and the run as the ``CreateAction`` whose ``result`` it is."""
+    as ``isBasedOn`` and the run as the ``CreateAction`` whose ``result`` it is; with
+    *datacite* (its DataCite JSON), creators, licence, keywords, funding and its DOI."""
     pinned = None if current else version
     url = links.absolute(links.dataset(dataset.project, dataset.name, pinned))
     distribution = [
@@ -127,6 +129,67 @@ def dataset(
         # the reverse property says "this Dataset is the result of that CreateAction"
         # (the shape of an RO-Crate Process Run Crate)
         data["@reverse"] = {"result": create_action(links, run, inputs)}
+    if datacite:
+        data.update(from_datacite(datacite))
+    return data
+
+
+def _person(p: dict[str, Any]) -> dict[str, Any]:
+    kind = "Organization" if p.get("nameType") == "Organizational" else "Person"
+    person: dict[str, Any] = {"@type": kind, "name": p["name"]}
+    for ident in p.get("nameIdentifiers", []):
+        if ident.get("nameIdentifierScheme") == "ORCID":
+            person["@id"] = person["identifier"] = ident["nameIdentifier"]
+    if p.get("givenName"):
+        person["givenName"] = p["givenName"]
+    if p.get("familyName"):
+        person["familyName"] = p["familyName"]
+    affiliations = []
+    for aff in p.get("affiliation", []):
+        org: dict[str, Any] = {"@type": "Organization", "name": aff["name"]}
+        if aff.get("affiliationIdentifier"):
+            org["@id"] = aff["affiliationIdentifier"]
+        affiliations.append(org)
+    if affiliations:
+        person["affiliation"] = affiliations
+    return person
+
+
+def from_datacite(doc: dict[str, Any]) -> dict[str, Any]:
+    """The schema.org properties of a Dataset that its DataCite JSON gives."""
+    data: dict[str, Any] = {"name": doc["titles"][0]["title"]}
+    creators = [c for c in doc.get("creators", []) if c.get("name") != ":unav"]
+    if creators:
+        data["creator"] = [_person(c) for c in creators]
+    if doc.get("contributors"):
+        data["contributor"] = [_person(c) for c in doc["contributors"]]
+    for d in doc.get("descriptions", []):
+        data["description"] = d["description"]
+    if doc.get("rightsList"):
+        data["license"] = doc["rightsList"][0].get("rightsUri") or doc["rightsList"][0]["rights"]
+    keywords = [s["subject"] for s in doc.get("subjects", [])]
+    if keywords:
+        data["keywords"] = keywords
+    if doc.get("fundingReferences"):
+        data["funder"] = [
+            {"@type": "Organization", "name": f["funderName"]}
+            | ({"@id": f["funderIdentifier"]} if f.get("funderIdentifier") else {})
+            for f in doc["fundingReferences"]
+        ]
+    data["publisher"] = {"@type": "Organization", "name": doc["publisher"]["name"]}
+    if doc.get("doi"):
+        doi = f"https://doi.org/{doc['doi']}"
+        data["identifier"] = doi
+        data["sameAs"] = doi
+    cited = [
+        r["relatedIdentifier"]
+        if r["relatedIdentifierType"] != "DOI"
+        else f"https://doi.org/{r['relatedIdentifier']}"
+        for r in doc.get("relatedIdentifiers", [])
+        if r["relationType"] in ("IsSupplementTo", "IsCitedBy", "IsReferencedBy", "IsDescribedBy")
+    ]
+    if cited:
+        data["citation"] = cited
     return data
 
 

@@ -62,6 +62,8 @@ NOTICES = {
     "job-cancelled": "Cancelled (a running job stops at its next step).",
     "job-retried": "The job was queued again.",
     "run-cancelled": "Cancelled: the run stops (a SLURM job when SLURM ends it).",
+    "metadata-saved": "The metadata was saved.",
+    "released": "Released: this dataset is sealed and never changes.",
 }
 
 

@@ -18,7 +18,16 @@ from fastapi.responses import Response
 from labkeep.errors import AuthenticationFailed, NotFound, TooManyAttempts
 from labkeep.keep import Keep
 from labkeep.names import address_text
-from labkeep.web import jsonld, pages, ui_admin, ui_buffers, ui_jobs, ui_runs, ui_share
+from labkeep.web import (
+    jsonld,
+    pages,
+    ui_admin,
+    ui_buffers,
+    ui_jobs,
+    ui_meta,
+    ui_runs,
+    ui_share,
+)
 from labkeep.web.api_jobs import queue_verify
 from labkeep.web.deps import SESSION_COOKIE, csrf_protect, resolve
 from labkeep.web.limits import receive_upload
@@ -265,6 +274,7 @@ def _dataset_page(
     links = pages.Links(request, keep.config.web.base_url)
     provenance = ui_runs.dataset_provenance(keep, links, address, version)
     made_by = provenance["made_by"]
+    publication = ui_meta.dataset_publication(keep, links, project, dataset, version)
     return render(
         request,
         "dataset.html",
@@ -290,8 +300,10 @@ def _dataset_page(
                 modified,
                 current=version is None,
                 run=made_by["run"] if made_by else None,
+                datacite=publication["datacite"],
             ),
             **provenance,
+            **publication,
         },
     )
 
@@ -442,3 +454,4 @@ router.include_router(ui_admin.router)
 router.include_router(ui_buffers.router)
 router.include_router(ui_jobs.router)
 router.include_router(ui_runs.router)
+router.include_router(ui_meta.router)

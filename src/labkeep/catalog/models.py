@@ -651,6 +651,30 @@ class SampleLink(Base):
     created_by: Mapped[str] = mapped_column(String(255))
 
 
+#: what migration 0010 creates for one engine only and the models leave out: SQLite's FTS5
+#: table (and its shadow tables), PostgreSQL's tsvector column and GIN indexes
+ENGINE_SEARCH_OBJECTS = frozenset(
+    {
+        "search_fts",
+        "search_fts_data",
+        "search_fts_docsize",
+        "search_fts_config",
+        "search_fts_idx",
+        "ix_search_docs_name_trgm",
+        "ix_search_docs_path_trgm",
+        "ix_search_docs_tsv",
+        "tsv",
+    }
+)
+
+
+def include_in_comparison(
+    obj: object, name: str | None, type_: str, reflected: bool, compare_to: object
+) -> bool:
+    """Alembic's ``include_object`` hook: skip :data:`ENGINE_SEARCH_OBJECTS`."""
+    return name not in ENGINE_SEARCH_OBJECTS
+
+
 class SearchDoc(Base):
     """One findable thing: a project, dataset, current file or sample. Rows for projects,
     datasets and files are written by triggers on their tables (migration 0010), in the

@@ -26,6 +26,7 @@ from labkeep.web import (
     ui_jobs,
     ui_meta,
     ui_runs,
+    ui_search,
     ui_share,
 )
 from labkeep.web.api_jobs import queue_verify
@@ -211,6 +212,8 @@ def project_page(request: Request, keep: Caller, project: str) -> Response:
             "shares": if_allowed(keep.list_shares, project),
             "crumbs": pages.crumbs_for(links, project),
             "json_ld": jsonld.project(links, info, datasets),
+            "kv_action": links.project(project),
+            **ui_search.keyvalues_context(keep, project),
         },
     )
 
@@ -304,6 +307,8 @@ def _dataset_page(
             ),
             **provenance,
             **publication,
+            "kv_action": links.dataset(project, dataset) if version is None else None,
+            **ui_search.keyvalues_context(keep, address),
         },
     )
 
@@ -455,3 +460,4 @@ router.include_router(ui_buffers.router)
 router.include_router(ui_jobs.router)
 router.include_router(ui_runs.router)
 router.include_router(ui_meta.router)
+router.include_router(ui_search.router)

@@ -705,7 +705,7 @@ class SearchField(Base):
     __tablename__ = "search_fields"
     __table_args__ = (
         Index("ix_search_fields_key_value", "key", "value", "doc_id"),
-        Index("ix_search_fields_doc", "doc_id"),
+        Index("ix_search_fields_doc", "doc_id", "key", "value"),
     )
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     doc_id: Mapped[int] = mapped_column(BigId, ForeignKey("search_docs.id", ondelete="CASCADE"))

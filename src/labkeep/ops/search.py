@@ -281,33 +281,59 @@ _JOINS = (
 )
 
 
+#: the dataset document of a file (``dd``), found through the unique index
+_DATASET_DOC = (
+    "dd.kind = 'dataset' AND dd.project_id = d.project_id AND dd.dataset_id = d.dataset_id"
+    " AND dd.sample_id = 0 AND dd.path = ''"
+)
+#: the files (``d``) of a dataset document ``dd``, through the same index
+_FILES_OF = "d.kind = 'file' AND d.project_id = dd.project_id AND d.dataset_id = dd.dataset_id"
+
+
 def _sql(q: Query, principal: Principal, dialect: str, params: dict[str, Any]) -> str:
-    """The query: (columns, r) of every visible matching document."""
+    """The query: (columns, r) of every visible matching document.
+
+    It starts from what narrows most: the full-text matches of the words, else the
+    documents holding the first field filter, else every document. Files also match
+    through their dataset (its words, its fields) when the query has filters."""
     visible = _visibility(principal, params)
     filters = _filters(q, params)
     where = " AND ".join([visible, *filters])
+    with_dataset = f" LEFT JOIN search_docs dd ON d.kind = 'file' AND {_DATASET_DOC}"
+    inherit = q.has_filters and q.kind not in ("project", "dataset", "sample")
     if q.words:
         matches = _fts_terms(q.words, dialect, params)
         direct = (
             f"SELECT {_COLUMNS}, m.r AS r FROM ({matches}) m JOIN search_docs d ON d.id = m.id"
-            f" LEFT JOIN search_docs dd ON dd.kind = 'dataset' AND dd.dataset_id = d.dataset_id"
-            f" AND d.kind = 'file'{_JOINS} WHERE {where}"
+            f"{with_dataset}{_JOINS} WHERE {where}"
         )
-        if not q.has_filters or q.kind in ("project", "dataset", "sample"):
+        if not inherit:
             return direct
         # files of the datasets that match the words, by the filters
         inherited = (
             f"SELECT {_COLUMNS}, m.r AS r FROM ({matches}) m JOIN search_docs dd ON dd.id = m.id"
-            f" AND dd.kind = 'dataset' JOIN search_docs d ON d.kind = 'file'"
-            f" AND d.dataset_id = dd.dataset_id{_JOINS} WHERE {where}"
+            f" AND dd.kind = 'dataset' JOIN search_docs d ON {_FILES_OF}{_JOINS} WHERE {where}"
             f" AND d.id NOT IN (SELECT id FROM ({matches}) m2)"
         )
         return f"{direct} UNION ALL {inherited}"
-    return (
-        f"SELECT {_COLUMNS}, 0 AS r FROM search_docs d LEFT JOIN search_docs dd"
-        f" ON dd.kind = 'dataset' AND dd.dataset_id = d.dataset_id AND d.kind = 'file'"
-        f"{_JOINS} WHERE {where}"
-    )
+    if q.fields:
+        test = "f0.key = :fk0 AND " + (
+            "f0.value >= :fv0 AND f0.value < :fe0" if "fe0" in params else "f0.value = :fv0"
+        )
+        direct = (
+            f"SELECT DISTINCT {_COLUMNS}, 0 AS r FROM search_fields f0 JOIN search_docs d"
+            f" ON d.id = f0.doc_id{with_dataset}{_JOINS} WHERE {test} AND {where}"
+        )
+        if not inherit:
+            return direct
+        inherited = (
+            f"SELECT DISTINCT {_COLUMNS}, 0 AS r FROM search_fields f0 JOIN search_docs dd"
+            f" ON dd.id = f0.doc_id AND dd.kind = 'dataset' JOIN search_docs d ON {_FILES_OF}"
+            f"{_JOINS} WHERE {test} AND {where} AND NOT EXISTS (SELECT 1 FROM search_fields f0"
+            f" WHERE f0.doc_id = d.id AND {test})"
+        )
+        return f"{direct} UNION ALL {inherited}"
+    return f"SELECT {_COLUMNS}, 0 AS r FROM search_docs d{with_dataset}{_JOINS} WHERE {where}"
 
 
 _EXPANDING = ("admin_groups", "member_groups", "all_groups")

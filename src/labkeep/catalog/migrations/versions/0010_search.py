@@ -227,7 +227,7 @@ def upgrade() -> None:
         sa.Column("value", sa.Text(), nullable=False),
     )
     op.create_index("ix_search_fields_key_value", "search_fields", ["key", "value", "doc_id"])
-    op.create_index("ix_search_fields_doc", "search_fields", ["doc_id"])
+    op.create_index("ix_search_fields_doc", "search_fields", ["doc_id", "key", "value"])
     statements = _PG if op.get_bind().dialect.name == "postgresql" else _SQLITE
     for statement in statements:
         op.execute(statement)

@@ -310,10 +310,12 @@ def _sql(q: Query, principal: Principal, dialect: str, params: dict[str, Any]) -
         if not inherit:
             return direct
         # files of the datasets that match the words, by the filters
+        # (SQLite's CROSS JOIN keeps this order: matches, their datasets, their files)
+        join = "CROSS JOIN" if dialect == "sqlite" else "JOIN"
         inherited = (
-            f"SELECT {_COLUMNS}, m.r AS r FROM ({matches}) m JOIN search_docs dd ON dd.id = m.id"
-            f" AND dd.kind = 'dataset' JOIN search_docs d ON {_FILES_OF}{_JOINS} WHERE {where}"
-            f" AND d.id NOT IN (SELECT id FROM ({matches}) m2)"
+            f"SELECT {_COLUMNS}, m.r AS r FROM ({matches}) m {join} search_docs dd"
+            f" ON dd.id = m.id AND dd.kind = 'dataset' {join} search_docs d ON {_FILES_OF}"
+            f"{_JOINS} WHERE {where} AND d.id NOT IN (SELECT id FROM ({matches}) m2)"
         )
         return f"{direct} UNION ALL {inherited}"
     if q.fields:
@@ -326,9 +328,10 @@ def _sql(q: Query, principal: Principal, dialect: str, params: dict[str, Any]) -
         )
         if not inherit:
             return direct
+        join = "CROSS JOIN" if dialect == "sqlite" else "JOIN"
         inherited = (
-            f"SELECT DISTINCT {_COLUMNS}, 0 AS r FROM search_fields f0 JOIN search_docs dd"
-            f" ON dd.id = f0.doc_id AND dd.kind = 'dataset' JOIN search_docs d ON {_FILES_OF}"
+            f"SELECT DISTINCT {_COLUMNS}, 0 AS r FROM search_fields f0 {join} search_docs dd"
+            f" ON dd.id = f0.doc_id AND dd.kind = 'dataset' {join} search_docs d ON {_FILES_OF}"
             f"{_JOINS} WHERE {test} AND {where} AND NOT EXISTS (SELECT 1 FROM search_fields f0"
             f" WHERE f0.doc_id = d.id AND {test})"
         )

@@ -158,6 +158,19 @@ def _release(k: Keep, w: World, own: bool) -> None:
     assert result.status == "ok", result.to_dict()
 
 
+def _search(k: Keep, w: World, own: bool) -> None:
+    """Found (ok), or neither found nor counted (hidden); anything else found leaks."""
+    target = _target(w, own)
+    name = target.split("/")[1]
+    result = k.search(name, project=_project(w, own), kind="dataset")
+    found = [h["address"] for h in result.items]
+    if target in found:
+        return
+    if found or result.total:
+        raise Leaked(f"search for {name} in {_project(w, own)} shows {found} ({result.total})")
+    raise NotFound("not found")
+
+
 OPERATIONS: dict[str, Callable[[Keep, World, bool], Any]] = {
     "read_metadata": lambda k, w, own: k.get_dataset(_target(w, own)),
     "list_projects": _list_projects,
@@ -218,6 +231,11 @@ OPERATIONS: dict[str, Callable[[Keep, World, bool], Any]] = {
     "read_datacite": lambda k, w, own: k.datacite(_target(w, own)),
     "edit_datacite": lambda k, w, own: k.set_metadata(_target(w, own), {"keywords": ["x"]}),
     "release": lambda k, w, own: _release(k, w, own),
+    "search": _search,
+    "read_values": lambda k, w, own: k.get_values(_target(w, own)),
+    "set_values": lambda k, w, own: k.set_values(_target(w, own), {"stain": "DAPI"}),
+    "annotate_project": lambda k, w, own: k.set_values(_project(w, own), {"grant_no": "42"}),
+    "create_sample": lambda k, w, own: k.add_sample(w.name("mouse-")),
 }
 #: operations that change what later cells see get fresh datasets before they run
 MUTATING = {"ingest", "seal", "unseal", "make_public", "grant", "disable_user"}

@@ -336,6 +336,34 @@ CASES: list[Case] = [
         ),
     ),
     Case(
+        "GET /api/v1/search",
+        "search",
+        lambda w, k, o: Call(
+            "GET",
+            f"{API}/search",
+            params={"q": w.dataset(o).split("/")[1], "project": _p(o), "kind": "dataset"},
+        ),
+        listed=lambda w, own: ("address", w.dataset(own)),
+    ),
+    Case(
+        "GET /api/v1/keyvalues/{path:path}",
+        "read_values",
+        lambda w, k, o: Call("GET", f"{API}/keyvalues/{w.dataset(o)}"),
+    ),
+    Case(
+        "PUT /api/v1/keyvalues/{path:path}",
+        "set_values",
+        lambda w, k, o: Call(
+            "PUT", f"{API}/keyvalues/{w.dataset(o)}", json={"set": {"stain": "DAPI"}}
+        ),
+    ),
+    Case(
+        "POST /api/v1/samples",
+        "create_sample",
+        lambda w, k, o: Call("POST", f"{API}/samples", json={"name": w.world.name("mouse-")}),
+        resource=False,
+    ),
+    Case(
         "GET /api/v1/datasets/{project}/{dataset}",
         "read_metadata",
         lambda w, k, o: Call("GET", _dataset_url(w, o)),
@@ -758,7 +786,12 @@ def _check_cell(w: Walk, case: Case, kind: str, own: bool, headers: dict[str, st
     # a list route answers 200 to anyone who may list at all; "hidden" means not listed
     if case.listed is not None and expected in ("ok", "hidden") and response.is_success:
         key, name = case.listed(w, own)
-        names = {item[key] for item in response.json()}
+        body = response.json()
+        items = body["items"] if isinstance(body, dict) else body
+        names = {item[key] for item in items}
+        hidden = isinstance(body, dict) and expected == "hidden" and name not in names
+        if hidden and (body["total"] or items):
+            return f"{case.route} by {kind} on {where}: {body} counts what is hidden"
         if (name in names) != (expected == "ok"):
             return (
                 f"{case.route} by {kind} on {where}: {name!r} "

@@ -17,8 +17,13 @@ def test_migrations_match_models(keep: Keep) -> None:
     from alembic.autogenerate import compare_metadata
     from alembic.runtime.migration import MigrationContext
 
+    from labkeep.catalog.models import include_in_comparison
+
     with keep.catalog.engine.connect() as connection:
-        diffs = compare_metadata(MigrationContext.configure(connection), Base.metadata)
+        context = MigrationContext.configure(
+            connection, opts={"include_object": include_in_comparison}
+        )
+        diffs = compare_metadata(context, Base.metadata)
     assert diffs == []
     assert keep.catalog.schema_revision() == SCHEMA_HEAD == keep.catalog.head_revision()
 

@@ -151,6 +151,11 @@ plugins = []
 # name = "Image viewer"
 # pattern = "*.tif"
 # url = "https://viewer.example.org/open?src={{url}}"
+# and on sample pages (an ELN or LIMS entry of the sample):
+# [[web.links]]
+# name = "ELN"
+# on = "sample"
+# url = "https://eln.example.org/samples/{{sample}}"
 """
 
 
@@ -172,8 +177,12 @@ class LinkOut:
     name: str
     #: glob on the file name, e.g. "*.tif"
     pattern: str
-    #: URL template: {project} {dataset} {path} {url} (the file's download URL)
+    #: URL template: {project} {dataset} {path} {url} (the file's download URL); on
+    #: sample pages (``on = "sample"``, e.g. the sample's ELN or LIMS entry): {sample}
+    #: {type} and {attr.NAME} (an attribute of the sample)
     url: str
+    #: which pages show it: file | sample
+    on: str = "file"
 
 
 @dataclass(frozen=True)
@@ -358,7 +367,12 @@ def _ldap(section: dict[str, object]) -> LdapConfig:
 
 def _web(section: dict[str, Any]) -> WebConfig:
     links = tuple(
-        LinkOut(str(link["name"]), str(link.get("pattern", "*")), str(link["url"]))
+        LinkOut(
+            str(link["name"]),
+            str(link.get("pattern", "*")),
+            str(link["url"]),
+            str(link.get("on", "file")),
+        )
         for link in section.get("links", [])
     )
     return WebConfig(

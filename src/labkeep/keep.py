@@ -223,6 +223,20 @@ class Keep:
     diff = ops.versions.diff
     save = ops.save.save
     restore = ops.save.restore
+    # key-values, samples, search
+    get_values = ops.keyvalues.get_values
+    set_values = ops.keyvalues.set_values
+    unset_values = ops.keyvalues.unset_values
+    set_kv_schema = ops.keyvalues.set_kv_schema
+    get_kv_schema = ops.keyvalues.get_kv_schema
+    add_sample = ops.samples.add_sample
+    update_sample = ops.samples.update_sample
+    get_sample = ops.samples.get_sample
+    list_samples = ops.samples.list_samples
+    link_sample = ops.samples.link_sample
+    unlink_sample = ops.samples.unlink_sample
+    search = ops.search.search
+    reindex_search = ops.search.reindex
     # runs and provenance
     run = ops.runs.run
     rerun = ops.runs.rerun

@@ -70,6 +70,7 @@ RESOURCE_ACTIONS: dict[str, Permission] = {
     "share.create": Permission.WRITE,
     "share.manage": Permission.MANAGE,
     "events.read": Permission.READ,
+    "project.annotate": Permission.WRITE,
 }
 #: all a share link's holder may do
 SHARE_ACTIONS = frozenset({"project.read", "dataset.read", "dataset.download"})
@@ -86,7 +87,9 @@ SITE_ADMIN_ACTIONS = frozenset(
     }
 )
 #: actions for any signed-in user (not anonymous, not a share link)
-USER_ACTIONS = frozenset({"user.self", "group.list", "token.create"})
+USER_ACTIONS = frozenset({"user.self", "group.list", "token.create", "sample.create"})
+#: user actions a read-only API token may not do
+_WRITING_USER_ACTIONS = frozenset({"token.create", "sample.create"})
 ALL_ACTIONS = (
     frozenset(RESOURCE_ACTIONS)
     | SITE_ADMIN_ACTIONS
@@ -250,7 +253,7 @@ def allowed(principal: Principal, action: str, resource: Resource = SITE) -> boo
     if principal.kind != "user":
         return False
     if action in USER_ACTIONS:
-        return not (principal.read_only and action == "token.create")
+        return not (principal.read_only and action in _WRITING_USER_ACTIONS)
     if principal.read_only:
         return False
     if principal.site_admin:
@@ -270,6 +273,8 @@ def allowed(principal: Principal, action: str, resource: Resource = SITE) -> boo
 ACTION_WORDS = {
     "project.read": "see this project",
     "project.edit": "change this project's description",
+    "project.annotate": "change this project's key-values",
+    "sample.create": "register samples",
     "project.grant": "manage who has access to this project",
     "project.create": "create projects in this group",
     "dataset.create": "add datasets to this project",
@@ -301,6 +306,32 @@ ACTION_WORDS = {
     "group.list": "list the groups",
     "token.create": "create API tokens",
 }
+
+
+def can_see_sample(
+    principal: Principal, created_by: str, group_id: int | None, *, via_dataset: bool
+) -> bool:
+    """May the principal know a sample exists? Its creator, its group's members, site
+    admins, and whoever may see a dataset linked to it (*via_dataset*)."""
+    if principal.disabled:
+        return False
+    if via_dataset or (principal.site_admin and principal.kind == "user"):
+        return True
+    if principal.kind != "user":
+        return False
+    return principal.name == created_by or (group_id is not None and group_id in principal.groups)
+
+
+def can_edit_sample(principal: Principal, created_by: str, group_id: int | None) -> bool:
+    """May the principal change a sample, or link it to datasets (which also needs write
+    on the dataset)? Its creator, its group's members and site admins, not read-only."""
+    if principal.disabled or principal.kind != "user" or principal.read_only:
+        return False
+    return (
+        principal.site_admin
+        or principal.name == created_by
+        or (group_id is not None and group_id in principal.groups)
+    )
 
 
 def denial(principal: Principal, action: str) -> Forbidden:

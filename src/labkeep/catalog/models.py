@@ -275,6 +275,8 @@ class Project(Base):
     private: Mapped[bool] = mapped_column(Boolean, default=False)
     #: DataCite fields (labkeep's form, JSON; see ops/metadata.py), inherited by datasets
     meta: Mapped[str | None] = mapped_column(Text, nullable=True)
+    #: JSON Schema that the key-values of the project, its datasets and files must pass
+    kv_schema: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class Dataset(Base):
@@ -629,3 +631,109 @@ class Extraction(Base):
     error: Mapped[str] = mapped_column(Text, default="")
     preview: Mapped[str] = mapped_column(String(16), default="none")
     extracted_at: Mapped[datetime] = mapped_column(DateTime)
+class KeyValue(Base):
+    """A key-value of a project (``dataset_id`` 0, ``path`` ""), a dataset (``path`` "")
+    or a file of a dataset's current state (see ops/keyvalues.py)."""
+
+    __tablename__ = "keyvalues"
+    __table_args__ = (UniqueConstraint("project_id", "dataset_id", "path", "key"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    dataset_id: Mapped[int] = mapped_column(Integer, default=0)
+    path: Mapped[str] = mapped_column(PathText, default="")
+    key: Mapped[str] = mapped_column(String(64))
+    value: Mapped[str] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(DateTime)
+    updated_by: Mapped[str] = mapped_column(String(255))
+
+
+class Sample(Base):
+    """A sample or subject (a mouse, a tissue block, a patient pseudonym) that datasets
+    were acquired from. Seen by its creator, its group and the readers of its datasets."""
+
+    __tablename__ = "samples"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    type: Mapped[str] = mapped_column(String(64), default="")
+    description: Mapped[str] = mapped_column(Text, default="")
+    #: JSON object of attribute -> value (genotype, sex, date of birth)
+    attrs: Mapped[str] = mapped_column(Text, default="{}")
+    group_id: Mapped[int | None] = mapped_column(
+        ForeignKey("groups.id", ondelete="SET NULL"), nullable=True, index=True
+    )
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    created_by: Mapped[str] = mapped_column(String(255))
+
+
+class SampleLink(Base):
+    __tablename__ = "sample_links"
+    __table_args__ = (UniqueConstraint("sample_id", "dataset_id"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    sample_id: Mapped[int] = mapped_column(ForeignKey("samples.id", ondelete="CASCADE"))
+    dataset_id: Mapped[int] = mapped_column(Integer, index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    created_by: Mapped[str] = mapped_column(String(255))
+
+
+#: what migration 0010 creates for one engine only and the models leave out: SQLite's FTS5
+#: table (and its shadow tables), PostgreSQL's tsvector column and GIN indexes
+ENGINE_SEARCH_OBJECTS = frozenset(
+    {
+        "search_fts",
+        "search_fts_data",
+        "search_fts_docsize",
+        "search_fts_config",
+        "search_fts_idx",
+        "ix_search_docs_name_trgm",
+        "ix_search_docs_path_trgm",
+        "ix_search_docs_tsv",
+        "tsv",
+    }
+)
+
+
+def include_in_comparison(
+    obj: object, name: str | None, type_: str, reflected: bool, compare_to: object
+) -> bool:
+    """Alembic's ``include_object`` hook: skip :data:`ENGINE_SEARCH_OBJECTS`."""
+    return name not in ENGINE_SEARCH_OBJECTS
+
+
+class SearchDoc(Base):
+    """One findable thing: a project, dataset, current file or sample. Rows for projects,
+    datasets and files are written by triggers on their tables (migration 0010), in the
+    same transaction as the change; ``meta`` and :class:`SearchField` by the use cases
+    that change key-values, samples and extracted metadata (ops/search_index.py)."""
+
+    __tablename__ = "search_docs"
+    __table_args__ = (
+        UniqueConstraint("kind", "project_id", "dataset_id", "sample_id", "path"),
+        Index("ix_search_docs_dataset_path", "dataset_id", "path"),
+        Index("ix_search_docs_day", "day"),
+    )
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    project_id: Mapped[int] = mapped_column(Integer)
+    dataset_id: Mapped[int] = mapped_column(Integer, default=0)
+    sample_id: Mapped[int] = mapped_column(Integer, default=0)
+    path: Mapped[str] = mapped_column(PathText, default="")
+    name: Mapped[str] = mapped_column(Text)
+    text: Mapped[str] = mapped_column(Text, default="")
+    meta: Mapped[str] = mapped_column(Text, default="")
+    day: Mapped[str] = mapped_column(String(10), default="")
+
+
+class SearchField(Base):
+    """A ``key:value`` of a search document, for filters (value lower-cased)."""
+
+    __tablename__ = "search_fields"
+    __table_args__ = (
+        Index("ix_search_fields_key_value", "key", "value", "doc_id"),
+        Index("ix_search_fields_doc", "doc_id", "key", "value"),
+    )
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    doc_id: Mapped[int] = mapped_column(BigId, ForeignKey("search_docs.id", ondelete="CASCADE"))
+    #: kv | sample | extract
+    source: Mapped[str] = mapped_column(String(16))
+    key: Mapped[str] = mapped_column(String(64))
+    value: Mapped[str] = mapped_column(Text)

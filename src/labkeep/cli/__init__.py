@@ -15,14 +15,17 @@ from labkeep.cli import (
     ingest_cmd,
     jobs_cmd,
     keep_cmd,
+    kv_cmd,
     ls_cmd,
     meta_cmd,
     project_cmd,
     publish_meta_cmd,
     remote_cmd,
     run_cmd,
+    sample_cmd,
     save_cmd,
     seal_cmd,
+    search_cmd,
     serve_cmd,
     share_cmd,
     store_cmd,
@@ -67,6 +70,9 @@ for module in (
     check_cmd,
     extract_cmd,
     convert_cmd,
+    kv_cmd,
+    sample_cmd,
+    search_cmd,
 ):
     module.register(app)
 

@@ -176,6 +176,7 @@ def create_app(keep: Keep | str | os.PathLike[str] | None = None) -> FastAPI:
     from labkeep.web.api_jobs import router as jobs_router
     from labkeep.web.api_meta import router as meta_router
     from labkeep.web.api_runs import router as runs_router
+    from labkeep.web.api_search import router as search_router
     from labkeep.web.ui import router as ui_router
 
     app.include_router(api_router)
@@ -183,6 +184,7 @@ def create_app(keep: Keep | str | os.PathLike[str] | None = None) -> FastAPI:
     app.include_router(meta_router)
     app.include_router(runs_router)
     app.include_router(extract_router)
+    app.include_router(search_router)
     app.include_router(ui_router)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     return app

@@ -294,7 +294,7 @@ def link_outs(
     download = links.absolute(links.download(project, dataset, path, version))
     found = []
     for link in keep.config.web.links:
-        if not fnmatch(name, link.pattern):
+        if link.on != "file" or not fnmatch(name, link.pattern):
             continue
         url = link.url
         for key, value in (

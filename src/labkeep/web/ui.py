@@ -27,6 +27,7 @@ from labkeep.web import (
     ui_jobs,
     ui_meta,
     ui_runs,
+    ui_search,
     ui_share,
 )
 from labkeep.web.api_jobs import queue_verify
@@ -212,6 +213,8 @@ def project_page(request: Request, keep: Caller, project: str) -> Response:
             "shares": if_allowed(keep.list_shares, project),
             "crumbs": pages.crumbs_for(links, project),
             "json_ld": jsonld.project(links, info, datasets),
+            "kv_action": links.project(project),
+            **ui_search.keyvalues_context(keep, project),
         },
     )
 
@@ -306,6 +309,8 @@ def _dataset_page(
             **provenance,
             **publication,
             **ui_extract.dataset_context(keep, links, project, dataset, version),
+            "kv_action": links.dataset(project, dataset) if version is None else None,
+            **ui_search.keyvalues_context(keep, address),
         },
     )
 
@@ -458,3 +463,4 @@ router.include_router(ui_buffers.router)
 router.include_router(ui_jobs.router)
 router.include_router(ui_runs.router)
 router.include_router(ui_meta.router)
+router.include_router(ui_search.router)

@@ -631,6 +631,8 @@ class Extraction(Base):
     error: Mapped[str] = mapped_column(Text, default="")
     preview: Mapped[str] = mapped_column(String(16), default="none")
     extracted_at: Mapped[datetime] = mapped_column(DateTime)
+
+
 class KeyValue(Base):
     """A key-value of a project (``dataset_id`` 0, ``path`` ""), a dataset (``path`` "")
     or a file of a dataset's current state (see ops/keyvalues.py)."""

@@ -352,3 +352,26 @@ def test_preview_plane_comes_from_a_small_pyramid_level(tmp_path: Path) -> None:
         ]  # fmt: skip
         plane = tiff_plane(tif, 256)
     assert plane.shape == (256, 256) and plane[0, 0] == 1000 and plane[-1, -1] == 0
+
+
+def test_what_extraction_reads_is_searchable_by_those_who_may_see_it(
+    keep: Keep, tmp_path: Path
+) -> None:
+    """The issue's query: fields read from a file's content find it (objective:63x), the
+    index is rebuilt from the extraction records, and others see no hit and no count."""
+    folder = tmp_path / "src"
+    folder.mkdir()
+    samples.ome_tiff(folder / "cell-01.ome.tif")
+    (folder / "notes.txt").write_text("plain notes\n")
+    keep.ingest(folder, "proj/s017")
+    assert keep.search("objective:63x").total == 0  # not read yet
+    drain(keep)
+    paths = [hit.get("path") for hit in keep.search("objective:63x").items]
+    assert paths == ["raw/cell-01.ome.tif"]
+    assert keep.search("objective:20x").total == 0
+    keep.reindex_search()
+    assert [h.get("path") for h in keep.search("objective:63x").items] == ["raw/cell-01.ome.tif"]
+    keep.add_user("bob", password="a long enough password")
+    bob = keep.acting_as(keep.principal_for("bob"))
+    found = bob.search("objective:63x")
+    assert (found.total, found.items) == (0, [])

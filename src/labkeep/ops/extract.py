@@ -307,11 +307,28 @@ def _row(entry_id: int, sha: bytes, answer: dict[str, Any]) -> dict[str, Any]:
 
 
 def _write(keep: Keep, rows: list[dict[str, Any]]) -> None:
-    """Replace the records of these entries (one transaction: idempotent)."""
+    """Replace the records of these entries and their fields in the search index (one
+    transaction: idempotent)."""
+    from labkeep.extract.model import search_fields as flat
+    from labkeep.ops.search_index import index_file_fields
+
     ids = [r["entry_id"] for r in rows]
     with keep.catalog.write() as session:
         session.execute(delete(Extraction).where(Extraction.entry_id.in_(ids)))
         session.execute(insert(Extraction), rows)
+        current = {
+            int(entry_id): (int(dataset_id), str(path))
+            for entry_id, dataset_id, path in session.execute(
+                select(Entry.id, Entry.dataset_id, Entry.path).where(
+                    Entry.id.in_(ids), Entry.valid_to.is_(None)
+                )
+            )
+        }
+        for row in rows:
+            where = current.get(int(row["entry_id"]))
+            if where is not None:  # an older version's file is not in the index
+                fields = flat(json.loads(row["fields"]))
+                index_file_fields(session, dataset_id=where[0], path=where[1], fields=fields)
 
 
 # -- reading records ------------------------------------------------------------------------

@@ -180,16 +180,8 @@ def index_sample(session: Session, sample: Sample) -> None:
 
 def reindex(session: Session, *, batch: int = 5000) -> dict[str, int]:
     """Rebuild the whole index from the catalog: documents of every project, dataset,
-    current file and sample, then their key-values and samples. Extracted file fields
-    are kept for files that still exist (they come from the files' content, which this
-    does not read)."""
-    extracted: dict[tuple[int, str], list[tuple[str, str]]] = {}
-    for dataset_id, path, key, value in session.execute(
-        select(SearchDoc.dataset_id, SearchDoc.path, SearchField.key, SearchField.value)
-        .join(SearchField, SearchField.doc_id == SearchDoc.id)
-        .where(SearchField.source == "extract")
-    ):
-        extracted.setdefault((int(dataset_id), str(path)), []).append((str(key), str(value)))
+    current file and sample, then their key-values and samples, and the fields read from
+    current files' content (from their extraction records; no content is read)."""
     session.execute(delete(SearchField))
     session.execute(delete(SearchDoc))
     if session.get_bind().dialect.name == "sqlite":
@@ -255,12 +247,36 @@ def reindex(session: Session, *, batch: int = 5000) -> dict[str, int]:
         (int(a), int(b), "") for a, b in linked
     }:
         refresh_doc(session, project_id, dataset_id, path)
-    for (dataset_id, path), fields in extracted.items():
-        index_file_fields(session, dataset_id=dataset_id, path=path, fields=dict(fields))
+    _reindex_extracted(session, batch)
     counts["documents"] = int(
         session.execute(select(func.count()).select_from(SearchDoc)).scalar() or 0
     )
     return counts
+
+
+def _reindex_extracted(session: Session, batch: int) -> None:
+    """The fields read from current files' content, from their extraction records."""
+    import json
+
+    from labkeep.catalog import Extraction
+    from labkeep.extract.model import search_fields as flat
+
+    last = 0
+    while True:  # keyset pages: memory stays flat however many files were read
+        rows = session.execute(
+            select(Entry.id, Entry.dataset_id, Entry.path, Extraction.fields)
+            .join(Extraction, Extraction.entry_id == Entry.id)
+            .where(Entry.valid_to.is_(None), Entry.id > last)
+            .order_by(Entry.id)
+            .limit(batch)
+        ).all()
+        if not rows:
+            return
+        for entry_id, dataset_id, path, fields in rows:
+            index_file_fields(
+                session, dataset_id=int(dataset_id), path=str(path), fields=flat(json.loads(fields))
+            )
+            last = int(entry_id)
 
 
 def _file_doc(project_id: int, dataset_id: int, path: str, mtime_ns: int) -> dict[str, object]:

@@ -6,6 +6,7 @@ import typer
 
 from labkeep.cli import (
     events_cmd,
+    export_cmd,
     grant_cmd,
     group_cmd,
     ingest_cmd,
@@ -59,6 +60,7 @@ for module in (
     watch_cmd,
     meta_cmd,
     publish_meta_cmd,
+    export_cmd,
 ):
     module.register(app)
 

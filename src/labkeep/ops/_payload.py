@@ -124,6 +124,7 @@ class PayloadCopier:
         self._found: dict[bytes, tuple[bytes, bytes]] = {}
         self._lock = threading.Lock()
         self.bytes_read = 0  # bytes read into Python to hash them (0 when all known)
+        self._folders: set[Path] = set()  # made already: one mkdir per folder, not per file
 
     # -- the ordered stream ---------------------------------------------------------
     def run(self, items: Iterator[Payload]) -> Iterator[tuple[Payload, Result]]:
@@ -164,7 +165,9 @@ class PayloadCopier:
             if self._finished(item, target):
                 result.status = "notneeded"
             else:
-                target.parent.mkdir(parents=True, exist_ok=True)
+                if target.parent not in self._folders:
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    self._folders.add(target.parent)
                 source = self.keep.tree.file_path(self.project, self.dataset, item.path)
                 fast = item.sha512 is not None and not self.verify
                 if fast and tree_copy(source, item.size, item.mtime_ns):

@@ -366,3 +366,20 @@ def test_a_killed_export_resumes_without_copying_again(keep_root: Path, tmp_path
         assert (data / name).stat().st_ino == inode  # kept, not copied again
     assert not list(bag.rglob("*.labkeep-part")) and not (bag / ".labkeep-package").exists()
     bagit.Bag(str(bag)).validate(processes=2)
+
+
+def test_cli(keep_root: Path, tmp_path: Path) -> None:
+    keep = Keep.init(keep_root)
+    address = make(keep, "s1", {"a b.txt": b"alpha", "tab\there.txt": b"tab"}, kind="session")
+    keep.close()
+    root = ["--root", str(keep_root)]
+    refused = run("export", address, "--format", "bia", "--to", str(tmp_path / "o"), *root,
+                  check=1)  # fmt: skip
+    assert "IMPOSSIBLE" in refused.stdout and "tab\\there.txt" in refused.stdout
+    assert "run the same command again" in refused.stderr
+    done = run("export", address, "--to", str(tmp_path / "o"), *root)
+    assert "package: " in done.stdout and (tmp_path / "o" / "s1-v1" / "bagit.txt").is_file()
+    again = records(run("export", address, "--to", str(tmp_path / "o"), *root, "--json"))
+    assert again[-1]["status"] == "notneeded" and again[-1]["finished"] is True
+    wrong = run("export", address, "--to", str(tmp_path / "o"), "--format", "tar", *root, check=2)
+    assert "unknown package format" in wrong.stderr

@@ -245,6 +245,8 @@ def test_a_folder_that_is_something_else_is_not_written_into(keep: Keep, tmp_pat
         keep.export_package(address, tmp_path)
     with pytest.raises(UsageError):
         keep.export_package(address, tmp_path, format="tar")
+    with pytest.raises(UsageError, match="inside the keep"):
+        keep.export_package(address, keep.tree.dataset_dir(P, "seg") / "out")
     with pytest.raises(UsageError):
         keep.export_package(f"{address}@7", tmp_path / "n")
     keep.add_user("bob", password="a long enough password")

@@ -71,7 +71,7 @@ def write_bia(
     report: Report,
     emit: Callable[[Result], None],
 ) -> bool:
-    from labkeep.ops.package import MARKER, _write_text
+    from labkeep.ops.package import MARKER, _write_text, sync_folder
 
     parts = {n: root / f".{n}.labkeep-part" for n in ("file_list.tsv", "file_list.json")}
     failed = files = size = 0
@@ -121,7 +121,7 @@ def write_bia(
     pagetab = submission(source.doc, source)
     _write_text(root / "submission.json", json.dumps(pagetab, indent=1, ensure_ascii=False))
     _write_text(root / "README.txt", readme(source))
-    os.sync()
+    sync_folder(root)
     _write_text(root / "submission.tsv", submission_tsv(pagetab))  # last: marks it done
     (root / MARKER).unlink()
     return True

@@ -163,6 +163,11 @@ def export_package(
         raise UsageError("--zip is for BagIt bags", hint="leave out --zip")
     source = Source(keep, address)
     dest = Path(to).expanduser()
+    tree = keep.tree.base.resolve()
+    if dest.resolve() == tree or tree in dest.resolve().parents:
+        raise UsageError(
+            f"{dest} is inside the keep's tree", hint="write packages to a folder outside the keep"
+        )
     dest.mkdir(parents=True, exist_ok=True)
     label = source.label if format == "bagit" else f"{source.label}-bia"
     final = dest / (f"{label}.zip" if zip else label)
@@ -349,13 +354,30 @@ def _write_bag(
         os.replace(part, bag / name)
     _write_text(bag / "bagit.txt", BAGIT_TXT)
     _write_text(bag / "bag-info.txt", bag_info(source, oxum_bytes, oxum_files))
-    os.sync()  # everything above is durable before the tag manifests say the bag is done
+    sync_folder(bag)  # everything above is durable before the tag manifests say it is done
     tags = [bag / n for n in ("bagit.txt", "bag-info.txt", *PAYLOAD_MANIFESTS)]
     sums = [(p.name, *hash_file(p)[:2]) for p in tags]
     _write_text(bag / TAG_MANIFESTS[0], "".join(f"{a}  {name}\n" for name, a, _ in sums))
     _write_text(bag / TAG_MANIFESTS[1], "".join(f"{b}  {name}\n" for name, _, b in sums))
     (bag / MARKER).unlink()
     return True
+
+
+def sync_folder(path: Path) -> None:
+    """Flush the filesystem holding *path* (``syncfs``; ``sync`` where it is missing)."""
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        fd = os.open(path, os.O_RDONLY)
+    except (OSError, AttributeError):
+        os.sync()
+        return
+    try:
+        if libc.syncfs(fd) != 0:
+            os.sync()
+    finally:
+        os.close(fd)
 
 
 def _zip(bag: Path, final: Path, label: str) -> None:

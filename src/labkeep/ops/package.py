@@ -185,9 +185,9 @@ def export_package(
     if final.exists() and (zip or not (final / MARKER).exists()) and _done(final, format, zip):
         report.info.update(finished=True, status="notneeded", files=source.n_files)
         return report
-    _claim(work, source, format)
-    copier = PayloadCopier(keep, source.project, source.name, work,
-                           verify=verify, jobs=jobs, progress=progress)  # fmt: skip
+    resuming = _claim(work, source, format)
+    copier = PayloadCopier(keep, source.project, source.name, work, verify=verify,
+                           jobs=jobs, progress=progress, resuming=resuming)  # fmt: skip
     if progress is not None:
         progress.start(source.n_files, source.n_bytes)
     if format == "bagit":
@@ -213,10 +213,12 @@ def _done(final: Path, format: str, zip: bool) -> bool:
     return (final / last).is_file()
 
 
-def _claim(work: Path, source: Source, format: str) -> None:
-    """Start or resume the package folder *work*; refuse a folder that is something else."""
+def _claim(work: Path, source: Source, format: str) -> bool:
+    """Start or resume the package folder *work*; refuse a folder that is something else.
+    True when an unfinished package of the same source is resumed."""
     mark = {"source": source.address, "format": format}
     marker = work / MARKER
+    found = None
     if work.exists():
         try:
             found = json.loads(marker.read_text(encoding="utf-8"))
@@ -233,6 +235,7 @@ def _claim(work: Path, source: Source, format: str) -> None:
                     (work / name).unlink()
     work.mkdir(parents=True, exist_ok=True)
     _write_text(marker, json.dumps(mark) + "\n")
+    return found == mark
 
 
 def _write_text(path: Path, text: str) -> None:

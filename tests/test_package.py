@@ -4,6 +4,7 @@ or an archive would run on them."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -19,10 +20,10 @@ import bagit
 import pytest
 from rocrate_validator import services
 from rocrate_validator.models import ValidationSettings
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from labkeep import Keep
-from labkeep.catalog import Digest
+from labkeep.catalog import Dataset, Digest
 from labkeep.errors import NotFound, UsageError
 from labkeep.ops.runs import RunRequest
 from tests.test_cli import records, run
@@ -155,8 +156,11 @@ def test_a_bag_passes_bagit_validation_and_its_crate_the_ro_crate_validator(
 
 def test_a_percent_sign_is_encoded_as_rfc_8493_requires(keep: Keep, tmp_path: Path) -> None:
     address = make(keep, "pct", {"50% done.txt": b"half", "a%0Ab.txt": b"literal"})
+    keep.config.web = dataclasses.replace(keep.config.web, base_url="https://keep.example.org")
     keep.export_package(address, tmp_path)
     bag = tmp_path / "pct-v1"
+    landing = "https://keep.example.org/p/imaging-2026/pct/@1"
+    assert bag_info(bag)["External-Identifier"] == landing
     manifest = (bag / "manifest-sha256.txt").read_text(encoding="utf-8")
     assert "data/50%25 done.txt" in manifest and "data/a%250Ab.txt" in manifest
     rfc8493_check(bag)
@@ -196,6 +200,10 @@ def test_a_release_is_packaged_at_its_source_paths(keep: Keep, tmp_path: Path,
                                                   validator_cache: Path) -> None:  # fmt: skip
     address = make(keep, "seg", {"masks/a.png": b"png", "tables/t.csv": b"t"})
     keep.release(f"{address}@1", name="seg-v1")
+    with keep.catalog.write() as session:  # as a deposit records it
+        session.execute(
+            update(Dataset).where(Dataset.name == "seg-v1").values(doi="10.5281/zenodo.42")
+        )
     report = keep.export_package(f"{P}/seg-v1", tmp_path, zip=True)
     assert report.info["finished"]
     archive = tmp_path / "seg-v1.zip"
@@ -208,6 +216,10 @@ def test_a_release_is_packaged_at_its_source_paths(keep: Keep, tmp_path: Path,
     assert not any("/raw/" in n for n in names)
     bagit.Bag(str(tmp_path / "x" / "seg-v1")).validate()
     assert crate_issues(tmp_path / "x" / "seg-v1" / "data", validator_cache) == []
+    doi = "https://doi.org/10.5281/zenodo.42"
+    assert bag_info(tmp_path / "x" / "seg-v1")["External-Identifier"] == doi
+    crate = json.loads((tmp_path / "x" / "seg-v1" / "data" / "ro-crate-metadata.json").read_text())
+    assert next(e for e in crate["@graph"] if e["@id"] == "./")["identifier"] == doi
 
 
 def test_a_damaged_tree_file_is_refused_and_no_bag_claims_it(keep: Keep, tmp_path: Path) -> None:

@@ -25,6 +25,7 @@ from sqlalchemy import func, select, update
 from labkeep import Keep
 from labkeep.catalog import Dataset, Digest
 from labkeep.errors import NotFound, UsageError
+from labkeep.ops import package
 from labkeep.ops.runs import RunRequest
 from tests.test_cli import records, run
 
@@ -204,6 +205,19 @@ def test_a_release_is_packaged_at_its_source_paths(keep: Keep, tmp_path: Path,
         session.execute(
             update(Dataset).where(Dataset.name == "seg-v1").values(doi="10.5281/zenodo.42")
         )
+    real_zip = package._zip
+
+    def cut_short(bag: Path, final: Path, label: str) -> None:
+        (final.parent / f".{final.name}.labkeep-part").write_bytes(b"PK half a zip")
+        raise KeyboardInterrupt
+
+    package._zip = cut_short  # type: ignore[assignment]
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            keep.export_package(f"{P}/seg-v1", tmp_path, zip=True)
+    finally:
+        package._zip = real_zip  # type: ignore[assignment]
+    assert not (tmp_path / "seg-v1.zip").exists()
     report = keep.export_package(f"{P}/seg-v1", tmp_path, zip=True)
     assert report.info["finished"]
     archive = tmp_path / "seg-v1.zip"

@@ -185,20 +185,23 @@ def export_package(
     if final.exists() and (zip or not (final / MARKER).exists()) and _done(final, format, zip):
         report.info.update(finished=True, status="notneeded", files=source.n_files)
         return report
-    resuming = _claim(work, source, format)
-    copier = PayloadCopier(keep, source.project, source.name, work, verify=verify,
-                           jobs=jobs, progress=progress, resuming=resuming)  # fmt: skip
-    if progress is not None:
-        progress.start(source.n_files, source.n_bytes)
-    if format == "bagit":
-        finished = _write_bag(source, copier, work, report, emit)
+    if zip and not (work / MARKER).exists() and _done(work, format, False):
+        pass  # the bag was finished and only its zip was cut short: zip it again
     else:
-        from labkeep.ops._bia import write_bia
+        resuming = _claim(work, source, format)
+        copier = PayloadCopier(keep, source.project, source.name, work, verify=verify,
+                               jobs=jobs, progress=progress, resuming=resuming)  # fmt: skip
+        if progress is not None:
+            progress.start(source.n_files, source.n_bytes)
+        if format == "bagit":
+            finished = _write_bag(source, copier, work, report, emit)
+        else:
+            from labkeep.ops._bia import write_bia
 
-        finished = write_bia(source, copier, work, report, emit)
-    report.info["bytes_read"] = copier.bytes_read
-    if not finished:
-        return report
+            finished = write_bia(source, copier, work, report, emit)
+        report.info["bytes_read"] = copier.bytes_read
+        if not finished:
+            return report
     if zip:
         _zip(work, final, label)
         shutil.rmtree(work)

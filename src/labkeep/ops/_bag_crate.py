@@ -19,6 +19,7 @@ which the provenance names, are the exception: the library holds them).
 from __future__ import annotations
 
 import json
+import mimetypes
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import IO, TYPE_CHECKING, Any
@@ -36,11 +37,13 @@ def file_id(rel: str) -> str:
 
 
 def file_entity(rel: str, size: int, sha256: str) -> dict[str, Any]:
+    name = PurePosixPath(rel).name
     return {
         "@id": file_id(rel),
         "@type": "File",
-        "name": PurePosixPath(rel).name,
+        "name": name,
         "contentSize": str(size),
+        "encodingFormat": mimetypes.guess_type(name, strict=False)[0] or "application/octet-stream",
         "sha256": sha256,
     }
 
@@ -71,8 +74,8 @@ class CrateBuilder:
         if doc.get("url"):
             root["url"] = doc["url"]
         keywords = [s["subject"] for s in doc.get("subjects", []) if s.get("subject")]
-        if keywords:
-            root["keywords"] = keywords
+        if keywords:  # RO-Crate 1.1 prefers a single value to a one-item list
+            root["keywords"] = keywords[0] if len(keywords) == 1 else keywords
         if doc.get("version"):
             root["version"] = str(doc["version"])
         publisher = (doc.get("publisher") or {}).get("name")
@@ -108,8 +111,10 @@ class CrateBuilder:
         for j, aff in enumerate(creator.get("affiliation", [])):
             ident = aff.get("affiliationIdentifier") or f"{local}-affiliation-{j}"
             existing = crate.get(ident)
-            affiliations.append(existing or crate.add_jsonld(
-                {"@id": ident, "@type": "Organization", "name": aff["name"]}))  # fmt: skip
+            org = {"@id": ident, "@type": "Organization", "name": aff["name"]}
+            if aff.get("affiliationIdentifier", "").startswith("https://"):
+                org["url"] = aff["affiliationIdentifier"]
+            affiliations.append(existing or crate.add_jsonld(org))
         if affiliations and person:
             jsonld["affiliation"] = affiliations[0] if len(affiliations) == 1 else affiliations
         existing = crate.get(jsonld["@id"])

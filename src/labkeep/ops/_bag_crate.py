@@ -154,8 +154,10 @@ def _write_root(out: IO[str], root: dict[str, Any], spool: IO[str]) -> None:
         sep = ", "
     spool.seek(0)
     for line in spool:
-        ident = json.loads(line)["@id"]
-        out.write(sep + json.dumps({"@id": ident}, ensure_ascii=False))
+        # every spooled line starts with '{"@id": "<id>"': a percent-encoded id holds no
+        # quote or backslash, so it is cut out rather than parsed again
+        ident = line[9 : line.index('"', 9)]
+        out.write(f'{sep}{{"@id": "{ident}"}}')
         sep = ",\n  "
     out.write("]}")
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import stat
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -41,9 +42,11 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 
 from labkeep.catalog import Digest
-from labkeep.errors import IntegrityError, LabkeepError, NotFound
-from labkeep.ops.content import open_content, tree_copy
+from labkeep.errors import IntegrityError, LabkeepError, NotFound, UsageError
+from labkeep.names import check_relpath
+from labkeep.ops.content import open_content
 from labkeep.results import Result
+from labkeep.storage._tree import PRIVATE_DIR
 
 if TYPE_CHECKING:
     from labkeep.keep import Keep
@@ -126,7 +129,8 @@ class PayloadCopier:
         self._found: dict[bytes, tuple[bytes, bytes]] = {}
         self._lock = threading.Lock()
         self.bytes_read = 0  # bytes read into Python to hash them (0 when all known)
-        self._folders: set[Path] = set()  # made already: one mkdir per folder, not per file
+        self._folders: set[str] = set()  # made already: one mkdir per folder, not per file
+        self._tree = str(keep.tree.dataset_dir(project, dataset))
 
     # -- the ordered stream ---------------------------------------------------------
     def run(self, items: Iterator[Payload]) -> Iterator[tuple[Payload, Result]]:
@@ -162,20 +166,22 @@ class PayloadCopier:
     # -- one file -------------------------------------------------------------------
     def _one(self, item: Payload) -> Result:
         result = Result("package", "ok", path=item.path, size=item.size, sha256=item.sha256)
-        target = self.root / item.rel
+        # string paths: for small files the per-file cost is what an export costs
+        target = os.path.join(self.root, item.rel)
         try:
-            if self.resuming and self._finished(item, target):
+            if self.resuming and self._finished(item, Path(target)):
                 result.status = "notneeded"
             else:
-                if target.parent not in self._folders:
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    self._folders.add(target.parent)
-                source = self.keep.tree.file_path(self.project, self.dataset, item.path)
+                folder = os.path.dirname(target)
+                if folder not in self._folders:
+                    os.makedirs(folder, exist_ok=True)
+                    self._folders.add(folder)
+                source = self._source(item.path)
                 fast = item.sha512 is not None and not self.verify
-                if fast and tree_copy(source, item.size, item.mtime_ns):
+                if fast and _quick_check(source, item.size, item.mtime_ns):
                     self._kernel_copy(source, target, item)
                 else:
-                    self._read_copy(source, target, item)
+                    self._read_copy(Path(source), Path(target), item)
         except IntegrityError as exc:
             result.status, result.message = "error", exc.message
         except NotFound as exc:
@@ -188,6 +194,13 @@ class PayloadCopier:
         if self.progress is not None:
             self.progress.advance(1, item.size)
         return result
+
+    def _source(self, path: str) -> str:
+        """The tree's file of a catalog path (as ``Tree.file_path``, as a string)."""
+        check_relpath(path)
+        if path.split("/", 1)[0] == PRIVATE_DIR:
+            raise UsageError(f"{path!r} is inside labkeep's private folder")
+        return os.path.join(self._tree, path)
 
     def _finished(self, item: Payload, target: Path) -> bool:
         """Whether *target* is this item's complete copy from an earlier run."""
@@ -208,7 +221,7 @@ class PayloadCopier:
         item.how = "kept"
         return True
 
-    def _kernel_copy(self, source: Path, target: Path, item: Payload) -> None:
+    def _kernel_copy(self, source: str, target: str, item: Payload) -> None:
         """Copy by the kernel (``copy_file_range``: no byte through Python), with raw file
         descriptors and string paths: for small files the per-file cost is the point."""
         folder, name = os.path.split(target)
@@ -284,6 +297,15 @@ class PayloadCopier:
         item.sha512, item.md5 = sums[1], sums[2]
         with self._lock:
             self._found[bytes.fromhex(sums[0])] = (bytes.fromhex(sums[1]), bytes.fromhex(sums[2]))
+
+
+def _quick_check(path: str, size: int, mtime_ns: int) -> bool:
+    """A regular file with the catalog's size and mtime (``content.tree_copy``)."""
+    try:
+        st = os.stat(path, follow_symlinks=False)
+    except OSError:
+        return False
+    return stat.S_ISREG(st.st_mode) and st.st_size == size and st.st_mtime_ns == mtime_ns
 
 
 def _batches(items: Iterator[Payload], size: int) -> Iterator[list[Payload]]:

@@ -27,6 +27,7 @@ from labkeep.catalog import Dataset, Digest
 from labkeep.errors import NotFound, UsageError
 from labkeep.ops import package
 from labkeep.ops.runs import RunRequest
+from tests.conftest import unseal_tree
 from tests.test_cli import records, run
 
 pytestmark = pytest.mark.filterwarnings("ignore:ConjunctiveGraph is deprecated:DeprecationWarning")
@@ -394,6 +395,7 @@ def test_a_killed_export_resumes_without_copying_again(keep_root: Path, tmp_path
         assert (data / name).stat().st_ino == inode  # kept, not copied again
     assert not list(bag.rglob("*.labkeep-part")) and not (bag / ".labkeep-package").exists()
     bagit.Bag(str(bag)).validate(processes=2)
+    unseal_tree(keep_root)  # so that pytest can delete its folders
 
 
 def test_cli(keep_root: Path, tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ or an archive would run on them."""
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import hashlib
 import json
 import os
@@ -24,7 +25,7 @@ from sqlalchemy import func, select, update
 
 from labkeep import Keep
 from labkeep.catalog import Dataset, Digest
-from labkeep.errors import NotFound, UsageError
+from labkeep.errors import Busy, NotFound, UsageError
 from labkeep.ops import package
 from labkeep.ops.runs import RunRequest
 from tests.conftest import unseal_tree
@@ -270,6 +271,16 @@ def test_a_folder_that_is_something_else_is_not_written_into(keep: Keep, tmp_pat
     (tmp_path / "seg-v1" / "mine.txt").write_text("mine")
     with pytest.raises(Exception, match="is not an unfinished package"):
         keep.export_package(address, tmp_path)
+    # an export running into the same folder holds its marker locked: a second is refused
+    running = tmp_path / "running"
+    (running / "seg-v1").mkdir(parents=True)
+    marker = running / "seg-v1" / ".labkeep-package"
+    marker.write_text(json.dumps({"source": f"{address}@1", "format": "bagit"}))
+    with open(marker) as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        with pytest.raises(Busy):
+            keep.export_package(address, running)
+    assert keep.export_package(address, running).info["finished"]
     with pytest.raises(UsageError):
         keep.export_package(address, tmp_path, format="tar")
     with pytest.raises(UsageError, match="inside the keep"):

@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 
 from labkeep.catalog import Version
-from labkeep.errors import AlreadyExists, UsageError
+from labkeep.errors import AlreadyExists, Busy, UsageError
 from labkeep.names import parse_address
 from labkeep.ops._access import find_dataset
 from labkeep.ops._payload import Payload, PayloadCopier, hash_file
@@ -188,17 +188,20 @@ def export_package(
     if zip and not (work / MARKER).exists() and _done(work, format, False):
         pass  # the bag was finished and only its zip was cut short: zip it again
     else:
-        resuming = _claim(work, source, format)
-        copier = PayloadCopier(keep, source.project, source.name, work, verify=verify,
-                               jobs=jobs, progress=progress, resuming=resuming)  # fmt: skip
-        if progress is not None:
-            progress.start(source.n_files, source.n_bytes)
-        if format == "bagit":
-            finished = _write_bag(source, copier, work, report, emit)
-        else:
-            from labkeep.ops._bia import write_bia
+        resuming, lock = _claim(work, source, format)
+        try:
+            copier = PayloadCopier(keep, source.project, source.name, work, verify=verify,
+                                   jobs=jobs, progress=progress, resuming=resuming)  # fmt: skip
+            if progress is not None:
+                progress.start(source.n_files, source.n_bytes)
+            if format == "bagit":
+                finished = _write_bag(source, copier, work, report, emit)
+            else:
+                from labkeep.ops._bia import write_bia
 
-            finished = write_bia(source, copier, work, report, emit)
+                finished = write_bia(source, copier, work, report, emit)
+        finally:
+            os.close(lock)
         report.info["bytes_read"] = copier.bytes_read
         if not finished:
             return report
@@ -216,9 +219,13 @@ def _done(final: Path, format: str, zip: bool) -> bool:
     return (final / last).is_file()
 
 
-def _claim(work: Path, source: Source, format: str) -> bool:
-    """Start or resume the package folder *work*; refuse a folder that is something else.
-    True when an unfinished package of the same source is resumed."""
+def _claim(work: Path, source: Source, format: str) -> tuple[bool, int]:
+    """Start or resume the package folder *work*; refuse a folder that is something else,
+    and one that another export is writing now (the marker is locked while an export
+    runs). Returns whether an unfinished package of the same source is resumed, and the
+    locked descriptor (the caller closes it)."""
+    import fcntl
+
     mark = {"source": source.address, "format": format}
     marker = work / MARKER
     found = None
@@ -232,13 +239,20 @@ def _claim(work: Path, source: Source, format: str) -> bool:
                 f"{work} exists and is not an unfinished package of {source.address}",
                 hint="choose another --to folder, or move that one away",
             )
-        if found == mark:
-            for name in TAG_MANIFESTS:  # a rerun rewrites them; never a stale "done" mark
-                with contextlib.suppress(FileNotFoundError):
-                    (work / name).unlink()
     work.mkdir(parents=True, exist_ok=True)
-    _write_text(marker, json.dumps(mark) + "\n")
-    return found == mark
+    if found != mark:
+        _write_text(marker, json.dumps(mark) + "\n")
+    lock = os.open(marker, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(lock)
+        raise Busy(f"another export is writing {work} now", hint="wait for it to finish") from None
+    if found == mark:
+        for name in TAG_MANIFESTS:  # a rerun rewrites them; never a stale "done" mark
+            with contextlib.suppress(FileNotFoundError):
+                (work / name).unlink()
+    return found == mark, lock
 
 
 def _write_text(path: Path, text: str) -> None:

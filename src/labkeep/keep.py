@@ -219,6 +219,7 @@ class Keep:
     has_file = ops.files.has_file
     export_file = ops.files.export_file
     export = ops.export.export
+    export_package = ops.package.export_package
     versions = ops.listing.versions
     diff = ops.versions.diff
     save = ops.save.save

@@ -9,6 +9,7 @@ from labkeep.cli import (
     check_cmd,
     convert_cmd,
     events_cmd,
+    export_cmd,
     extract_cmd,
     grant_cmd,
     group_cmd,
@@ -73,6 +74,7 @@ for module in (
     kv_cmd,
     sample_cmd,
     search_cmd,
+    export_cmd,
 ):
     module.register(app)
 

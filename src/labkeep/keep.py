@@ -219,6 +219,13 @@ class Keep:
     has_file = ops.files.has_file
     export_file = ops.files.export_file
     export = ops.export.export
+    # the keep as a network drive (WebDAV)
+    drive_node = ops.drive.drive_node
+    drive_children = ops.drive.drive_children
+    open_drive_file = ops.drive.open_drive_file
+    begin_drive_write = ops.drive.begin_drive_write
+    remove_drive_file = ops.drive.remove_drive_file
+    make_drive_folder = ops.drive.make_drive_folder
     versions = ops.listing.versions
     diff = ops.versions.diff
     save = ops.save.save

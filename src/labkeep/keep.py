@@ -300,6 +300,7 @@ class Keep:
     import_folder = ops.buffer_access.import_folder
     show_buffer_to = ops.buffer_access.show_buffer_to
     # accounts and access
+    acl_sync = ops.acl.acl_sync
     add_user = ops.accounts.add_user
     list_users = ops.accounts.list_users
     set_user_disabled = ops.accounts.set_disabled

@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from labkeep.cli import (
+    acl_cmd,
     events_cmd,
     grant_cmd,
     group_cmd,
@@ -57,6 +58,7 @@ for module in (
     remote_cmd,
     watch_cmd,
     meta_cmd,
+    acl_cmd,
 ):
     module.register(app)
 

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from labkeep.ops import (
         accounts,
+        acl,
         audit,
         buffer_access,
         buffers,
@@ -53,6 +54,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "accounts",
+    "acl",
     "audit",
     "buffer_access",
     "buffers",

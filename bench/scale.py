@@ -10,10 +10,11 @@ Building (once per size; the keep is reused by later runs):
 - SQLite: through the real ingest path. bench/web.py's ``build_keep`` writes --files
   tiny files (500 per folder) and ``Keep.ingest`` copies, hashes and catalogues them
   (hours of work for a person, ~10 minutes here);
-- PostgreSQL (--pg URL, or ``auto``: a throwaway server from tests/pgserver.py): a bulk
-  loader, since ingesting 10^7 files would take hours. It inserts the same rows ingest
-  would (one committed version, entries ``raw/dNNNNN/fNNNNNNNN.dat`` with sizes, SHA-256
-  and mtimes) in batches of 50,000, then ANALYZE. Pages read only the catalog, so the
+- PostgreSQL (--pg URL, or ``auto``: a throwaway server from tests/pgserver.py), or
+  SQLite with --bulk: a bulk loader, since ingesting 10^7 files would take hours. It
+  inserts the same rows ingest would (one committed version, entries
+  ``raw/dNNNNN/fNNNNNNNN.dat`` with sizes, SHA-256 and mtimes) in batches of 50,000,
+  then ANALYZE. Pages read only the catalog, so the
   tree holds no files for it.
 
 Measured against ``uvicorn --workers 2`` (bench/web.py's server), --requests per page
@@ -50,15 +51,16 @@ import web  # noqa: E402  (bench/web.py: the keep builder, the server, the load 
 PG_FILES_PER_DIR = 500
 
 
-def build_pg(workdir: Path, url: str, files: int) -> web.Bench:
-    """A keep on PostgreSQL whose dataset bench/many has *files* entries (bulk loader)."""
+def build_bulk(workdir: Path, url: str | None, files: int) -> web.Bench:
+    """A keep (on PostgreSQL at *url*, else SQLite) whose dataset bench/many has *files*
+    entries, written by the bulk loader."""
     from sqlalchemy import insert, select, text
 
     from labkeep import Keep
     from labkeep.catalog import Dataset, Entry, Version
     from labkeep.clock import utcnow
 
-    root = workdir / f"keep-pg-{files}"
+    root = workdir / f"keep-{'pg' if url else 'bulk'}-{files}"
     bench = web.Bench(root, files, 0)
     if not (root / "ready").exists():
         t0 = time.perf_counter()
@@ -177,6 +179,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/labkeep-scale"))
     parser.add_argument("--files", type=int, default=None)
     parser.add_argument("--pg", default=None, help="a PostgreSQL URL, or 'auto'")
+    parser.add_argument(
+        "--bulk", action="store_true", help="SQLite, built by the bulk loader (not ingest)"
+    )
     parser.add_argument("--requests", type=int, default=400, help="per page and client count")
     parser.add_argument("--rounds", type=int, default=5, help="labkeep status runs")
     parser.add_argument("--server-workers", type=int, default=2)
@@ -194,8 +199,12 @@ def main(argv: list[str] | None = None) -> int:
                 pg = PostgresServer(durable=True)
                 pg.start()
                 url = pg.create_database()
-            bench = build_pg(args.workdir, url, files)
+            bench = build_bulk(args.workdir, url, files)
             engine = "postgresql"
+        elif args.bulk:
+            files = args.files or 1_000_000
+            bench = build_bulk(args.workdir, None, files)
+            engine = "sqlite-bulk"
         else:
             files = args.files or 1_000_000
             bench = web.build_keep(args.workdir, files, 1)

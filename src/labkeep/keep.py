@@ -220,6 +220,13 @@ class Keep:
     export_file = ops.files.export_file
     export = ops.export.export
     export_package = ops.package.export_package
+    # the keep as a network drive (WebDAV)
+    drive_node = ops.drive.drive_node
+    drive_children = ops.drive.drive_children
+    open_drive_file = ops.drive.open_drive_file
+    begin_drive_write = ops.drive.begin_drive_write
+    remove_drive_file = ops.drive.remove_drive_file
+    make_drive_folder = ops.drive.make_drive_folder
     versions = ops.listing.versions
     diff = ops.versions.diff
     save = ops.save.save
@@ -323,6 +330,7 @@ class Keep:
     import_folder = ops.buffer_access.import_folder
     show_buffer_to = ops.buffer_access.show_buffer_to
     # accounts and access
+    acl_sync = ops.acl.acl_sync
     add_user = ops.accounts.add_user
     list_users = ops.accounts.list_users
     set_user_disabled = ops.accounts.set_disabled

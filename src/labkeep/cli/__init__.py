@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from labkeep.cli import (
+    acl_cmd,
     backup_cmd,
     check_cmd,
     convert_cmd,
@@ -75,6 +76,7 @@ for module in (
     sample_cmd,
     search_cmd,
     export_cmd,
+    acl_cmd,
 ):
     module.register(app)
 

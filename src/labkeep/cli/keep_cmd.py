@@ -115,29 +115,24 @@ def status(
 
 
 @handle_errors
-def upgrade(root: RootOpt = None, json_out: JsonOpt = False) -> None:
-    """Upgrade the catalog schema to this labkeep's version (back it up first)."""
-    from labkeep.catalog import Catalog
+def upgrade(
+    no_backup: Annotated[
+        bool, typer.Option("--no-backup", help="Do not copy the catalog first.")
+    ] = False,
+    root: RootOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Upgrade the catalog schema to this labkeep's version (after a backup of it)."""
     from labkeep.config import Config, find_root
+    from labkeep.ops.upgrade import upgrade_catalog
 
-    config = Config.load(find_root(root))
-    catalog = Catalog(config.catalog_url, retry_seconds=config.catalog_retry_seconds)
-    try:
-        before = catalog.schema_revision()
-        catalog.upgrade()
-        after = catalog.schema_revision()
-    finally:
-        catalog.close()
-    record = {
-        "action": "upgrade",
-        "status": "ok" if before != after else "notneeded",
-        "from": before,
-        "to": after,
-    }
+    record = upgrade_catalog(Config.load(find_root(root)), backup=not no_backup)
     if json_out:
         emit_json(record)
     else:
-        out.print(f"catalog schema: {before} -> {after}")
+        if "backup" in record:
+            out.print(f"catalog backed up to {record['backup']}")
+        out.print(f"catalog schema: {record['from']} -> {record['to']}")
 
 
 @handle_errors

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from labkeep.ops import (
         accounts,
+        acl,
         audit,
         backup,
         backup_drill,
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
         check,
         convert,
         copies,
+        drive,
         environment,
         export,
         extract,
@@ -54,6 +56,7 @@ if TYPE_CHECKING:
         status,
         stores,
         tokens,
+        upgrade,
         upload,
         verify,
         versions,
@@ -64,6 +67,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "accounts",
+    "acl",
     "audit",
     "backup",
     "backup_drill",
@@ -73,6 +77,7 @@ __all__ = [
     "check",
     "convert",
     "copies",
+    "drive",
     "environment",
     "export",
     "extract",
@@ -105,6 +110,7 @@ __all__ = [
     "status",
     "stores",
     "tokens",
+    "upgrade",
     "upload",
     "verify",
     "versions",

@@ -112,7 +112,9 @@ class Upload:
         self.end_part()
 
     # -- finishing -------------------------------------------------------------------------
-    def finish(self, paths: list[str] | None = None) -> Report:
+    def finish(
+        self, paths: list[str] | None = None, *, message: str = "upload from the browser"
+    ) -> Report:
         """Give each file its path (*paths*, one per file, or the names sent) inside
         ``raw/`` and ingest them all."""
         self.end_part()
@@ -137,7 +139,7 @@ class Upload:
                 raise UsageError(f"{rel!r} is both a file and a folder in the upload") from None
             except OSError as exc:
                 raise from_os_error(exc, "store the upload") from exc
-        report = ingest(self.keep, tree, self.address, message="upload from the browser")
+        report = ingest(self.keep, tree, self.address, message=message)
         report.info["source"] = "upload"  # not the server's staging folder
         return report
 

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import and_, func, select
 
 from labkeep.access import allowed
-from labkeep.catalog import Dataset, Entry, Project, Replica, Store, TreeCheck
+from labkeep.catalog import Dataset, Entry, Project, Replica, Store, TreeCheck, Version
 from labkeep.clock import isoformat
 from labkeep.errors import (
     NotFound,
@@ -114,9 +114,16 @@ def dataset_copies(session: Session, proj: Project, dataset: Dataset) -> dict[st
 
     address = f"{proj.name}/{dataset.name}"
     current = and_(Entry.dataset_id == dataset.id, Entry.valid_to.is_(None))
-    n_files, n_bytes = session.execute(
-        select(func.count(Entry.id), func.coalesce(func.sum(Entry.size), 0)).where(current)
-    ).one()
+    # the head version's counts (one row), not a count over the entries: that scanned
+    # every entry of the dataset on each landing page (0.5 s at 10^6 files, bench/scale.py)
+    head = session.execute(
+        select(Version.n_files, Version.n_bytes).where(
+            Version.dataset_id == dataset.id,
+            Version.number == dataset.head_version,
+            Version.state == "committed",
+        )
+    ).first()
+    n_files, n_bytes = (head[0], head[1]) if head is not None else (0, 0)
     stores = {s.id: s for s in session.execute(select(Store)).scalars()}
     copies: list[dict[str, Any]] = []
     if dataset.tree_state == "present":

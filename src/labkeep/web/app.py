@@ -187,6 +187,10 @@ def create_app(keep: Keep | str | os.PathLike[str] | None = None) -> FastAPI:
     app.include_router(search_router)
     app.include_router(ui_router)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
+    if _has_dav():
+        from labkeep.web.dav import mount
+
+        mount(app, base)
     return app
 
 
@@ -219,6 +223,13 @@ def error_response(request: Request, exc: LabkeepError) -> Response:
 def app_from_env() -> FastAPI:
     """For ``uvicorn --factory`` with several workers: the keep comes from LABKEEP_ROOT."""
     return create_app(os.environ.get("LABKEEP_ROOT"))
+
+
+def _has_dav() -> bool:
+    """Whether WebDAV can be served (the ``dav`` extra: WsgiDAV and a2wsgi)."""
+    import importlib.util
+
+    return all(importlib.util.find_spec(name) for name in ("wsgidav", "a2wsgi"))
 
 
 def _version() -> str:

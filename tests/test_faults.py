@@ -418,6 +418,12 @@ def test_status_names_datasets_with_extra_files_and_manifest_drift(
     keep.ingest(src, ADDRESS)
     keep.ingest(src, "proj/s002")
     assert not keep.verify("proj").failed
+    # the metadata extraction that each ingest queued, run as a worker would
+    import io
+
+    from labkeep.ops.worker import JobWorker
+
+    JobWorker(keep, drain=True, log=io.StringIO(), schedule=False).run()
     assert keep.status()["attention"] == []
     assert keep.status(deep=True)["attention"] == []
 

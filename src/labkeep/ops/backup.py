@@ -342,7 +342,9 @@ def backup(keep: Keep, *, to: str | None = None, rotate: bool = True) -> dict[st
     store = open_store(keep, keep.config, to)
     try:
         now = utcnow()
-        backup_id = f"{now:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
+        # sortable by when it was made, to the microsecond (two backups in one second
+        # must not be ordered by their random part)
+        backup_id = f"{now:%Y%m%dT%H%M%S.%fZ}-{uuid.uuid4().hex[:6]}"
         with _scratch(keep.root) as folder:
             dump = folder / "catalog.dump"
             engine, fmt, major, head = _dump(keep, dump)
@@ -406,6 +408,8 @@ def _describe(
 
 # -- rotation ----------------------------------------------------------------------------
 def _when(backup_id: str) -> datetime:
+    if backup_id[15:16] == ".":  # 20261129T070209.123456Z-...
+        return datetime.strptime(backup_id[:23], "%Y%m%dT%H%M%S.%fZ")
     return datetime.strptime(backup_id[:16], "%Y%m%dT%H%M%SZ")
 
 

@@ -97,15 +97,22 @@ def test_search_finds_filters_and_follows_changes(keep: Keep, tmp_path: Path) ->
     keep.add_sample("mouse-42", type="mouse", attrs={"genotype": "WT"})
     keep.link_sample("proj/s017", "mouse-42")
     keep.set_values("proj/s017", {"instrument": "LSM 980"})
+    from sqlalchemy import select
+
+    from labkeep.catalog import Entry
+    from labkeep.ops.extract import _row, _write
     from labkeep.ops.search_index import index_file_fields
 
+    # what an extraction job records for the file (and puts into the index with it)
+    with keep.catalog.read() as session:
+        entry_id, digest = session.execute(
+            select(Entry.id, Entry.sha256).where(
+                Entry.path == "raw/sub/cell-01.czi", Entry.valid_to.is_(None)
+            )
+        ).one()
+    fields = {"objective": {"magnification": 63.0}, "acquisition_date": "2026-03-04T10:00:00"}
+    _write(keep, [_row(entry_id, digest, {"status": "ok", "extractor": "czi", "fields": fields})])
     with keep.catalog.write() as session:
-        assert index_file_fields(
-            session,
-            dataset_id=_dataset_id(keep, "proj/s017"),
-            path="raw/sub/cell-01.czi",
-            fields={"objective": "63x", "date": "2026-03-04"},
-        )
         assert not index_file_fields(
             session, dataset_id=_dataset_id(keep, "proj/s017"), path="raw/nope", fields={"a": "b"}
         )
@@ -152,7 +159,7 @@ def test_search_finds_filters_and_follows_changes(keep: Keep, tmp_path: Path) ->
             keep.search(bad)
     with pytest.raises(UsageError):
         keep.search("cell", offset=5000)
-    # --reindex rebuilds the same index (the extracted fields kept)
+    # --reindex rebuilds the same index (the extracted fields from their records)
     before = keep.search("cell objective:63x").to_dict()
     counts = keep.reindex_search()
     assert counts["files"] == 4 and counts["samples"] == 1

@@ -14,6 +14,7 @@ from labkeep.cli import (
     ls_cmd,
     meta_cmd,
     project_cmd,
+    publish_cmd,
     publish_meta_cmd,
     remote_cmd,
     run_cmd,
@@ -59,6 +60,7 @@ for module in (
     watch_cmd,
     meta_cmd,
     publish_meta_cmd,
+    publish_cmd,
 ):
     module.register(app)
 

@@ -77,6 +77,8 @@ class Record:
     files: dict[str, FileEntry] = field(default_factory=dict)
     published: dict[str, Any] | None = None
     draft: bool = True
+    #: the community review request: {"community": ..., "status": "created"|"submitted"}
+    review: dict[str, Any] | None = None
 
 
 class InvenioServer:
@@ -135,6 +137,13 @@ class InvenioServer:
 
     def published(self) -> list[Record]:
         return [r for r in self.records.values() if r.published is not None]
+
+    def accept(self, record_id: str) -> None:
+        """A curator of the community accepts the submitted draft: it is published."""
+        record = self.records[record_id]
+        assert record.review is not None and record.review["status"] == "submitted"
+        record.review["status"] = "accepted"
+        _Handler._publish_record(self, record)
 
     def requests(self, method: str, pattern: str) -> list[tuple[str, str, int | str]]:
         return [e for e in self.log if e[0] == method and re.search(pattern, e[1])]
@@ -285,7 +294,27 @@ class _Handler(BaseHTTPRequestHandler):
             return 201, self._draft(record)
         if tail == ["actions", "publish"] and method == "POST":
             self._discard_body()
+            if record.review is not None and record.review["status"] == "submitted":
+                raise _Error(400, "The draft is under review by a community.")
             return 202, self._publish(record)
+        if tail == ["review"] and method == "PUT":
+            data = self._json()
+            community = ((data or {}).get("receiver") or {}).get("community")
+            if not community or data.get("type") != "community-submission":
+                raise _Error(400, "A community-submission to a community is required.")
+            record.review = {"community": community, "status": "created"}
+            return 200, {
+                "type": "community-submission",
+                "status": "created",
+                "receiver": {"community": community},
+            }
+        if tail == ["actions", "submit-review"] and method == "POST":
+            self._discard_body()
+            if record.review is None or record.review["status"] != "created":
+                raise _Error(400, "No review request to submit.")
+            self._check(record.metadata)
+            record.review["status"] = "submitted"
+            return 202, {"type": "community-submission", "status": "submitted"}
         if tail[:1] == ["files"]:
             return self._files(method, record, rid, tail[1:])
         raise _Error(404, "not found")
@@ -357,6 +386,10 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _publish(self, record: Record) -> dict[str, Any]:
         self._check(record.metadata)
+        return self._publish_record(self.api, record)
+
+    @staticmethod
+    def _publish_record(api: InvenioServer, record: Record) -> dict[str, Any]:
         if not record.files:
             raise _Error(
                 400,
@@ -370,7 +403,7 @@ class _Handler(BaseHTTPRequestHandler):
             "provider": "datacite",
             "client": "datacite",
         }
-        base = self.api.url
+        base = api.url
         record.published = {
             "id": record.id,
             "is_published": True,

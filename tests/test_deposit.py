@@ -27,6 +27,7 @@ from labkeep.errors import (
     UsageError,
 )
 from labkeep.ops.deposit import invenio_metadata
+from tests.conftest import unseal_tree
 from tests.invenio_server import InvenioServer
 from tests.test_cli import records, run
 
@@ -91,6 +92,16 @@ def configure(keep: Keep, server: InvenioServer, **extra: Any) -> None:
     keep.config.publish_targets = {
         "invenio": {"url": server.url, "retry_base_seconds": 0.01, "attempts": 4, **extra}
     }
+
+
+@pytest.fixture
+def skeep(keep_root: Path) -> Iterator[Keep]:
+    """A keep on SQLite only, for the fault matrices (the catalog's part of a deposit is
+    checked on both engines by the other tests)."""
+    k = Keep.init(keep_root)
+    yield k
+    k.close()
+    unseal_tree(keep_root)
 
 
 @pytest.fixture
@@ -220,7 +231,7 @@ def assert_token_nowhere(keep: Keep) -> None:
     ],
 )
 def test_a_passing_fault_is_retried_in_the_same_run(
-    keep: Keep,
+    skeep: Keep,
     tmp_path: Path,
     server: InvenioServer,
     monkeypatch: pytest.MonkeyPatch,
@@ -229,11 +240,11 @@ def test_a_passing_fault_is_retried_in_the_same_run(
     pattern: str,
     fault: dict[str, Any],
 ) -> None:
-    address = make_release(keep, tmp_path, FILES)
-    configure(keep, server)
+    address = make_release(skeep, tmp_path, FILES)
+    configure(skeep, server)
     monkeypatch.setenv("LABKEEP_INVENIO_TOKEN", TOKEN)
     server.fail(method, pattern, **fault)
-    result = publish(keep, address, waits)
+    result = publish(skeep, address, waits)
     assert result.state == "published"
     if fault.get("drop_after"):  # the record was looked up, not published again
         assert server.requests("GET", r"^/api/records/[^/]+$")
@@ -272,7 +283,7 @@ def test_a_passing_fault_is_retried_in_the_same_run(
     ],
 )
 def test_a_rerun_after_a_failure_continues_with_the_same_draft(
-    keep: Keep,
+    skeep: Keep,
     tmp_path: Path,
     server: InvenioServer,
     monkeypatch: pytest.MonkeyPatch,
@@ -281,23 +292,23 @@ def test_a_rerun_after_a_failure_continues_with_the_same_draft(
     pattern: str,
     fault: dict[str, Any],
 ) -> None:
-    address = make_release(keep, tmp_path, FILES)
-    configure(keep, server)
+    address = make_release(skeep, tmp_path, FILES)
+    configure(skeep, server)
     monkeypatch.setenv("LABKEEP_INVENIO_TOKEN", TOKEN)
     if pattern == r"/draft$":  # the draft is read only on a rerun: fail the first rerun
         with pytest.raises(RepositoryUnavailable):
             server.fail("POST", r"/actions/publish$", status=503, times=4)
-            publish(keep, address, waits)
+            publish(skeep, address, waits)
     server.fail(method, pattern, **fault)
     with pytest.raises(RepositoryUnavailable):
-        publish(keep, address, waits)
-    [status] = keep.publish_status(address)
+        publish(skeep, address, waits)
+    [status] = skeep.publish_status(address)
     assert status.state != "published" and status.last_error
     puts_before = {
         key: len(server.requests("PUT", key.replace(" ", "%20").replace("/", "%2F") + "/content$"))
         for key in FILES
     }
-    result = publish(keep, address, waits)
+    result = publish(skeep, address, waits)
     assert result.state == "published"
     assert_one_record(server, FILES)
     # files committed before the failure were not sent again
@@ -310,7 +321,7 @@ def test_a_rerun_after_a_failure_continues_with_the_same_draft(
         > puts_before[key]
     ]
     assert len(resent) == result.files_sent
-    assert_token_nowhere(keep)
+    assert_token_nowhere(skeep)
 
 
 def test_a_crash_between_commit_and_its_record_skips_the_file_on_rerun(
@@ -634,3 +645,30 @@ def test_deposit_rows_are_one_per_dataset_and_target(
         rows = session.execute(select(Deposit.target, Deposit.sandbox)).all()
     assert sorted(rows) == [("invenio", False), ("zenodo", True)]
     assert len(server.published()) == 2
+
+
+def test_a_community_publishes_it_after_review(
+    keep: Keep,
+    tmp_path: Path,
+    server: InvenioServer,
+    monkeypatch: pytest.MonkeyPatch,
+    waits: list[float],
+) -> None:
+    address = make_release(keep, tmp_path, FILES)
+    configure(keep, server, community="imaging-facility")
+    monkeypatch.setenv("LABKEEP_INVENIO_TOKEN", TOKEN)
+    result = publish(keep, address, waits)
+    assert result.state == "review" and "once its curators accept it" in result.message
+    [record] = server.records.values()
+    assert record.review == {"community": "imaging-facility", "status": "submitted"}
+    assert not server.published() and not server.requests("POST", r"/actions/publish$")
+    [status] = keep.publish_status(address)
+    assert status.summary == "submitted to a community for review"
+    waiting = publish(keep, address, waits)  # not accepted yet: nothing is sent again
+    assert waiting.status == "notneeded" and "still waiting" in waiting.message
+    assert len(server.requests("PUT", r"/content$")) == len(FILES)
+    server.accept(record.id)
+    done = publish(keep, address, waits)
+    assert done.state == "published" and done.doi == f"10.5072/lkt.{record.id}"
+    assert_one_record(server, FILES)
+    assert keep.get_dataset(address).doi == done.doi

@@ -66,6 +66,8 @@ class Target:
     retry_base: float
     retry_cap: float
     reserve_doi: bool
+    #: a community the record is submitted to (its curators publish it)
+    community: str | None = None
 
     @property
     def label(self) -> str:
@@ -112,6 +114,7 @@ def target_of(keep: Keep, name: str, *, sandbox: bool = False) -> Target:
             retry_base=float(section.get("retry_base_seconds", 1.0)),
             retry_cap=float(section.get("retry_max_seconds", 120.0)),
             reserve_doi=bool(section.get("reserve_doi", True)),
+            community=str(section["community"]) if section.get("community") else None,
         )
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"[publish.{name}] in labkeep.toml: {exc}") from None

@@ -143,6 +143,20 @@ class InvenioClient:
         )
         del response
 
+    def request_review(self, record_id: str, community: str) -> dict[str, Any]:
+        """``PUT .../draft/review``: the community that is to publish the draft."""
+        body = {"receiver": {"community": community}, "type": "community-submission"}
+        return self._json("PUT", f"/records/{_q(record_id)}/draft/review", json=body)
+
+    def submit_review(self, record_id: str, message: str) -> dict[str, Any]:
+        """``POST .../draft/actions/submit-review``: its curators get the request."""
+        return self._json(
+            "POST",
+            f"/records/{_q(record_id)}/draft/actions/submit-review",
+            json={"payload": {"content": message, "format": "html"}},
+            repeat_dropped=False,
+        )
+
     def publish(self, record_id: str) -> dict[str, Any]:
         """``POST .../draft/actions/publish``: a dropped connection raises :class:`Dropped`
         (the record may have been published: look with :meth:`get_record`)."""

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import html
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -165,6 +166,8 @@ class DepositStatus:
             return f"uploading {self.files_done:,}/{self.files_total:,}"
         if self.state == "new":
             return "not started"
+        if self.state == "review":
+            return "submitted to a community for review"
         return self.state
 
     def to_dict(self) -> dict[str, Any]:
@@ -415,11 +418,13 @@ def _run(
 ) -> DepositResult:
     with keep.catalog.read() as session:
         row = session.get_one(Deposit, deposit_id)
-        record_id, doi = row.record_id, row.doi
+        record_id, doi, state = row.record_id, row.doi, row.state
     published: dict[str, Any] | None = None
     draft: dict[str, Any] | None = None
     if record_id is not None:
         draft = client.get_draft(record_id)
+        if draft is not None and state == "review":
+            return _in_review(source, target, plan, record_id, doi, client, waiting=True)
         if draft is None:
             published = client.get_record(record_id)
             if published is None:  # the draft was discarded at the repository
@@ -442,6 +447,9 @@ def _run(
                 doi = _doi(client.reserve_doi(record_id))
             _record(keep, deposit_id, doi=doi)
         sent, skipped = _files(keep, client, source, deposit_id, record_id, progress, on_result)
+        if target.community:
+            _submit(keep, client, source, target, deposit_id, record_id)
+            return _in_review(source, target, plan, record_id, doi, client, sent=sent)
         _record(keep, deposit_id, step="publish", state="publishing")
         published = _publish(client, record_id)
     else:
@@ -449,6 +457,64 @@ def _run(
     assert record_id is not None
     return _finish(
         keep, client, source, target, deposit_id, record_id, published, plan, note, sent, skipped
+    )
+
+
+def _submit(
+    keep: Keep,
+    client: InvenioClient,
+    source: Source,
+    target: Target,
+    deposit_id: int,
+    record_id: str,
+) -> None:
+    """Ask the target's community to publish the draft (its curators decide)."""
+    assert target.community is not None
+    _record(keep, deposit_id, step="review", state="submitting")
+    client.request_review(record_id, target.community)
+    client.submit_review(record_id, html.escape(f"{source.address}, deposited by labkeep"))
+    with keep.catalog.write() as session:
+        row = session.get_one(Deposit, deposit_id)
+        row.state, row.updated_at = "review", utcnow()
+        append_event(
+            session,
+            keep.actor,
+            "publish-review",
+            f"{source.project}/{source.dataset}",
+            {"target": target.label, "record": record_id, "community": target.community},
+        )
+
+
+def _in_review(
+    source: Source,
+    target: Target,
+    plan: Plan,
+    record_id: str,
+    doi: str | None,
+    client: InvenioClient,
+    *,
+    sent: int = 0,
+    waiting: bool = False,
+) -> DepositResult:
+    return DepositResult(
+        f"{source.project}/{source.dataset}",
+        source.version,
+        target.name,
+        target.sandbox,
+        "notneeded" if waiting else "ok",
+        "review",
+        record_id=record_id,
+        doi=doi,
+        files_total=len(plan.files),
+        files_sent=sent,
+        files_skipped=len(plan.files) - sent,
+        bytes_total=plan.bytes,
+        packaged=plan.packaged,
+        source_files=plan.source_files,
+        retries=client.retries,
+        message=f"submitted to the community {target.community} of {target.label} for review"
+        + (" (still waiting)" if waiting else "")
+        + ": once its curators accept it, run the same command again to record the DOI",
     )
 
 

@@ -672,3 +672,56 @@ def test_a_community_publishes_it_after_review(
     assert done.state == "published" and done.doi == f"10.5072/lkt.{record.id}"
     assert_one_record(server, FILES)
     assert keep.get_dataset(address).doi == done.doi
+
+
+def test_one_publish_at_a_time(
+    keep: Keep,
+    tmp_path: Path,
+    server: InvenioServer,
+    monkeypatch: pytest.MonkeyPatch,
+    waits: list[float],
+) -> None:
+    """Two publishes of one dataset to one target at once would make two drafts: the
+    second is refused while the first holds the deposit's lease."""
+    from labkeep.errors import Busy
+    from labkeep.ops.leases import lease
+
+    address = make_release(keep, tmp_path, FILES)
+    configure(keep, server)
+    monkeypatch.setenv("LABKEEP_INVENIO_TOKEN", TOKEN)
+    with keep.catalog.read() as session:
+        dataset_id = session.execute(select(Dataset.id).where(Dataset.name == "seg-v1")).scalar()
+    with (
+        lease(keep, f"publish:{dataset_id}:invenio", what="another publish"),
+        pytest.raises(Busy, match="another publish"),
+    ):
+        publish(keep, address, waits)
+    assert server.log == []
+    assert publish(keep, address, waits).state == "published"
+
+
+def test_the_landing_page_is_linked_from_the_record(
+    keep: Keep,
+    tmp_path: Path,
+    server: InvenioServer,
+    monkeypatch: pytest.MonkeyPatch,
+    waits: list[float],
+) -> None:
+    address = make_release(keep, tmp_path, FILES)
+    configure(keep, server)
+    monkeypatch.setenv("LABKEEP_INVENIO_TOKEN", TOKEN)
+    keep.config.web = type(keep.config.web)(base_url="https://data.example.org")
+    publish(keep, address, waits)
+    [record] = server.published()
+    related = record.metadata["related_identifiers"]
+    assert {
+        "identifier": "https://data.example.org/p/imaging-2026/seg-v1/@2",
+        "scheme": "url",
+        "relation_type": {"id": "isidenticalto"},
+        "resource_type": {"id": "dataset"},
+    } in related
+    assert {
+        "identifier": "https://data.example.org/p/imaging-2026/seg/@1",
+        "scheme": "url",
+        "relation_type": {"id": "isderivedfrom"},
+    } in related

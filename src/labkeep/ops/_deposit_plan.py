@@ -209,6 +209,15 @@ def invenio_metadata(doc: dict[str, Any], *, publication_date: str | None = None
                 "relation_type": {"id": str(r.get("relationType", "References")).lower()},
             }
         )
+    if doc.get("url"):  # the landing page in labkeep: the same files, checked
+        related.append(
+            {
+                "identifier": doc["url"],
+                "scheme": "url",
+                "relation_type": {"id": "isidenticalto"},
+                "resource_type": {"id": "dataset"},
+            }
+        )
     if related:
         meta["related_identifiers"] = related
     if doc.get("dates"):

@@ -294,8 +294,8 @@ def publish(
             files=[p.to_dict() for p in plan.files],
         )
     token = token_for(target, credentials)
-    deposit_id = _start(keep, source, target, plan)
     from labkeep.ops._invenio import InvenioClient, RetryPolicy
+    from labkeep.ops.leases import lease
 
     client = InvenioClient(
         target.url,
@@ -306,14 +306,18 @@ def publish(
         name=target.label,
     )
     del token
-    try:
-        with client:
+    name = f"publish:{source.dataset_id}:{target.name}" + (":sandbox" if sandbox else "")
+    what = f"a publish of {source.project}/{source.dataset} to {target.label}"
+    # one process per deposit: two at once would each make a draft
+    with client, lease(keep, name, what=what):
+        deposit_id = _start(keep, source, target, plan)
+        try:
             return _run(
                 keep, client, source, target, deposit_id, body, plan, note, progress, on_result
             )
-    except LabkeepError as exc:
-        _record(keep, deposit_id, last_error=exc.message)
-        raise
+        except LabkeepError as exc:
+            _record(keep, deposit_id, last_error=exc.message)
+            raise
 
 
 def _sleep(seconds: float) -> None:
@@ -419,6 +423,11 @@ def _run(
     with keep.catalog.read() as session:
         row = session.get_one(Deposit, deposit_id)
         record_id, doi, state = row.record_id, row.doi, row.state
+    if state == "published":  # by another process, since this one looked
+        raise AlreadyPublished(
+            f"{source.project}/{source.dataset} is already published in {target.label}",
+            hint="a new version of a published record is not supported yet",
+        )
     published: dict[str, Any] | None = None
     draft: dict[str, Any] | None = None
     if record_id is not None:

@@ -664,7 +664,7 @@ def _files(
             f.state, f.md5, f.size = "committed", md5, nbytes
             row = session.get_one(Deposit, deposit_id)
             row.files_done += 1
-            row.bytes_done += nbytes if kind == "file" else 0
+            row.bytes_done = min(row.bytes_total, row.bytes_done + nbytes)
             row.updated_at = utcnow()
         if staged is not None:
             with contextlib.suppress(OSError):

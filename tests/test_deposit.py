@@ -725,3 +725,18 @@ def test_the_landing_page_is_linked_from_the_record(
         "scheme": "url",
         "relation_type": {"id": "isderivedfrom"},
     } in related
+
+
+def test_empty_files_and_odd_names_are_sent_as_they_are(
+    keep: Keep,
+    tmp_path: Path,
+    server: InvenioServer,
+    monkeypatch: pytest.MonkeyPatch,
+    waits: list[float],
+) -> None:
+    files = {"empty.txt": b"", "données/ß %2F #?.txt": b"odd", "a/b/c/d.bin": b"\0" * 70_000}
+    address = make_release(keep, tmp_path, files)
+    configure(keep, server)
+    monkeypatch.setenv("LABKEEP_INVENIO_TOKEN", TOKEN)
+    assert publish(keep, address, waits).state == "published"
+    assert_one_record(server, files)

@@ -52,6 +52,9 @@ class FileEntry:
     status: str = "pending"
     data: bytes | None = None
     checksum: str | None = None
+    #: size and MD5 of the content received (kept also when the content itself is not)
+    size: int | None = None
+    md5: str | None = None
 
     def to_dict(self, base: str, rid: str) -> dict[str, Any]:
         entry: dict[str, Any] = {
@@ -64,7 +67,7 @@ class FileEntry:
             },
         }
         if self.status == "completed":
-            entry.update(checksum=self.checksum, size=len(self.data or b""))
+            entry.update(checksum=self.checksum, size=self.size)
         return entry
 
 
@@ -83,9 +86,16 @@ class Record:
 
 class InvenioServer:
     def __init__(
-        self, token: str = "secret-token", *, max_files: int = 100, max_file_size: int = 1 << 40
+        self,
+        token: str = "secret-token",
+        *,
+        max_files: int = 100,
+        max_file_size: int = 1 << 40,
+        keep_content: bool = True,
     ) -> None:
         self.token = token
+        #: False: only the size and MD5 of uploads are kept (large files, memory tests)
+        self.keep_content = keep_content
         self.max_files = max_files
         self.max_file_size = max_file_size
         self.records: dict[str, Record] = {}
@@ -462,21 +472,25 @@ class _Handler(BaseHTTPRequestHandler):
             if int(length) > self.api.max_file_size:
                 self._discard_body()  # a real proxy may cut the connection instead
                 raise _Error(413, "File size limit exceeded.")
-            remaining, parts = int(length), []
+            remaining, parts, digest = int(length), [], hashlib.md5()
             while remaining > 0:
                 chunk = self.rfile.read(min(remaining, 1 << 16))
                 if not chunk:
                     raise _Error(400, "Incomplete body.")
-                parts.append(chunk)
+                digest.update(chunk)
+                if self.api.keep_content:
+                    parts.append(chunk)
                 remaining -= len(chunk)
-            entry.data, entry.status, entry.checksum = b"".join(parts), "pending", None
+            entry.data = b"".join(parts) if self.api.keep_content else None
+            entry.status, entry.checksum = "pending", None
+            entry.size, entry.md5 = int(length), digest.hexdigest()
             return 200, entry.to_dict(base, rid)
         if tail[1:] == ["commit"] and method == "POST":
             self._discard_body()
-            if entry.data is None:
+            if entry.md5 is None:
                 raise _Error(400, "File has no content.")
             entry.status = "completed"
-            entry.checksum = "md5:" + hashlib.md5(entry.data).hexdigest()
+            entry.checksum = "md5:" + entry.md5
             return 200, entry.to_dict(base, rid)
         raise _Error(405, "method not allowed")
 

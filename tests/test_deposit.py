@@ -365,9 +365,10 @@ def test_a_draft_holding_a_wrong_or_foreign_file_is_cleaned(
     from tests.invenio_server import FileEntry
 
     [record] = server.records.values()
-    record.files["stray.bin"] = FileEntry("stray.bin", "completed", b"x", "md5:" + md5(b"x"))
+    record.files["stray.bin"] = FileEntry("stray.bin", "completed", b"x", "md5:" + md5(b"x"), 1)
     wrong = record.files["README.txt"]
     wrong.data, wrong.checksum = b"other", "md5:" + md5(b"other")
+    wrong.size, wrong.md5 = 5, md5(b"other")
     result = publish(keep, address, waits)
     assert (result.files_sent, result.files_skipped) == (1, 3)
     assert_one_record(server, FILES)
@@ -740,3 +741,36 @@ def test_empty_files_and_odd_names_are_sent_as_they_are(
     monkeypatch.setenv("LABKEEP_INVENIO_TOKEN", TOKEN)
     assert publish(keep, address, waits).state == "published"
     assert_one_record(server, files)
+
+
+def test_files_are_streamed_not_held_in_memory(
+    keep: Keep, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, waits: list[float]
+) -> None:
+    """A 48 MiB file goes up with a few MiB of Python memory at most (1 MiB chunks)."""
+    import tracemalloc
+
+    size = 48 << 20
+    block = hashlib.sha256(b"seed").digest() * (1 << 15)  # 1 MiB, not all zeros
+    source = tmp_path / "big"
+    source.mkdir()
+    with open(source / "big.bin", "wb") as handle:
+        for _ in range(size >> 20):
+            handle.write(block)
+    keep.create_project("imaging-2026")
+    keep.set_metadata("imaging-2026", {"creators": [{"name": "Imaging Facility"}]})
+    keep.ingest(source, "imaging-2026/big", seal=True)
+    with InvenioServer(token=TOKEN, keep_content=False) as server:
+        configure(keep, server)
+        monkeypatch.setenv("LABKEEP_INVENIO_TOKEN", TOKEN)
+        tracemalloc.start()
+        try:
+            result = publish(keep, "imaging-2026/big", waits)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert result.state == "published"
+        [record] = server.published()
+        [entry] = record.files.values()
+        expected = hashlib.md5(block * (size >> 20)).hexdigest()
+        assert (entry.size, entry.checksum) == (size, "md5:" + expected)
+    assert peak < 12 << 20, peak

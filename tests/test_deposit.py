@@ -350,18 +350,18 @@ def test_a_crash_between_commit_and_its_record_skips_the_file_on_rerun(
 
 
 def test_a_draft_holding_a_wrong_or_foreign_file_is_cleaned(
-    keep: Keep,
+    skeep: Keep,
     tmp_path: Path,
     server: InvenioServer,
     monkeypatch: pytest.MonkeyPatch,
     waits: list[float],
 ) -> None:
-    address = make_release(keep, tmp_path, FILES)
-    configure(keep, server)
+    address = make_release(skeep, tmp_path, FILES)
+    configure(skeep, server)
     monkeypatch.setenv("LABKEEP_INVENIO_TOKEN", TOKEN)
     server.fail("POST", r"/actions/publish$", status=503, times=4)
     with pytest.raises(RepositoryUnavailable):
-        publish(keep, address, waits)
+        publish(skeep, address, waits)
     from tests.invenio_server import FileEntry
 
     [record] = server.records.values()
@@ -369,38 +369,38 @@ def test_a_draft_holding_a_wrong_or_foreign_file_is_cleaned(
     wrong = record.files["README.txt"]
     wrong.data, wrong.checksum = b"other", "md5:" + md5(b"other")
     wrong.size, wrong.md5 = 5, md5(b"other")
-    result = publish(keep, address, waits)
+    result = publish(skeep, address, waits)
     assert (result.files_sent, result.files_skipped) == (1, 3)
     assert_one_record(server, FILES)
 
 
 def test_a_file_over_the_repository_limit_is_a_clear_error(
-    keep: Keep, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, waits: list[float]
+    skeep: Keep, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, waits: list[float]
 ) -> None:
-    address = make_release(keep, tmp_path, FILES)
+    address = make_release(skeep, tmp_path, FILES)
     with InvenioServer(token=TOKEN, max_file_size=1000) as server:
-        configure(keep, server)
+        configure(skeep, server)
         monkeypatch.setenv("LABKEEP_INVENIO_TOKEN", TOKEN)
         with pytest.raises(RepositoryRefused, match="size limit") as info:
-            publish(keep, address, waits)
+            publish(skeep, address, waits)
         assert "413" in info.value.message and "deep/cell 02.png" in info.value.message
         assert not server.published() and waits == []  # not retried
-    [status] = keep.publish_status(address)
+    [status] = skeep.publish_status(address)
     assert "size limit" in status.last_error and status.state == "uploading"
 
 
 def test_a_wrong_token_is_refused_and_never_shown(
-    keep: Keep,
+    skeep: Keep,
     tmp_path: Path,
     server: InvenioServer,
     monkeypatch: pytest.MonkeyPatch,
     waits: list[float],
 ) -> None:
-    address = make_release(keep, tmp_path, FILES)
-    configure(keep, server)
+    address = make_release(skeep, tmp_path, FILES)
+    configure(skeep, server)
     monkeypatch.setenv("LABKEEP_INVENIO_TOKEN", "wrong-" + TOKEN)
     with pytest.raises(RepositoryRefused, match="refused the token") as info:
-        publish(keep, address, waits)
+        publish(skeep, address, waits)
     assert TOKEN not in str(info.value)
 
 
@@ -408,51 +408,51 @@ def test_a_wrong_token_is_refused_and_never_shown(
 
 
 def test_refusals(
-    keep: Keep,
+    skeep: Keep,
     tmp_path: Path,
     server: InvenioServer,
     monkeypatch: pytest.MonkeyPatch,
     waits: list[float],
 ) -> None:
-    address = make_release(keep, tmp_path, FILES)
-    configure(keep, server)
+    address = make_release(skeep, tmp_path, FILES)
+    configure(skeep, server)
     # no token: names where to put it
     with pytest.raises(UsageError, match="no token for invenio") as info:
-        publish(keep, address, waits)
+        publish(skeep, address, waits)
     assert "LABKEEP_INVENIO_TOKEN" in (info.value.hint or "")
     monkeypatch.setenv("LABKEEP_INVENIO_TOKEN", TOKEN)
     # an unsealed dataset: make a release first
-    keep.create_dataset("imaging-2026/open", kind="analysis")
-    wt = keep.tree.dataset_dir("imaging-2026", "open")
+    skeep.create_dataset("imaging-2026/open", kind="analysis")
+    wt = skeep.tree.dataset_dir("imaging-2026", "open")
     (wt / "a.txt").write_bytes(b"a")
-    keep.save("imaging-2026/open", message="one")
+    skeep.save("imaging-2026/open", message="one")
     with pytest.raises(UsageError, match="not sealed") as info:
-        publish(keep, "imaging-2026/open", waits)
+        publish(skeep, "imaging-2026/open", waits)
     assert "labkeep release imaging-2026/open@1 --name NAME" in (info.value.hint or "")
     with pytest.raises(UsageError, match="no committed version 7"):
-        publish(keep, address + "@7", waits)
+        publish(skeep, address + "@7", waits)
     with pytest.raises(UsageError, match="no publishing target"):
-        keep.publish(address, to="figshare")
+        skeep.publish(address, to="figshare")
     with pytest.raises(UsageError, match="whole dataset version"):
-        publish(keep, address + "/raw/README.txt", waits)
+        publish(skeep, address + "/raw/README.txt", waits)
     assert server.log == []  # nothing was sent
 
 
 def test_access_needs_manage(
-    keep: Keep,
+    skeep: Keep,
     tmp_path: Path,
     server: InvenioServer,
     monkeypatch: pytest.MonkeyPatch,
     waits: list[float],
 ) -> None:
-    address = make_release(keep, tmp_path, FILES)
-    configure(keep, server)
+    address = make_release(skeep, tmp_path, FILES)
+    configure(skeep, server)
     monkeypatch.setenv("LABKEEP_INVENIO_TOKEN", TOKEN)
-    keep.add_user("bob", password="a long enough password")
-    bob = keep.acting_as(keep.principal_for("bob"))
+    skeep.add_user("bob", password="a long enough password")
+    bob = skeep.acting_as(skeep.principal_for("bob"))
     with pytest.raises(NotFound):
         bob.publish(address, to="invenio", sleep=waits.append)
-    keep.grant("bob", "write", "imaging-2026")
+    skeep.grant("bob", "write", "imaging-2026")
     with pytest.raises(Forbidden):
         bob.publish(address, to="invenio", sleep=waits.append)
     with pytest.raises(Forbidden):
@@ -461,18 +461,18 @@ def test_access_needs_manage(
         bob.enqueue("publish", {"dataset": address, "to": "invenio"})
     assert server.log == []
     assert [d.state for d in bob.publish_status(address)] == []  # may read the status
-    keep.grant("bob", "manage", "imaging-2026")
+    skeep.grant("bob", "manage", "imaging-2026")
     assert bob.publish(address, to="invenio", sleep=waits.append).state == "published"
 
 
-def test_dry_run_sends_nothing(keep: Keep, tmp_path: Path, server: InvenioServer) -> None:
-    address = make_release(keep, tmp_path, FILES)
-    configure(keep, server)
-    result = keep.publish(address, to="invenio", dry_run=True)  # no token needed
+def test_dry_run_sends_nothing(skeep: Keep, tmp_path: Path, server: InvenioServer) -> None:
+    address = make_release(skeep, tmp_path, FILES)
+    configure(skeep, server)
+    result = skeep.publish(address, to="invenio", dry_run=True)  # no token needed
     assert result.status == "dry-run" and server.log == []
     assert result.metadata is not None and result.metadata["metadata"]["title"] == "Masks"
     assert [f["key"] for f in result.files] == sorted(FILES)
-    assert keep.publish_status(address) == []  # nothing recorded either
+    assert skeep.publish_status(address) == []  # nothing recorded either
 
 
 def test_hostile_and_non_latin_metadata_is_carried_as_written() -> None:
@@ -537,22 +537,22 @@ def test_many_files_are_packed_one_zip_per_top_folder(
 
 
 def test_a_broken_zip_upload_is_rebuilt_with_the_same_bytes(
-    keep: Keep,
+    skeep: Keep,
     tmp_path: Path,
     server: InvenioServer,
     monkeypatch: pytest.MonkeyPatch,
     waits: list[float],
 ) -> None:
     files = {f"t{t}/f{i}.bin": bytes([t, i]) * 500 for t in range(3) for i in range(4)}
-    address = make_release(keep, tmp_path, files)
-    configure(keep, server, max_files=5)
+    address = make_release(skeep, tmp_path, files)
+    configure(skeep, server, max_files=5)
     monkeypatch.setenv("LABKEEP_INVENIO_TOKEN", TOKEN)
     server.fail("PUT", r"t1\.zip/content$", drop=True, times=4)
     with pytest.raises(RepositoryUnavailable):
-        publish(keep, address, waits)
-    [status] = keep.publish_status(address)
+        publish(skeep, address, waits)
+    [status] = skeep.publish_status(address)
     assert (status.files_done, status.files_total, status.summary) == (1, 3, "uploading 1/3")
-    result = publish(keep, address, waits)
+    result = publish(skeep, address, waits)
     assert (result.files_sent, result.files_skipped) == (2, 1)
     assert len(server.published()) == 1 and len(server.records) == 1
 
@@ -624,59 +624,59 @@ def test_the_publish_job_runs_in_a_worker(
 
 
 def test_deposit_rows_are_one_per_dataset_and_target(
-    keep: Keep,
+    skeep: Keep,
     tmp_path: Path,
     server: InvenioServer,
     monkeypatch: pytest.MonkeyPatch,
     waits: list[float],
 ) -> None:
-    address = make_release(keep, tmp_path, FILES)
-    configure(keep, server)
-    keep.config.publish_targets["zenodo"] = {
+    address = make_release(skeep, tmp_path, FILES)
+    configure(skeep, server)
+    skeep.config.publish_targets["zenodo"] = {
         "url": server.url,
         "sandbox_url": server.url,
         "retry_base_seconds": 0.01,
     }
     monkeypatch.setenv("LABKEEP_INVENIO_TOKEN", TOKEN)
     monkeypatch.setenv("LABKEEP_ZENODO_SANDBOX_TOKEN", TOKEN)
-    publish(keep, address, waits)
-    sandbox = keep.publish(address, to="zenodo", sandbox=True, sleep=waits.append)
+    publish(skeep, address, waits)
+    sandbox = skeep.publish(address, to="zenodo", sandbox=True, sleep=waits.append)
     assert sandbox.state == "published" and sandbox.sandbox
-    with keep.catalog.read() as session:
+    with skeep.catalog.read() as session:
         rows = session.execute(select(Deposit.target, Deposit.sandbox)).all()
     assert sorted(rows) == [("invenio", False), ("zenodo", True)]
     assert len(server.published()) == 2
 
 
 def test_a_community_publishes_it_after_review(
-    keep: Keep,
+    skeep: Keep,
     tmp_path: Path,
     server: InvenioServer,
     monkeypatch: pytest.MonkeyPatch,
     waits: list[float],
 ) -> None:
-    address = make_release(keep, tmp_path, FILES)
-    configure(keep, server, community="imaging-facility")
+    address = make_release(skeep, tmp_path, FILES)
+    configure(skeep, server, community="imaging-facility")
     monkeypatch.setenv("LABKEEP_INVENIO_TOKEN", TOKEN)
-    result = publish(keep, address, waits)
+    result = publish(skeep, address, waits)
     assert result.state == "review" and "once its curators accept it" in result.message
     [record] = server.records.values()
     assert record.review == {"community": "imaging-facility", "status": "submitted"}
     assert not server.published() and not server.requests("POST", r"/actions/publish$")
-    [status] = keep.publish_status(address)
+    [status] = skeep.publish_status(address)
     assert status.summary == "submitted to a community for review"
-    waiting = publish(keep, address, waits)  # not accepted yet: nothing is sent again
+    waiting = publish(skeep, address, waits)  # not accepted yet: nothing is sent again
     assert waiting.status == "notneeded" and "still waiting" in waiting.message
     assert len(server.requests("PUT", r"/content$")) == len(FILES)
     server.accept(record.id)
-    done = publish(keep, address, waits)
+    done = publish(skeep, address, waits)
     assert done.state == "published" and done.doi == f"10.5072/lkt.{record.id}"
     assert_one_record(server, FILES)
-    assert keep.get_dataset(address).doi == done.doi
+    assert skeep.get_dataset(address).doi == done.doi
 
 
 def test_one_publish_at_a_time(
-    keep: Keep,
+    skeep: Keep,
     tmp_path: Path,
     server: InvenioServer,
     monkeypatch: pytest.MonkeyPatch,
@@ -687,32 +687,32 @@ def test_one_publish_at_a_time(
     from labkeep.errors import Busy
     from labkeep.ops.leases import lease
 
-    address = make_release(keep, tmp_path, FILES)
-    configure(keep, server)
+    address = make_release(skeep, tmp_path, FILES)
+    configure(skeep, server)
     monkeypatch.setenv("LABKEEP_INVENIO_TOKEN", TOKEN)
-    with keep.catalog.read() as session:
+    with skeep.catalog.read() as session:
         dataset_id = session.execute(select(Dataset.id).where(Dataset.name == "seg-v1")).scalar()
     with (
-        lease(keep, f"publish:{dataset_id}:invenio", what="another publish"),
+        lease(skeep, f"publish:{dataset_id}:invenio", what="another publish"),
         pytest.raises(Busy, match="another publish"),
     ):
-        publish(keep, address, waits)
+        publish(skeep, address, waits)
     assert server.log == []
-    assert publish(keep, address, waits).state == "published"
+    assert publish(skeep, address, waits).state == "published"
 
 
 def test_the_landing_page_is_linked_from_the_record(
-    keep: Keep,
+    skeep: Keep,
     tmp_path: Path,
     server: InvenioServer,
     monkeypatch: pytest.MonkeyPatch,
     waits: list[float],
 ) -> None:
-    address = make_release(keep, tmp_path, FILES)
-    configure(keep, server)
+    address = make_release(skeep, tmp_path, FILES)
+    configure(skeep, server)
     monkeypatch.setenv("LABKEEP_INVENIO_TOKEN", TOKEN)
-    keep.config.web = type(keep.config.web)(base_url="https://data.example.org")
-    publish(keep, address, waits)
+    skeep.config.web = type(skeep.config.web)(base_url="https://data.example.org")
+    publish(skeep, address, waits)
     [record] = server.published()
     related = record.metadata["related_identifiers"]
     assert {
@@ -729,22 +729,22 @@ def test_the_landing_page_is_linked_from_the_record(
 
 
 def test_empty_files_and_odd_names_are_sent_as_they_are(
-    keep: Keep,
+    skeep: Keep,
     tmp_path: Path,
     server: InvenioServer,
     monkeypatch: pytest.MonkeyPatch,
     waits: list[float],
 ) -> None:
     files = {"empty.txt": b"", "données/ß %2F #?.txt": b"odd", "a/b/c/d.bin": b"\0" * 70_000}
-    address = make_release(keep, tmp_path, files)
-    configure(keep, server)
+    address = make_release(skeep, tmp_path, files)
+    configure(skeep, server)
     monkeypatch.setenv("LABKEEP_INVENIO_TOKEN", TOKEN)
-    assert publish(keep, address, waits).state == "published"
+    assert publish(skeep, address, waits).state == "published"
     assert_one_record(server, files)
 
 
 def test_files_are_streamed_not_held_in_memory(
-    keep: Keep, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, waits: list[float]
+    skeep: Keep, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, waits: list[float]
 ) -> None:
     """A 48 MiB file goes up with a few MiB of Python memory at most (1 MiB chunks)."""
     import tracemalloc
@@ -756,15 +756,15 @@ def test_files_are_streamed_not_held_in_memory(
     with open(source / "big.bin", "wb") as handle:
         for _ in range(size >> 20):
             handle.write(block)
-    keep.create_project("imaging-2026")
-    keep.set_metadata("imaging-2026", {"creators": [{"name": "Imaging Facility"}]})
-    keep.ingest(source, "imaging-2026/big", seal=True)
+    skeep.create_project("imaging-2026")
+    skeep.set_metadata("imaging-2026", {"creators": [{"name": "Imaging Facility"}]})
+    skeep.ingest(source, "imaging-2026/big", seal=True)
     with InvenioServer(token=TOKEN, keep_content=False) as server:
-        configure(keep, server)
+        configure(skeep, server)
         monkeypatch.setenv("LABKEEP_INVENIO_TOKEN", TOKEN)
         tracemalloc.start()
         try:
-            result = publish(keep, "imaging-2026/big", waits)
+            result = publish(skeep, "imaging-2026/big", waits)
             peak = tracemalloc.get_traced_memory()[1]
         finally:
             tracemalloc.stop()

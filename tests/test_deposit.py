@@ -774,3 +774,42 @@ def test_files_are_streamed_not_held_in_memory(
         expected = hashlib.md5(block * (size >> 20)).hexdigest()
         assert (entry.size, entry.checksum) == (size, "md5:" + expected)
     assert peak < 12 << 20, peak
+
+
+def test_a_session_is_packed_below_raw(
+    skeep: Keep,
+    tmp_path: Path,
+    server: InvenioServer,
+    monkeypatch: pytest.MonkeyPatch,
+    waits: list[float],
+) -> None:
+    """A sealed session holds everything under raw/: its zips are raw/'s folders."""
+    source = tmp_path / "run-17"
+    made: dict[str, bytes] = {}
+    for i in range(12):
+        rel = f"plate{i % 3}/w{i:02d}.tif" if i % 4 else f"notes{i}.txt"
+        made[f"raw/{rel}"] = f"content {i}".encode()
+        (source / rel).parent.mkdir(parents=True, exist_ok=True)
+        (source / rel).write_bytes(made[f"raw/{rel}"])
+    skeep.create_project("imaging-2026")
+    skeep.set_metadata("imaging-2026", {"creators": [{"name": "Imaging Facility"}]})
+    skeep.ingest(source, "imaging-2026/s017", seal=True)
+    configure(skeep, server, max_files=4)
+    monkeypatch.setenv("LABKEEP_INVENIO_TOKEN", TOKEN)
+    dry = skeep.publish("imaging-2026/s017", to="invenio", dry_run=True)
+    assert [(f["key"], f.get("folder"), f.get("files")) for f in dry.files] == [
+        ("plate0.zip", "raw/plate0", 3),
+        ("plate1.zip", "raw/plate1", 3),
+        ("plate2.zip", "raw/plate2", 3),
+        ("root-files.zip", "raw", 3),
+    ]
+    result = publish(skeep, "imaging-2026/s017", waits)
+    assert result.packaged and result.files_total == 4
+    [record] = server.published()
+    unpacked: dict[str, bytes] = {}
+    for entry in record.files.values():
+        with zipfile.ZipFile(io.BytesIO(entry.data or b"")) as archive:
+            for info in archive.infolist():
+                assert info.filename not in unpacked
+                unpacked[info.filename] = archive.read(info)
+    assert unpacked == made

@@ -350,15 +350,22 @@ def key_of(path: str, release: bool) -> str:
 
 def make_plan(keep: Keep, address: str, *, release: bool, max_files: int) -> Plan:
     """The record's files: the version's files when they fit the limit, else one zip per
-    top folder (files at the top level: as they are, or one more zip if that still does
-    not fit)."""
+    top folder (below the folders every file is in, such as a session's ``raw/``), and the
+    files beside those folders as they are (or as one more zip if that still does not
+    fit)."""
     count, size = 0, 0
-    folders: dict[str, int] = {}
+    common: list[str] | None = None
     for entry in keep.stream_entries(address).entries:
         count += 1
         size += int(entry["size"])
-        top, sep, _ = key_of(str(entry["path"]), release).partition("/")
-        folders[top if sep else ""] = folders.get(top if sep else "", 0) + 1
+        parts = key_of(str(entry["path"]), release).split("/")[:-1]
+        if common is None:
+            common = parts
+        else:
+            n = 0
+            while n < min(len(common), len(parts)) and common[n] == parts[n]:
+                n += 1
+            del common[n:]
     if count <= max_files:
         files = [
             PlannedFile(
@@ -371,21 +378,31 @@ def make_plan(keep: Keep, address: str, *, release: bool, max_files: int) -> Pla
             for e in keep.stream_entries(address).entries
         ]
         return Plan(files, False, count, size)
-    roots = folders.pop("", 0)
+    base = "/".join(common or [])
+    depth = len(common or [])
+    folders: dict[str, int] = {}
+    roots = 0
+    for entry in keep.stream_entries(address).entries:
+        parts = key_of(str(entry["path"]), release).split("/")
+        if len(parts) - 1 > depth:
+            folders[parts[depth]] = folders.get(parts[depth], 0) + 1
+        else:
+            roots += 1
     planned = [
-        PlannedFile(f"{top}.zip", "zip", top, members=n) for top, n in sorted(folders.items())
+        PlannedFile(f"{top}.zip", "zip", f"{base}/{top}" if base else top, members=n)
+        for top, n in sorted(folders.items())
     ]
     if roots and len(planned) + roots <= max_files:
         for entry in keep.stream_entries(address).entries:
             key = key_of(str(entry["path"]), release)
-            if "/" not in key:
+            if key.count("/") == depth:
                 planned.append(
                     PlannedFile(
                         key, "file", str(entry["path"]), int(entry["size"]), str(entry["sha256"])
                     )
                 )
     elif roots:
-        planned.append(PlannedFile(ROOT_ZIP, "zip", "", members=roots))
+        planned.append(PlannedFile(ROOT_ZIP, "zip", base, members=roots))
     keys = [p.key for p in planned]
     if len(set(keys)) != len(keys):
         raise UsageError(
@@ -431,9 +448,10 @@ class _Sink:
 
 
 def zip_folder(keep: Keep, source: Source, deposit_id: int, key: str, folder: str) -> Path:
-    """Pack the version's files under top folder *folder* ("" for the top level's files)
-    into a stored ZIP64 file in the staging folder, each member checked against its
-    SHA-256. The same version always gives the same bytes (a re-sent zip has the same MD5)."""
+    """Pack the version's files under *folder* (a path as in the record; for
+    :data:`ROOT_ZIP`, only the files directly in it) into a stored ZIP64 file in the
+    staging folder, each member checked against its SHA-256. The same version always
+    gives the same bytes (a re-sent zip has the same MD5)."""
     staging = staging_dir(keep, deposit_id)
     staging.mkdir(parents=True, exist_ok=True)
     target = staging / key.replace("/", "_")
@@ -453,8 +471,8 @@ def zip_folder(keep: Keep, source: Source, deposit_id: int, key: str, folder: st
         for entry in entries:
             path = str(entry["path"])
             name = key_of(path, source.release)
-            if not folder and "/" in name:
-                continue  # the top level's own files only
+            if key == ROOT_ZIP and "/" in (name[len(folder) + 1 :] if folder else name):
+                continue  # the files directly in the folder only
             when = datetime.fromtimestamp(int(entry["mtime_ns"]) / 1e9, UTC)
             info = zipfile.ZipInfo(name, date_time=_zip_time(when))
             info.file_size = int(entry["size"])

@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
 from sqlalchemy import select
 
-from labkeep.catalog import Dataset, Deposit, DepositFile, Digest, Version
+from labkeep.catalog import Dataset, Deposit, DepositFile, Digest, Version, add_unique
 from labkeep.clock import utcnow
 from labkeep.errors import (
     AlreadyPublished,
@@ -356,8 +356,6 @@ def _deposit_row(session: Session, dataset_id: int, target: Target) -> Deposit |
 
 def _start(keep: Keep, source: Source, target: Target, plan: Plan) -> int:
     """The deposit's row (made with its file plan on the first run)."""
-    from labkeep.catalog import add_unique
-
     with keep.catalog.write() as session:
         row = _deposit_row(session, source.dataset_id, target)
         if row is None:
@@ -648,9 +646,8 @@ def _files(
         if kind == "zip":
             staged = zip_folder(keep, source, deposit_id, key, src)
             size = staged.stat().st_size
-        md5, nbytes = _send_file(
-            keep, client, source, record_id, key, src, size or 0, sha256, staged
-        )
+        hashes = _send_file(keep, client, source, record_id, key, src, size or 0, sha256, staged)
+        md5, nbytes = hashes.md5.digest(), hashes.size
         committed = client.commit(record_id, key)
         if _checksum(committed) != md5:
             client.delete_file(record_id, key)
@@ -662,6 +659,9 @@ def _files(
         with keep.catalog.write() as session:
             f = session.get_one(DepositFile, file_id)
             f.state, f.md5, f.size = "committed", md5, nbytes
+            if staged is None and sha256 is not None and session.get(Digest, sha256) is None:
+                # kept for later packages and deposits (one transaction with the commit)
+                add_unique(session, Digest(sha256=sha256, sha512=hashes.sha512.digest(), md5=md5))
             row = session.get_one(Deposit, deposit_id)
             row.files_done += 1
             row.bytes_done = min(row.bytes_total, row.bytes_done + nbytes)
@@ -717,9 +717,9 @@ def _send_file(
     size: int,
     sha256: bytes | None,
     staged: Path | None,
-) -> tuple[bytes, int]:
-    """Stream one file (or a staged zip) to the draft; returns (MD5, size) of what was
-    sent, after checking a dataset file against its SHA-256 (and recording its digests)."""
+) -> _Hashes:
+    """Stream one file (or a staged zip) to the draft; returns the digests and size of
+    what was sent, after checking a dataset file against its SHA-256."""
     attempts: list[_Hashes] = []
 
     def body() -> Iterator[bytes]:
@@ -747,20 +747,7 @@ def _send_file(
             hint=f"run 'labkeep verify {source.project}/{source.dataset} --repair', then the "
             "same publish command again",
         )
-    if staged is None and sha256 is not None:
-        _remember_digests(keep, sha256, hashes)
-    return hashes.md5.digest(), hashes.size
-
-
-def _remember_digests(keep: Keep, sha256: bytes, hashes: _Hashes) -> None:
-    from labkeep.catalog import add_unique
-
-    with keep.catalog.write() as session:
-        if session.get(Digest, sha256) is None:
-            add_unique(
-                session,
-                Digest(sha256=sha256, sha512=hashes.sha512.digest(), md5=hashes.md5.digest()),
-            )
+    return hashes
 
 
 def _publish(client: InvenioClient, record_id: str) -> dict[str, Any]:

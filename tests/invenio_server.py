@@ -176,6 +176,9 @@ class _Handler(BaseHTTPRequestHandler):
     api: InvenioServer
     protocol_version = "HTTP/1.1"
     timeout = 10
+    # headers and body go in separate writes: without TCP_NODELAY, Nagle's algorithm and
+    # the client's delayed ACK hold every answer ~40 ms
+    disable_nagle_algorithm = True
 
     def log_message(self, format: str, *args: Any) -> None:
         pass

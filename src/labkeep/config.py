@@ -85,6 +85,18 @@ poll_seconds = 10
 # DataCite's publisher of this keep's datasets unless their metadata names one
 # (your institute or facility, e.g. "Imaging Facility, Example University")
 publisher = ""
+# Repositories for 'labkeep publish P/D --to NAME' (InvenioRDM's REST API; Zenodo runs
+# InvenioRDM). Tokens come from LABKEEP_<NAME>_TOKEN (LABKEEP_<NAME>_SANDBOX_TOKEN with
+# --sandbox) or from the "token"/"sandbox_token" of section "profile" of an INI
+# credentials_file; they are never stored in the catalog.
+# [publish.zenodo]
+# url = "https://zenodo.org"
+# sandbox_url = "https://sandbox.zenodo.org"
+# max_files = 100
+# [publish.invenio]
+# url = "https://repository.example.org"
+# credentials_file = "/etc/labkeep/publish.ini"
+# profile = "invenio"
 
 # Background work ('labkeep worker'): see docs/jobs.md
 [jobs]
@@ -296,6 +308,8 @@ class Config:
     extract: ExtractConfig = field(default_factory=ExtractConfig)
     #: derived files (thumbnails), keyed by content: safe to delete
     cache_path: Path = field(default_factory=lambda: Path("cache"))
+    #: repositories to deposit in: the [publish.NAME] sections (zenodo, invenio, ...)
+    publish_targets: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @classmethod
     def load(cls, root: Path) -> Config:
@@ -341,6 +355,11 @@ class Config:
                 metrics=_metrics(data.get("metrics", {})),
                 extract=_extract(data.get("extract", {})),
                 cache_path=_resolve(root, str(data.get("extract", {}).get("cache", "cache"))),
+                publish_targets={
+                    str(name): dict(section)
+                    for name, section in data.get("publish", {}).items()
+                    if isinstance(section, dict)
+                },
             )
         except (TypeError, ValueError, AttributeError) as exc:
             raise ConfigError(f"{path}: {exc}") from None

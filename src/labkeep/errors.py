@@ -354,3 +354,26 @@ class MetadataInvalid(UsageError):
         record = super().as_record()
         record["problems"] = self.problems
         return record
+
+
+class RepositoryUnavailable(EnvironmentFailure):
+    """A publishing repository (InvenioRDM, Zenodo) did not answer, or kept answering
+    "busy" (429, 503) or failing (5xx) after every retry. What was done is recorded:
+    run the same command again to continue with the same draft."""
+
+    code = "repository-unavailable"
+    http_status = 502
+
+
+class RepositoryRefused(UsageError):
+    """A publishing repository refused a request: a wrong or missing token, metadata it
+    does not accept, a file larger than its limit (413)."""
+
+    code = "repository-refused"
+    http_status = 502
+
+
+class AlreadyPublished(AlreadyExists, UsageError):
+    """The dataset is already published to this repository."""
+
+    code = "already-published"

@@ -264,6 +264,8 @@ class Keep:
     release = ops.release.release
     releases_of = ops.release.releases_of
     release_files = ops.release.version_files
+    publish = ops.deposit.publish
+    publish_status = ops.deposit.publish_status
     dataset_view = ops.listing.dataset_view
     ingest = ops.ingest.ingest
     write_manifest = ops.manifests.write_manifest

@@ -421,6 +421,62 @@ class Digest(Base):
     md5: Mapped[bytes] = mapped_column(LargeBinary(16))
 
 
+class Deposit(Base):
+    """A dataset version deposited in a repository (InvenioRDM, Zenodo): one per dataset,
+    target and endpoint (sandbox or not). Every step is recorded before the next begins,
+    so a rerun continues with the same draft. Tokens are never stored here."""
+
+    __tablename__ = "deposits"
+    __table_args__ = (UniqueConstraint("dataset_id", "target", "sandbox"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id", ondelete="RESTRICT"))
+    version: Mapped[int] = mapped_column(Integer)
+    #: the [publish.NAME] section of labkeep.toml (zenodo, invenio, ...)
+    target: Mapped[str] = mapped_column(String(64))
+    sandbox: Mapped[bool] = mapped_column(Boolean, default=False)
+    base_url: Mapped[str] = mapped_column(Text)
+    #: the repository's record (draft) id, once the draft exists
+    record_id: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    #: new | draft | uploading | publishing | published
+    state: Mapped[str] = mapped_column(String(16))
+    #: the step last started (create, doi, files, upload, publish, done)
+    step: Mapped[str] = mapped_column(String(32))
+    #: files were packed into zips (one per top folder): the repository's file limit
+    packaged: Mapped[bool] = mapped_column(Boolean, default=False)
+    files_total: Mapped[int] = mapped_column(Integer, default=0)
+    files_done: Mapped[int] = mapped_column(Integer, default=0)
+    bytes_total: Mapped[int] = mapped_column(BigInteger, default=0)
+    bytes_done: Mapped[int] = mapped_column(BigInteger, default=0)
+    doi: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    record_url: Mapped[str | None] = mapped_column(Text, nullable=True)
+    last_error: Mapped[str] = mapped_column(Text, default="")
+    created_by: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    updated_at: Mapped[datetime] = mapped_column(DateTime)
+    published_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+
+
+class DepositFile(Base):
+    """One file key of a deposit: a dataset file, or a zip of one top folder."""
+
+    __tablename__ = "deposit_files"
+    __table_args__ = (UniqueConstraint("deposit_id", "key"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    deposit_id: Mapped[int] = mapped_column(ForeignKey("deposits.id", ondelete="CASCADE"))
+    #: the file's name in the record
+    key: Mapped[str] = mapped_column(PathText)
+    #: file | zip
+    kind: Mapped[str] = mapped_column(String(8))
+    #: the dataset path (a file) or top folder ("" for the root's files) of a zip
+    source: Mapped[str] = mapped_column(PathText)
+    size: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    sha256: Mapped[bytes | None] = mapped_column(LargeBinary(32), nullable=True)
+    #: MD5 of what was sent (the repository's checksum), once known
+    md5: Mapped[bytes | None] = mapped_column(LargeBinary(16), nullable=True)
+    #: pending | committed
+    state: Mapped[str] = mapped_column(String(16))
+
+
 class Entry(Base):
     __tablename__ = "entries"
     __table_args__ = (

@@ -21,6 +21,7 @@ from labkeep.cli import (
     ls_cmd,
     meta_cmd,
     project_cmd,
+    publish_cmd,
     publish_meta_cmd,
     remote_cmd,
     run_cmd,
@@ -77,6 +78,7 @@ for module in (
     search_cmd,
     export_cmd,
     acl_cmd,
+    publish_cmd,
 ):
     module.register(app)
 

@@ -306,3 +306,39 @@ def noop_job(ctx: JobContext) -> dict[str, Any]:
         ctx.progress(left=round(end - time.monotonic(), 1))
         time.sleep(min(0.2, max(0.0, end - time.monotonic())))
     return {"slept": seconds}
+
+
+# -- publish: deposit in a repository for a DOI ----------------------------------------
+def _authorize_publish(keep: Keep, args: dict[str, Any]) -> str:
+    if not isinstance(args.get("dataset"), str) or not isinstance(args.get("to"), str):
+        raise UsageError("a publish job needs 'dataset' (P/D[@N]) and 'to' (a target)")
+    from labkeep.ops._access import find_dataset
+    from labkeep.ops._deposit_plan import target_of
+
+    target_of(keep, args["to"], sandbox=bool(args.get("sandbox", False)))
+    addr = parse_address(args["dataset"], need_dataset=True)
+    assert addr.dataset is not None
+    with keep.catalog.read() as session:
+        find_dataset(keep, session, addr.project, addr.dataset, "dataset.publish")
+    return f"{addr.project}/{addr.dataset}"
+
+
+@handler(
+    "publish",
+    authorize=_authorize_publish,
+    describe=lambda a: (
+        f"{a.get('dataset')} -> {a.get('to')}" + (" (sandbox)" if a.get("sandbox") else "")
+    ),
+)
+def publish_job(ctx: JobContext) -> dict[str, Any]:
+    """Deposit and publish a dataset version (resumable: a retried job continues the same
+    draft). The worker reads the token from its own environment or credentials file."""
+    a = ctx.args
+    result = ctx.keep.publish(
+        a["dataset"],
+        to=a["to"],
+        sandbox=bool(a.get("sandbox", False)),
+        credentials=a.get("credentials") or None,
+        progress=ctx.as_progress(),
+    )
+    return dict(result.to_dict())

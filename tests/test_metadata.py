@@ -114,7 +114,7 @@ def test_every_problem_is_named_and_nothing_is_stored(seg: Keep) -> None:
         "funding[1].funder_id: 'ERC-123'",
     ):
         assert expected in problems
-    assert caught.value.http_status == 422 and caught.value.exit_code == 2
+    assert caught.value.http_status == 400 and caught.value.exit_code == 2
     assert seg.get_metadata("imaging-2026/seg").own == {"keywords": ["kept"]}
 
 

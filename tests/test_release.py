@@ -161,3 +161,41 @@ def test_cli(tmp_path: Path) -> None:
     assert again[0]["status"] == "notneeded"
     bad = run("release", "imaging-2026/nope", "--name", "x", cwd=root, check=2)
     assert "no dataset" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_a_release_job_and_big_releases_from_the_web_go_to_a_worker(
+    seg: Keep, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import io
+
+    from labkeep.ops import release as release_module
+    from labkeep.ops.worker import JobWorker
+
+    job = seg.enqueue("release", {"source": "imaging-2026/seg@1", "name": "seg-v1"})
+    assert job.target == "imaging-2026/seg-v1"
+    seg.add_user("bob", password="a long enough password")
+    seg.grant("bob", "read", "imaging-2026")
+    bob = seg.acting_as(seg.principal_for("bob"))
+    with pytest.raises(Forbidden):  # may read, may not add datasets
+        bob.enqueue("release", {"source": "imaging-2026/seg@1", "name": "bob-v1"})
+    JobWorker(seg, drain=True, log=io.StringIO(), schedule=False).run()
+    done = seg.get_job(job.id)
+    assert done.state == "done", done.to_dict()
+    assert seg.get_dataset("imaging-2026/seg-v1").release_of == "imaging-2026/seg@1"
+    # the API queues a release larger than INLINE_FILES instead of making it in a request
+    import httpx
+
+    from tests.webserver import LiveServer
+
+    monkeypatch.setattr(release_module, "INLINE_FILES", 0)
+    token, _ = seg.create_token("t")
+    with LiveServer(seg) as live:
+        answer = httpx.post(
+            f"{live.url}/api/v1/datasets/imaging-2026/seg/release",
+            json={"name": "seg-v2", "version": 2},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+    assert answer.status_code == 202, answer.text
+    assert answer.json()["job"]["kind"] == "release"
+    JobWorker(seg, drain=True, log=io.StringIO(), schedule=False).run()
+    assert seg.get_dataset("imaging-2026/seg-v2").sealed

@@ -135,14 +135,21 @@ def test_the_api_puts_and_refuses(alice: tuple[httpx.Client, str], server: LiveS
     )
     assert good.status_code == 200, good.text
     assert good.json()["datacite"]["rightsList"][0]["rightsIdentifier"] == "CC0-1.0"
-    bad = client.put(  # a lone surrogate, escaped as JSON allows
+    bad = client.put(  # values that do not pass: every problem named
         "/api/v1/projects/proj/metadata",
-        content=json.dumps({"creators": "x" * 5000, "nonsense": {"\ud800": 1}, "\udc00": "\ud800"}),
+        content=json.dumps(
+            {"creators": [{"name": "x" * 5000}, {"\udc00": "\ud800"}], "license": "nope"}
+        ),
         headers={**headers, "Content-Type": "application/json"},
     )
-    assert bad.status_code == 422
+    assert bad.status_code == 400, bad.text
     assert bad.json()["error"] == "metadata-invalid"
-    assert any("nonsense" in p for p in bad.json()["problems"])
+    problems = bad.json()["problems"]
+    assert any(p.startswith("creators[1].name: is 5,000 characters long") for p in problems)
+    assert any(p.startswith("license: 'nope'") for p in problems)
+    assert any("unknown field" in p for p in problems)  # the surrogate key, named safely
+    unknown = client.put("/api/v1/projects/proj/metadata", json={"colour": 1}, headers=headers)
+    assert unknown.status_code == 422  # not a field of the form at all
     with httpx.Client(base_url=server.url) as bob:
         sign_in(bob, "bob")
         assert bob.get("/api/v1/datasets/proj/s017/metadata").status_code == 404

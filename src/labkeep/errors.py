@@ -332,7 +332,6 @@ class MetadataInvalid(UsageError):
     problem is listed, each naming its field; nothing was stored."""
 
     code = "metadata-invalid"
-    http_status = 422
 
     def __init__(self, target: str, problems: list[str]) -> None:
         shown = problems[:20]

@@ -255,6 +255,7 @@ class Keep:
     datacite = ops.metadata.datacite
     release = ops.release.release
     releases_of = ops.release.releases_of
+    release_files = ops.release.version_files
     dataset_view = ops.listing.dataset_view
     ingest = ops.ingest.ingest
     write_manifest = ops.manifests.write_manifest

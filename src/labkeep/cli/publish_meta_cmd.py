@@ -24,6 +24,7 @@ from labkeep.cli._common import (
     out,
     shown,
 )
+from labkeep.cli.jobs_cmd import BackgroundOpt, queue_instead
 from labkeep.cli.meta_cmd import meta_app
 
 
@@ -210,12 +211,17 @@ def release(
     name: Annotated[str, typer.Option("--name", "-n", help="The release dataset's name.")],
     message: Annotated[str, typer.Option("--message", "-m", help="Why this release.")] = "",
     title: Annotated[str, typer.Option(help="Its title (default: the source's).")] = "",
+    background: BackgroundOpt = False,
     root: RootOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Make an immutable, sealed release dataset PROJECT/NAME from a version: its content
     checked file by file, its own landing page and metadata. Run it again to finish one
     that was cut short."""
+    if background:
+        args = {"source": address, "name": name, "message": message, "title": title}
+        queue_instead(root, "release", args, json_out)
+        return
     with open_keep(root) as keep:
         result = keep.release(address, name=name, message=message, title=title)
     if json_out:

@@ -3,6 +3,7 @@ what a valid value looks like (see :mod:`labkeep.ops.metadata`)."""
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -182,20 +183,31 @@ def _identifier(c: _Checker, where: str, value: str, kind: str) -> tuple[str, st
     return value, c.choice(f"{where}.type", kind, IDENTIFIER_TYPES)
 
 
-def _license(c: _Checker, value: str) -> str:
-    if not value:
-        return ""
+@functools.cache
+def _spdx_ids() -> dict[str, str]:
+    """SPDX licence ids (not exceptions, not LicenseRef-), by their lower-case form."""
     from license_expression import get_spdx_licensing
 
-    info = get_spdx_licensing().validate(value)
-    if info.errors or not info.normalized_expression:
+    return {
+        key.lower(): key
+        for key, symbol in get_spdx_licensing().known_symbols.items()
+        if not getattr(symbol, "is_exception", False) and not key.startswith("LicenseRef-")
+    }
+
+
+def _license(c: _Checker, value: str) -> str:
+    """One SPDX licence id (DataCite's rightsIdentifier holds one, not an expression)."""
+    if not value:
+        return ""
+    known = _spdx_ids().get(value.lower())
+    if known is None:
         c.fail(
             "license",
             f"{value!r} is not an SPDX licence id; for data use e.g. CC-BY-4.0 or CC0-1.0, "
             "for code MIT or Apache-2.0 (see https://spdx.org/licenses/)",
         )
         return value
-    return str(info.normalized_expression)
+    return known
 
 
 def check_form(form: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:

@@ -104,7 +104,12 @@ class Kind:
 
 
 KINDS: dict[str, Kind] = {}
-_BUILTIN = ("labkeep.ops.job_kinds", "labkeep.ops.watch", "labkeep.ops.run_slurm")
+_BUILTIN = (
+    "labkeep.ops.job_kinds",
+    "labkeep.ops.watch",
+    "labkeep.ops.run_slurm",
+    "labkeep.ops.release",
+)
 _loaded: set[str] = set()
 _load_lock = threading.Lock()
 

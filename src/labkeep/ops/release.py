@@ -50,6 +50,7 @@ from labkeep.names import (
 )
 from labkeep.ops._access import find_dataset
 from labkeep.ops.audit import append_event, checkpoint
+from labkeep.ops.jobs import JobContext, JobProblems, handler
 from labkeep.ops.projects import ensure_dataset
 from labkeep.results import Result
 
@@ -60,6 +61,9 @@ if TYPE_CHECKING:
     from labkeep.ops.projects import DatasetInfo
 
 RELEASE_PREFIX = "raw/"
+#: releases of up to this many files are made within a web or API request; larger ones
+#: are queued as a "release" job for a worker (a request is bounded in time)
+INLINE_FILES = 2000
 
 
 @dataclass
@@ -302,3 +306,50 @@ def _remove_staging(staging: Path) -> None:
     """The staging folder holds only empty folders once the ingest deleted its sources."""
     with contextlib.suppress(OSError):
         shutil.rmtree(staging)
+
+
+def version_files(keep: Keep, address: str) -> int:
+    """The number of files of ``PROJECT/DATASET[@N]`` (the head without N)."""
+    addr = parse_address(address, need_dataset=True)
+    assert addr.dataset is not None
+    with keep.catalog.read() as session:
+        _, source = find_dataset(keep, session, addr.project, addr.dataset, "dataset.read")
+        number = addr.version if addr.version is not None else source.head_version
+        files = session.execute(
+            select(Version.n_files).where(Version.dataset_id == source.id, Version.number == number)
+        ).scalar_one_or_none()
+    return int(files or 0)
+
+
+def _authorize_release(keep: Keep, args: dict[str, Any]) -> str:
+    """A release job may be queued by who may download the source and add datasets to
+    its project; its target is the release to be."""
+    from labkeep.access.policy import check
+    from labkeep.ops._access import project_resource
+
+    addr = parse_address(str(args.get("source", "")), need_dataset=True)
+    assert addr.dataset is not None
+    name = check_slug(str(args.get("name", "")), "release name")
+    with keep.catalog.read() as session:
+        project, _ = find_dataset(keep, session, addr.project, addr.dataset, "dataset.download")
+        check(keep.principal, "dataset.create", project_resource(session, project))
+    return f"{addr.project}/{name}"
+
+
+@handler(
+    "release",
+    authorize=_authorize_release,
+    describe=lambda a: f"{a.get('source')} -> {a.get('name')}",
+)
+def release_job(ctx: JobContext) -> dict[str, Any]:
+    a = ctx.args
+    result = release(
+        ctx.keep,
+        str(a["source"]),
+        name=str(a["name"]),
+        message=str(a.get("message", "")),
+        title=str(a.get("title", "")),
+    )
+    if result.status == "error":
+        raise JobProblems(result.message, result.to_dict())
+    return result.to_dict()

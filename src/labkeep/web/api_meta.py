@@ -2,18 +2,18 @@
 
 Reading metadata needs read access to the project or dataset; writing it, the right to
 edit it (``dataset.edit``, ``project.edit``). The body of a PUT is labkeep's metadata
-form (see :mod:`labkeep.ops.metadata`); a form with problems is answered 422 with every
-problem listed, and nothing is stored. A release needs the right to download the source
-and to create datasets in its project.
+form (see :mod:`labkeep.ops.metadata`); a form whose values do not pass is answered 400
+``metadata-invalid`` with every problem listed, and nothing is stored. A release needs
+the right to download the source and to create datasets in its project.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, Query
+from fastapi import APIRouter, Depends, Query
 from fastapi.responses import JSONResponse
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from labkeep.keep import Keep
 from labkeep.ops.metadata import citation
@@ -26,14 +26,34 @@ router = APIRouter(
     responses=_errors(400, 401, 403, 404, 409, 422),
 )
 Caller = Annotated[Keep, Depends(resolve)]
-Form = Annotated[
-    dict[str, Any],
-    Body(
-        description="labkeep's metadata form: title, description, creators, contributors, "
-        "license, keywords, subjects, funding, related, dates, resource_type, language, "
-        "version, publisher (see docs/publishing.md)",
-    ),
-]
+
+
+class MetadataIn(In):
+    """labkeep's metadata form (see docs/publishing.md): DataCite 4.5 under plain names.
+    Each field is checked by the Keep; a value that does not pass is answered 400
+    ``metadata-invalid`` with every problem listed."""
+
+    model_config = ConfigDict(extra="forbid")
+    title: str | None = Field(None, max_length=1000)
+    description: str | None = Field(None, max_length=10_000)
+    creators: list[Any] | None = Field(None, description="{name, orcid, affiliation, ror}")
+    contributors: list[Any] | None = Field(
+        None, description="{name, type, orcid, affiliation, ror}"
+    )
+    license: str | None = Field(None, max_length=200, description="an SPDX id")
+    keywords: list[Any] | None = None
+    subjects: list[Any] | None = Field(None, description="text or {subject, scheme, uri}")
+    funding: list[Any] | None = Field(None, description="{funder, funder_id, award, award_title}")
+    related: list[Any] | None = Field(None, description="{identifier, relation, type}")
+    dates: list[Any] | None = Field(None, description="{date, type}")
+    resource_type: str | None = Field(None, max_length=100)
+    language: str | None = Field(None, max_length=100)
+    version: str | None = Field(None, max_length=1000)
+    publisher: str | None = Field(None, max_length=1000)
+
+
+def _form(body: MetadataIn) -> dict[str, Any]:
+    return body.model_dump(exclude_none=True)
 
 
 class ReleaseIn(In):
@@ -54,9 +74,9 @@ def project_metadata(keep: Caller, project: str) -> dict[str, Any]:
 
 
 @router.put("/projects/{project}/metadata", tags=["metadata"])
-def set_project_metadata(keep: Caller, project: str, form: Form) -> dict[str, Any]:
+def set_project_metadata(keep: Caller, project: str, body: MetadataIn) -> dict[str, Any]:
     """Replace a project's metadata form (the defaults of its datasets)."""
-    return _answer(keep.set_metadata(project, form, replace=True))
+    return _answer(keep.set_metadata(project, _form(body), replace=True))
 
 
 @router.get("/datasets/{project}/{dataset}/metadata", tags=["metadata"])
@@ -72,22 +92,31 @@ def dataset_metadata(
 
 
 @router.put("/datasets/{project}/{dataset}/metadata", tags=["metadata"])
-def set_dataset_metadata(keep: Caller, project: str, dataset: str, form: Form) -> dict[str, Any]:
-    """Replace a dataset's metadata form: 422 lists every problem, nothing is stored."""
-    return _answer(keep.set_metadata(_dataset(project, dataset), form, replace=True))
+def set_dataset_metadata(
+    keep: Caller, project: str, dataset: str, body: MetadataIn
+) -> dict[str, Any]:
+    """Replace a dataset's metadata form: 400 lists every problem, nothing is stored."""
+    return _answer(keep.set_metadata(_dataset(project, dataset), _form(body), replace=True))
 
 
 @router.post("/datasets/{project}/{dataset}/release", tags=["metadata"], status_code=201)
 def release(keep: Caller, project: str, dataset: str, body: ReleaseIn) -> dict[str, Any]:
     """Make the sealed release ``PROJECT/NAME`` of a version (the head by default); again
     with the same name and version: finishes a cut-short release, or answers
-    ``notneeded``. 409 with the files' problems when some could not be read."""
-    result = keep.release(
-        _dataset(project, dataset, body.version),
-        name=body.name,
-        message=body.message,
-        title=body.title,
-    )
+    ``notneeded``. 409 with the files' problems when some could not be read. A version
+    of more than 2,000 files is released by a worker: 202 with the queued job."""
+    from labkeep.ops.release import INLINE_FILES
+
+    source = _dataset(project, dataset, body.version)
+    if keep.release_files(source) > INLINE_FILES:
+        job = keep.enqueue(
+            "release",
+            {"source": source, "name": body.name, "message": body.message, "title": body.title},
+        )
+        return JSONResponse(  # type: ignore[return-value]
+            {"status": "queued", "job": job.to_dict()}, status_code=202
+        )
+    result = keep.release(source, name=body.name, message=body.message, title=body.title)
     if result.status == "error":  # files that could not be read: nothing was released
         return JSONResponse(result.to_dict(), status_code=409)  # type: ignore[return-value]
     return result.to_dict()

@@ -207,8 +207,13 @@ def release(
     version: Text = "",
     message: Text = "",
 ) -> Response:
+    from labkeep.ops.release import INLINE_FILES
+
     number = int(version) if version.strip().isdigit() else None
     source = f"{project}/{dataset}" + (f"@{number}" if number else "")
+    if keep.release_files(source) > INLINE_FILES:  # a worker makes it; the page shows it
+        keep.enqueue("release", {"source": source, "name": name.strip(), "message": message})
+        return redirect(Links(request).dataset(project, dataset), "job-queued")
     result = keep.release(source, name=name.strip(), message=message.strip())
     if result.status == "error":
         from labkeep.errors import IntegrityError

@@ -40,6 +40,11 @@ def skeep(
     assert n == 1
     toml.write_text(text)
     keep.config.runs_poll_seconds = 0.5
+    # metadata extraction after each ingest and save is not what these tests follow: its
+    # jobs would keep the worker busy past a test's end (tests/test_extract.py has them)
+    import dataclasses
+
+    keep.config.extract = dataclasses.replace(keep.config.extract, after_ingest=False)
     src = tmp_path / "acq"
     make_files(src, 4, min_size=10, max_size=100)
     keep.ingest(src, "proj/s017")

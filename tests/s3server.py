@@ -128,6 +128,10 @@ class S3Server:
                 "-ip.bind=127.0.0.1", f"-s3.config={self.dir / 's3.json'}", "-webdav=false",
                 "-admin.ui=false", "-master.telemetry=false", "-s3.port.iceberg=0",
                 "-s3.port.lance=0",
+                # every bucket (collection) takes volumes of its own, and weed's default
+                # cap is free disk / 128 MB: on a fuller disk, a long session's buckets
+                # can run out of volumes. Small volumes, a fixed cap (sparse files)
+                "-master.volumeSizeLimitMB=16", "-volume.max=4000",
                 *(f"-{service}.port={port}" for service, port in self.ports.items()),
                 f"-filer.localSocket={self.dir / 'filer.sock'}",
                 f"-s3.localSocket={self.dir / 's3.sock'}",

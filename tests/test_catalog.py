@@ -103,3 +103,41 @@ def test_migration_0004_moves_fixity_off_entries_and_back(keep: Keep, tmp_path: 
         rows = conn.execute(text("SELECT status FROM tree_checks")).scalars().all()
     assert rows == ["ok"] * 5
     assert [e["verify_status"] for e in keep.ls("proj/d").items] == ["ok"] * 5
+
+
+def test_a_connection_still_in_use_when_the_keep_closes_is_closed_as_it_returns(
+    keep_root: Path, catalog_url: str | None
+) -> None:
+    """A worker thread past its grace, or a response stream a client dropped, can hold a
+    connection past the keep's close: it is closed when it comes back, not left open in
+    a pool nobody will close (psycopg warns about those when they are collected)."""
+    keep = Keep.init(keep_root, catalog_url=catalog_url)
+    session = keep.catalog._read()
+    session.execute(text("SELECT 1"))
+    raw = session.connection().connection.dbapi_connection
+    keep.close()
+    assert keep.catalog.closed
+    session.close()  # returns the connection to the disposed pool
+    if catalog_url:
+        assert raw.closed
+    else:
+        with pytest.raises(Exception, match="closed"):
+            raw.execute("SELECT 1")
+
+
+def test_a_keep_dropped_without_close_closes_its_connections(
+    keep_root: Path, catalog_url: str | None
+) -> None:
+    import gc
+    import weakref
+
+    keep = Keep.init(keep_root, catalog_url=catalog_url)
+    keep.list_projects()
+    with keep.catalog.engine.connect() as connection:
+        raw = connection.connection.dbapi_connection
+    alive = weakref.ref(keep.catalog)
+    del keep, connection
+    gc.collect()
+    assert alive() is None
+    if catalog_url:
+        assert raw.closed  # else psycopg's ResourceWarning fails this test

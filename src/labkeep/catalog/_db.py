@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -94,6 +96,11 @@ def add_unique(session: Session, row: Any) -> bool:
     return True
 
 
+def _dispose(engine: Engine, closed: threading.Event) -> None:
+    closed.set()
+    engine.dispose()
+
+
 class Catalog:
     """The keep's catalog database: one engine, read and write sessions, migrations.
 
@@ -121,13 +128,30 @@ class Catalog:
             raise CatalogError(f"cannot use catalog {safe_url(url)}: {exc}") from exc
         if self.dialect == "sqlite":
             _configure_sqlite(self.engine)
+        # Connections never outlive the catalog: one still in use when it is closed (a
+        # worker thread past its grace, a response stream a client dropped) is closed as
+        # it comes back instead of waiting in a pool nobody will close; and a catalog that
+        # is dropped without close() (a forgotten Keep) closes its pool when collected.
+        closed = self._closed = threading.Event()
+
+        @event.listens_for(self.engine, "checkin")
+        def _close_when_closed(dbapi_connection: Any, _record: Any) -> None:
+            if closed.is_set() and dbapi_connection is not None:
+                with contextlib.suppress(Exception):
+                    dbapi_connection.close()
+
+        self._finalizer = weakref.finalize(self, _dispose, self.engine, closed)
         self._read = sessionmaker(self.engine, expire_on_commit=False)
         self._write = sessionmaker(
             self.engine.execution_options(labkeep_write=True), expire_on_commit=False
         )
 
     def close(self) -> None:
-        self.engine.dispose()
+        self._finalizer()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed.is_set()
 
     # -- errors ---------------------------------------------------------------------------
     def translate(self, exc: sa_exc.SQLAlchemyError) -> LabkeepError | None:

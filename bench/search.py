@@ -3,6 +3,7 @@ filter, one client and 20 clients, on SQLite and PostgreSQL.
 
     nice .venv/bin/python bench/search.py --workdir /tmp/labkeep-bench-search            # SQLite
     nice .venv/bin/python bench/search.py --workdir /tmp/labkeep-bench-search --postgresql
+    ... --postgresql-url URL   # measure again on a server that holds WORKDIR's keep
     ... --files 20000 --rounds 10     # a quick run
 
 The keep is built once per engine in WORKDIR and reused: 5 groups with 10 projects each,
@@ -221,13 +222,18 @@ def main() -> None:
     parser.add_argument("--files", type=int, default=1_000_000)
     parser.add_argument("--rounds", type=int, default=40)
     parser.add_argument("--postgresql", action="store_true")
+    parser.add_argument(
+        "--postgresql-url",
+        help="a database on a running server that already holds WORKDIR's keep (it is "
+        "reused: no throwaway server, no rebuild)",
+    )
     args = parser.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
     server = None
-    engine = "postgresql" if args.postgresql else "sqlite"
+    engine = "postgresql" if args.postgresql or args.postgresql_url else "sqlite"
     root = args.workdir / f"keep-{engine}-{args.files}"
-    url = None
-    if args.postgresql:
+    url = args.postgresql_url
+    if args.postgresql and not url:
         from tests.pgserver import PostgresServer
 
         server = PostgresServer(durable=True)

@@ -204,6 +204,15 @@ def test_samples_are_seen_only_by_those_who_may(keep: Keep, tmp_path: Path) -> N
     alice.update_sample("mouse-7", attrs={"sex": "f"}, unset=["genotype"])
     assert alice.get_sample("mouse-7").attrs == {"sex": "f"}
     assert alice.search("genotype:ko").total == 0 and alice.search("sex:f").total == 1
+    # a dataset grant shows that dataset, its files and its project, not the others
+    _session(keep, tmp_path, "b-proj/s2", {"img-c.tif": b"c"})
+    keep.grant("carol", "read", "b-proj/s2")
+    assert _addresses(carol, "img") == ["a-proj/s1/raw/img-a.tif", "b-proj/s2/raw/img-c.tif"]
+    assert _addresses(carol, "b-proj", kind="project") == ["b-proj"]
+    assert _addresses(carol, "s1", project="b-proj") == []
+    assert _addresses(bob, "img") == ["b-proj/s1/raw/img-b.tif", "b-proj/s2/raw/img-c.tif"]
+    keep.set_member("lab-a", "alice", None)
+    assert _addresses(keep.acting_as(keep.principal_for("alice")), "img") == []
 
 
 def test_cli_meta_sample_search(tmp_path: Path, catalog_url: str | None) -> None:

@@ -394,24 +394,35 @@ def iter_search_fields(keep: Keep, dataset_id: int | None = None) -> Iterator[
             yield int(entry_id), search_text_fields(json.loads(text or "{}"))
 
 
-def dataset_previews(keep: Keep, address: str, *, limit: int | None = None) -> dict[str, str]:
-    """``path -> sha256`` of the files of ``P/D[@V]`` that have a thumbnail, in path order
-    (the first *limit*: a dataset page shows a few), for a caller who may read it."""
+#: how many files, in path order, a dataset page's gallery looks through for thumbnails
+GALLERY_SCAN = 5000
+
+
+def dataset_previews(keep: Keep, address: str, *, limit: int = 12) -> dict[str, str]:
+    """``path -> sha256`` of the first *limit* files of ``P/D[@V]`` that have a
+    thumbnail, among its first :data:`GALLERY_SCAN` files in path order, for a caller who
+    may read it: a dataset page's gallery. Bounded, so that a dataset of 10^6 files none
+    of which is an image costs a page no more than one of a thousand."""
     addr = parse_address(address, need_dataset=True)
     assert addr.dataset is not None
     with keep.catalog.read() as session:
         _, dataset = find_dataset(
             keep, session, addr.project, addr.dataset, "dataset.read", version=addr.version
         )
-        query = (
-            select(Entry.path, Entry.sha256)
-            .join(Extraction, Extraction.entry_id == Entry.id)
-            .where(entries_at(dataset.id, addr.version), Extraction.preview == "ok")
+        first = (
+            select(Entry.id, Entry.path, Entry.sha256)
+            .where(entries_at(dataset.id, addr.version))
             .order_by(Entry.path)
+            .limit(GALLERY_SCAN)
+            .subquery()
         )
-        if limit is not None:
-            query = query.limit(limit)
-        rows = session.execute(query).all()
+        rows = session.execute(
+            select(first.c.path, first.c.sha256)
+            .join(Extraction, Extraction.entry_id == first.c.id)
+            .where(Extraction.preview == "ok")
+            .order_by(first.c.path)
+            .limit(limit)
+        ).all()
     return {str(p): bytes(h).hex() for p, h in rows}
 
 

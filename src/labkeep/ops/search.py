@@ -145,9 +145,27 @@ def _visible_dataset(ds: str, p: str) -> str:
     )
 
 
-def _visibility(principal: Principal, params: dict[str, Any]) -> str:
+#: the datasets a (non-admin) user may read, computed once per query (see _visibility)
+VISIBLE_CTE = "vis"
+
+
+def _visible_datasets_cte() -> str:
+    return (
+        f"{VISIBLE_CTE} AS MATERIALIZED (SELECT ds.id AS id, ds.project_id AS project_id"
+        f" FROM datasets ds JOIN projects p ON p.id = ds.project_id"
+        f" WHERE {_visible_dataset('ds', 'p')})"
+    )
+
+
+def _visibility(principal: Principal, params: dict[str, Any], *, cte: bool = False) -> str:
     """SQL over ``d`` (search_docs), ``p`` (projects), ``ds`` (datasets), ``s``
-    (samples): the principal may see the document."""
+    (samples): the principal may see the document.
+
+    With *cte* (PostgreSQL), a user's readable datasets come from the ``vis`` CTE
+    (:func:`_visible_datasets_cte`, which the query must define): computed once, a few
+    thousand ids at most, instead of an access check per candidate row. PostgreSQL ran
+    those checks as correlated subplans (0.8 s for 4,000 candidates at 10^6 entries);
+    SQLite runs them in-process at a few microseconds each, so it keeps them."""
     if principal.disabled:
         return "1 = 0"
     if principal.kind == "user" and principal.site_admin:
@@ -187,6 +205,18 @@ def _visibility(principal: Principal, params: dict[str, Any]) -> str:
         return (
             f"((d.kind = 'dataset' AND {ds_ok}) OR (d.kind = 'file' AND {file_ok})"
             f" OR (d.kind = 'project' AND p.id = :sp) OR (d.kind = 'sample' AND {sample_ok}))"
+        )
+    if cte:
+        return (
+            f"((d.kind IN ('dataset', 'file') AND d.dataset_id IN (SELECT id FROM {VISIBLE_CTE}))"
+            " OR (d.kind = 'project' AND (p.group_id IN :admin_groups"
+            " OR (p.group_id IN :member_groups AND p.private = :false)"
+            " OR EXISTS (SELECT 1 FROM grants g WHERE g.project_id = p.id AND g.dataset_id IS NULL"
+            " AND (g.user_id = :uid OR g.group_id IN :all_groups))"
+            f" OR p.id IN (SELECT project_id FROM {VISIBLE_CTE})))"
+            " OR (d.kind = 'sample' AND (s.created_by = :actor OR s.group_id IN :all_groups"
+            " OR EXISTS (SELECT 1 FROM sample_links l WHERE l.sample_id = s.id"
+            f" AND l.dataset_id IN (SELECT id FROM {VISIBLE_CTE})))))"
         )
     project_ok = (
         "(p.group_id IN :admin_groups OR (p.group_id IN :member_groups AND p.private = :false)"
@@ -296,7 +326,18 @@ def _sql(q: Query, principal: Principal, dialect: str, params: dict[str, Any]) -
     It starts from what narrows most: the full-text matches of the words, else the
     documents holding the first field filter, else every document. Files also match
     through their dataset (its words, its fields) when the query has filters."""
-    visible = _visibility(principal, params)
+    cte = (
+        dialect == "postgresql"
+        and principal.kind == "user"
+        and not principal.site_admin
+        and not principal.disabled
+    )
+    visible = _visibility(principal, params, cte=cte)
+    with_cte = f"WITH {_visible_datasets_cte()} " if cte else ""
+    return with_cte + _select(q, dialect, params, visible)
+
+
+def _select(q: Query, dialect: str, params: dict[str, Any], visible: str) -> str:
     filters = _filters(q, params)
     # the filters first: they are cheaper than the access check and usually narrower
     where = " AND ".join([*filters, visible])

@@ -293,9 +293,15 @@ def below_policy(session: Session, limit: int = 100) -> tuple[list[dict[str, Any
     policies = {p.project_id: p for p in session.execute(select(Policy)).scalars()}
     default = policies.get(None)
     current = Entry.valid_to.is_(None)
+    # the head versions' file counts (a row per dataset), not a count over the entries
     n_files = dict(
         session.execute(
-            select(Entry.dataset_id, func.count(Entry.id)).where(current).group_by(Entry.dataset_id)
+            select(Dataset.id, Version.n_files)
+            .join(
+                Version,
+                (Version.dataset_id == Dataset.id) & (Version.number == Dataset.head_version),
+            )
+            .where(Version.state == "committed")
         ).all()
     )
     held: dict[int, list[tuple[int, int, int]]] = {}

@@ -340,6 +340,20 @@ def dav_app(keep: Keep) -> Callable[..., Iterable[bytes]]:
                 [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", "41")],
             )
             return [b"the path has a '.' or '..' component: no\n"]
+        # a body above the limit is refused before anything else is looked at (WsgiDAV
+        # would first answer 409 for a missing folder, or start reading it)
+        declared = environ.get("CONTENT_LENGTH") or ""
+        limit = keep.config.web.max_upload_bytes
+        if environ.get("REQUEST_METHOD") == "PUT" and declared.isdigit() and int(declared) > limit:
+            text = (
+                f"the file is larger than this server accepts ({limit:,} bytes): large data "
+                "goes in with 'labkeep ingest' on the keep's machine\n"
+            ).encode()
+            start_response(
+                "413 Content Too Large",
+                [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(text)))],
+            )
+            return [text]
         scheme, _, secret = environ.get("HTTP_AUTHORIZATION", "").partition(" ")
         if scheme.lower() == "bearer":
             try:

@@ -2,13 +2,14 @@
 
 What it costs, so that it stays usable on a keep of 10^5 datasets and 10^8 files:
 
-- by default it reads the catalog only: keep-wide counts (files and bytes from each
-  dataset's head version, one row per dataset), one pass over the current entries of
-  the datasets in the tree with their last tree check, and the newest ``verify`` event
-  of each dataset (one index lookup per dataset: ``ix_events_target_action``), whose
-  details say how many files that verify found MODIFIED, MISSING or EXTRA and whether
-  the manifest matched. So EXTRA files and manifest drift that a verify saw are named,
-  per dataset, until a later verify finds the dataset clean;
+- by default it reads the catalog only, a row per dataset and never one per file:
+  keep-wide counts (files and bytes from each dataset's head version), and the newest
+  ``verify`` event of each dataset (one index lookup per dataset:
+  ``ix_events_target_action``), whose details say how many files that verify checked
+  and found MODIFIED, MISSING or EXTRA and whether the manifest matched. So the files
+  never verified (a head version's files less those its newest verify checked, as a
+  landing page counts them), and the damage, EXTRA files and manifest drift that a
+  verify saw, are named per dataset until a later verify finds the dataset clean;
 - ``deep=True`` also looks at the tree, one dataset at a time: it re-hashes each
   dataset's ``MANIFEST.sha256`` against the SHA-256 the catalog recorded for its head
   version (``Version.manifest_sha256``), and looks for a seal or unseal that was
@@ -19,13 +20,14 @@ What it costs, so that it stays usable on a keep of 10^5 datasets and 10^8 files
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy import exists, func, select
 from sqlalchemy.orm import aliased
 
 from labkeep.access import check
-from labkeep.catalog import Dataset, Entry, Event, Project, TreeCheck, Version, safe_url
+from labkeep.catalog import Dataset, Event, Project, Version, safe_url
 from labkeep.clock import isoformat
 from labkeep.errors import LabkeepError
 from labkeep.integrity.hashing import hash_file
@@ -60,16 +62,6 @@ def status(keep: Keep, *, deep: bool = False) -> dict[str, Any]:
             )
             .where(Version.state == "committed")
         ).one()
-        never, problems = session.execute(
-            select(
-                func.count(Entry.id).filter(TreeCheck.entry_id.is_(None)),
-                func.count(Entry.id).filter(TreeCheck.status.in_(("modified", "missing"))),
-            )
-            .select_from(Entry)
-            .outerjoin(TreeCheck, TreeCheck.entry_id == Entry.id)
-            .join(Dataset, Dataset.id == Entry.dataset_id)
-            .where(Entry.valid_to.is_(None), Dataset.tree_state == "present")
-        ).one()
         last_verify = session.execute(
             select(func.max(Event.at)).where(Event.action == "verify")
         ).scalar_one()
@@ -83,7 +75,9 @@ def status(keep: Keep, *, deep: bool = False) -> dict[str, Any]:
             )
         ]
         events = session.execute(select(func.count(Event.id))).scalar_one()
-        verify_problems, n_verify_problems, n_extra, n_drift = _verify_problems(session)
+        found = _verify_problems(session)
+        verify_problems, n_verify_problems = found.listed, found.count
+        n_extra, n_drift, never, problems = found.extra, found.drift, found.never, found.failed
         from labkeep.ops.whereis import below_policy
 
         short, n_short = below_policy(session, MAX_LISTED)
@@ -179,9 +173,25 @@ def _found(item: dict[str, Any]) -> str:
     return ", ".join(parts) + f"; fix it, then run 'labkeep verify {item['dataset']}'"
 
 
-def _verify_problems(session: Session) -> tuple[list[dict[str, Any]], int, int, int]:
-    """Datasets whose newest verify found problems: the first MAX_LISTED, how many, and
-    the totals of EXTRA files and of manifests that did not match, by those verifies."""
+@dataclass
+class _Verified:
+    listed: list[dict[str, Any]] = field(default_factory=list)
+    #: datasets whose newest verify found problems
+    count: int = 0
+    extra: int = 0
+    drift: int = 0
+    #: files of the head versions that no verify has checked yet (datasets in the tree)
+    never: int = 0
+    #: files the newest verify of their dataset found MODIFIED or MISSING
+    failed: int = 0
+
+
+def _verify_problems(session: Session) -> _Verified:
+    """Per dataset (one row each, one index lookup for its newest verify): what its
+    newest verify found, the first MAX_LISTED datasets with problems, and keep-wide
+    totals. Files never verified are counted as a dataset's landing page counts them
+    (``verification_of``): its head version's files less those its newest verify
+    checked; no entry is read, so this costs the same at 10^4 and 10^8 files."""
     address = (Project.name + "/" + Dataset.name).label("address")
     earlier = aliased(Event)
     newest = (
@@ -191,30 +201,43 @@ def _verify_problems(session: Session) -> tuple[list[dict[str, Any]], int, int, 
         .scalar_subquery()
     )
     rows = session.execute(
-        select(address, Event.at, Event.details)
+        select(address, Dataset.tree_state, Version.n_files, Event.at, Event.details)
         .select_from(Dataset)
         .join(Project, Project.id == Dataset.project_id)
-        .join(Event, Event.id == newest)
+        .outerjoin(
+            Version,
+            (Version.dataset_id == Dataset.id)
+            & (Version.number == Dataset.head_version)
+            & (Version.state == "committed"),
+        )
+        .outerjoin(Event, Event.id == newest)
         .order_by(Project.name, Dataset.name)
         .execution_options(yield_per=1000)
     )
-    listed: list[dict[str, Any]] = []
-    count = extra = drift = 0
-    for target, at, text in rows:
-        details = json.loads(text)
+    out = _Verified()
+    for target, tree_state, n_files, at, text in rows:
+        # (outer joins: a dataset with no committed version or no verify has NULLs here)
+        verified = cast("str | None", text) is not None
+        details = json.loads(text) if verified else {}
+        if tree_state == "present":
+            checked = sum(int(details.get(s, 0)) for s in ("ok", "modified", "missing", "unsaved"))
+            out.never += max(0, int(n_files or 0) - checked)
+            out.failed += int(details.get("modified", 0)) + int(details.get("missing", 0))
+        if not verified:
+            continue
         item: dict[str, Any] = {
             "dataset": target,
             "at": isoformat(at),
             **{s: int(details.get(s, 0)) for s in ("modified", "missing", "extra")},
             "manifest": str(details.get("manifest", "ok")),
         }
-        extra += item["extra"]
-        drift += item["manifest"] != "ok"
+        out.extra += item["extra"]
+        out.drift += item["manifest"] != "ok"
         if item["modified"] or item["missing"] or item["extra"] or item["manifest"] != "ok":
-            count += 1
-            if len(listed) < MAX_LISTED:
-                listed.append(item)
-    return listed, count, extra, drift
+            out.count += 1
+            if len(out.listed) < MAX_LISTED:
+                out.listed.append(item)
+    return out
 
 
 def _look_at_the_tree(keep: Keep) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:

@@ -143,18 +143,23 @@ def dataset_copies(session: Session, proj: Project, dataset: Dataset) -> dict[st
                 + int(fixity["files"].get("missing", 0)),
             }
         )
-    rows = session.execute(
-        select(
-            Replica.store_id,
-            func.count(Entry.id),
-            func.min(Replica.verified_at),
-            func.min(Replica.retain_until),
-            func.count(Entry.id).filter(Replica.status != "ok"),
-        )
-        .join(Replica, Replica.sha256 == Entry.sha256)
-        .where(current)
-        .group_by(Replica.store_id)
-    ).all()
+    holding = stores_holding_replicas(session, stores)
+    rows = (
+        session.execute(
+            select(
+                Replica.store_id,
+                func.count(Entry.id),
+                func.min(Replica.verified_at),
+                func.min(Replica.retain_until),
+                func.count(Entry.id).filter(Replica.status != "ok"),
+            )
+            .join(Replica, Replica.sha256 == Entry.sha256)
+            .where(current, Replica.store_id.in_(holding))
+            .group_by(Replica.store_id)
+        ).all()
+        if holding
+        else []
+    )
     for store_id, held, oldest, until, bad in rows:
         s = stores[store_id]
         copies.append(
@@ -208,6 +213,18 @@ def dataset_copies(session: Session, proj: Project, dataset: Dataset) -> dict[st
         "below_policy": below,
         "fix": fix,
     }
+
+
+def stores_holding_replicas(session: Session, stores: dict[int, Store]) -> list[int]:
+    """The stores that hold any replica at all (one index probe each): the replica
+    counts, which join every current entry of a dataset to the replica log, are only
+    run for those (a keep with no copies yet, or a store just added, costs nothing)."""
+    return [
+        sid
+        for sid, s in stores.items()
+        if s.kind != "tree"
+        and session.execute(select(Replica.id).where(Replica.store_id == sid).limit(1)).first()
+    ]
 
 
 def stores_tree_medium(stores: dict[int, Store]) -> str:
@@ -305,16 +322,21 @@ def below_policy(session: Session, limit: int = 100) -> tuple[list[dict[str, Any
         ).all()
     )
     held: dict[int, list[tuple[int, int, int]]] = {}
-    for dataset_id, store_id, n, bad in session.execute(
-        select(
-            Entry.dataset_id,
-            Replica.store_id,
-            func.count(Entry.id),
-            func.count(Entry.id).filter(Replica.status != "ok"),
+    holding = stores_holding_replicas(session, stores)
+    for dataset_id, store_id, n, bad in (
+        session.execute(
+            select(
+                Entry.dataset_id,
+                Replica.store_id,
+                func.count(Entry.id),
+                func.count(Entry.id).filter(Replica.status != "ok"),
+            )
+            .join(Replica, Replica.sha256 == Entry.sha256)
+            .where(current, Replica.store_id.in_(holding))
+            .group_by(Entry.dataset_id, Replica.store_id)
         )
-        .join(Replica, Replica.sha256 == Entry.sha256)
-        .where(current)
-        .group_by(Entry.dataset_id, Replica.store_id)
+        if holding
+        else ()
     ):
         held.setdefault(dataset_id, []).append((store_id, int(n), int(bad)))
     listed: list[dict[str, Any]] = []

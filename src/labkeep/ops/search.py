@@ -207,34 +207,33 @@ def _visibility(principal: Principal, params: dict[str, Any], *, cte: bool = Fal
             f" OR (d.kind = 'project' AND p.id = :sp) OR (d.kind = 'sample' AND {sample_ok}))"
         )
     if cte:
-        return (
-            f"((d.kind IN ('dataset', 'file') AND d.dataset_id IN (SELECT id FROM {VISIBLE_CTE}))"
-            " OR (d.kind = 'project' AND (p.group_id IN :admin_groups"
-            " OR (p.group_id IN :member_groups AND p.private = :false)"
-            " OR EXISTS (SELECT 1 FROM grants g WHERE g.project_id = p.id AND g.dataset_id IS NULL"
-            " AND (g.user_id = :uid OR g.group_id IN :all_groups))"
-            f" OR p.id IN (SELECT project_id FROM {VISIBLE_CTE})))"
-            " OR (d.kind = 'sample' AND (s.created_by = :actor OR s.group_id IN :all_groups"
-            " OR EXISTS (SELECT 1 FROM sample_links l WHERE l.sample_id = s.id"
-            f" AND l.dataset_id IN (SELECT id FROM {VISIBLE_CTE})))))"
+        dataset_ok = f"d.dataset_id IN (SELECT id FROM {VISIBLE_CTE})"
+        a_dataset_of_p = f"p.id IN (SELECT project_id FROM {VISIBLE_CTE})"
+        a_linked_dataset = (
+            "EXISTS (SELECT 1 FROM sample_links l WHERE l.sample_id = s.id"
+            f" AND l.dataset_id IN (SELECT id FROM {VISIBLE_CTE}))"
+        )
+    else:
+        dataset_ok = _visible_dataset("ds", "p")
+        a_dataset_of_p = (
+            "EXISTS (SELECT 1 FROM datasets ds2 WHERE ds2.project_id = p.id AND "
+            + _visible_dataset("ds2", "p")
+            + ")"
+        )
+        a_linked_dataset = (
+            "EXISTS (SELECT 1 FROM sample_links l JOIN datasets ds2 ON ds2.id = l.dataset_id"
+            " JOIN projects p2 ON p2.id = ds2.project_id WHERE l.sample_id = s.id AND "
+            + _visible_dataset("ds2", "p2")
+            + ")"
         )
     project_ok = (
         "(p.group_id IN :admin_groups OR (p.group_id IN :member_groups AND p.private = :false)"
         " OR EXISTS (SELECT 1 FROM grants g WHERE g.project_id = p.id AND g.dataset_id IS NULL"
-        " AND (g.user_id = :uid OR g.group_id IN :all_groups))"
-        " OR EXISTS (SELECT 1 FROM datasets ds2 WHERE ds2.project_id = p.id AND "
-        + _visible_dataset("ds2", "p")
-        + "))"
+        f" AND (g.user_id = :uid OR g.group_id IN :all_groups)) OR {a_dataset_of_p})"
     )
-    sample_ok = (
-        "(s.created_by = :actor OR s.group_id IN :all_groups OR EXISTS (SELECT 1 FROM"
-        " sample_links l JOIN datasets ds2 ON ds2.id = l.dataset_id JOIN projects p2 ON"
-        " p2.id = ds2.project_id WHERE l.sample_id = s.id AND "
-        + _visible_dataset("ds2", "p2")
-        + "))"
-    )
+    sample_ok = f"(s.created_by = :actor OR s.group_id IN :all_groups OR {a_linked_dataset})"
     return (
-        f"((d.kind IN ('dataset', 'file') AND {_visible_dataset('ds', 'p')})"
+        f"((d.kind IN ('dataset', 'file') AND {dataset_ok})"
         f" OR (d.kind = 'project' AND {project_ok}) OR (d.kind = 'sample' AND {sample_ok}))"
     )
 

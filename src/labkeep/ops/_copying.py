@@ -44,9 +44,11 @@ if TYPE_CHECKING:
     from labkeep.ops.ingest import Progress
     from labkeep.storage.base import ContentStore
 
-#: catalog rows read per page; files in flight per worker thread
+#: catalog rows read per page; files in flight per worker thread (results are handed on
+#: in order: a window this deep keeps the threads busy behind a put that stalls for a
+#: second, as about 1 % of small puts to SeaweedFS did here)
 PAGE = 2000
-AHEAD = 8
+AHEAD = 128
 #: commit replica rows at least this often
 COMMIT_ROWS = 200
 COMMIT_SECONDS = 1.0

@@ -30,6 +30,15 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.chdir(tmp_path)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def unsealed_at_the_end(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Tests seal data in their temp folders (immutable flags, read-only modes); at the
+    end of the session those are cleared, so that pytest can delete old temp folders
+    instead of leaving them behind as garbage-* (35 GB of them filled a disk here)."""
+    yield
+    unseal_tree(tmp_path_factory.getbasetemp())
+
+
 @pytest.fixture(scope="session")
 def pg_server() -> Iterator[PostgresServer]:
     server = PostgresServer()

@@ -141,3 +141,6 @@ def test_a_keep_dropped_without_close_closes_its_connections(
     assert alive() is None
     if catalog_url:
         assert raw.closed  # else psycopg's ResourceWarning fails this test
+    else:
+        with pytest.raises(Exception, match="closed"):
+            raw.execute("SELECT 1")

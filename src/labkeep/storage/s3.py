@@ -509,10 +509,9 @@ class S3Store(ContentStore):
         if size <= self._part_size(size):
             data = next(parts)
             # A small body goes as bytes: botocore sends "Expect: 100-continue" with any
-            # file-like body and waits for the server's go-ahead (up to a second when it
-            # is late: 1 % of small puts to SeaweedFS, which held a whole copy's window
-            # behind them). Larger ones keep the handshake (an error answer before
-            # megabytes are sent) and report progress as their bytes leave.
+            # file-like body and waits for the server's go-ahead before sending it, a
+            # round trip per put. Larger ones keep the handshake (an error answer comes
+            # before megabytes are sent) and report progress as their bytes leave.
             small = len(data) <= SMALL_BODY
             body: Any = data.tobytes() if small else Body(data, progress, 0)
             request = functools.partial(

@@ -13,9 +13,10 @@ Building (once per size; the keep is reused by later runs):
 - PostgreSQL (--pg URL, or ``auto``: a throwaway server from tests/pgserver.py), or
   SQLite with --bulk: a bulk loader, since ingesting 10^7 files would take hours. It
   inserts the same rows ingest would (one committed version, entries
-  ``raw/dNNNNN/fNNNNNNNN.dat`` with sizes, SHA-256 and mtimes) in batches of 50,000,
-  then ANALYZE. Pages read only the catalog, so the
-  tree holds no files for it.
+  ``raw/dNNNNN/fNNNNNNNN.dat`` with sizes, SHA-256 and mtimes) in batches of 50,000
+  (SQLite) or with ``COPY`` (PostgreSQL: the search trigger is off during the load, and
+  the search documents and their GIN indexes are built after it, set-wise), then
+  ANALYZE. Pages read only the catalog, so the tree holds no files for it.
 
 Measured against ``uvicorn --workers 2`` (bench/web.py's server), --requests per page
 and client count, after a warm-up:

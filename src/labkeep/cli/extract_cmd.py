@@ -22,18 +22,13 @@ from labkeep.cli._common import (
 )
 from labkeep.cli.jobs_cmd import BackgroundOpt, queue_instead
 from labkeep.cli.meta_cmd import meta_app
+from labkeep.extract.model import objective_text, quantity_text
 
 
 def register(app: typer.Typer) -> None:
     del app  # the commands live in the 'meta' group
     meta_app.command("show")(show)
     meta_app.command("extract")(extract)
-
-
-def _quantity(value: Any) -> str:
-    if isinstance(value, dict) and "value" in value:
-        return f"{value['value']:g} {value.get('unit', '')}".strip()
-    return str(value)
 
 
 def _lines(fields: dict[str, Any]) -> list[tuple[str, str]]:
@@ -47,7 +42,7 @@ def _lines(fields: dict[str, Any]) -> list[tuple[str, str]]:
     if fields.get("pixel_type"):
         rows.append(("pixel type", str(fields["pixel_type"])))
     physical = [
-        f"{a.upper()}={_quantity(fields[f'physical_size_{a}'])}"
+        f"{a.upper()}={quantity_text(fields[f'physical_size_{a}'])}"
         for a in "xyz"
         if f"physical_size_{a}" in fields
     ]
@@ -55,23 +50,14 @@ def _lines(fields: dict[str, Any]) -> list[tuple[str, str]]:
         rows.append(("pixel size", " ".join(physical)))
     for ch in fields.get("channels") or []:
         waves = [
-            f"{k[:2]} {_quantity(ch[k])}"
+            f"{k[:2]} {quantity_text(ch[k])}"
             for k in ("excitation_wavelength", "emission_wavelength")
             if ch.get(k)
         ]
         rows.append(("channel", " ".join([str(ch.get("name") or "?"), *waves])))
     objective = fields.get("objective")
     if isinstance(objective, dict):
-        parts = []
-        if objective.get("magnification") is not None:
-            parts.append(f"{objective['magnification']:g}x")
-        if objective.get("na") is not None:
-            parts.append(f"NA {objective['na']:g}")
-        if objective.get("immersion"):
-            parts.append(str(objective["immersion"]))
-        if objective.get("model"):
-            parts.append(f"({objective['model']})")
-        rows.append(("objective", " ".join(parts)))
+        rows.append(("objective", objective_text(objective)))
     for key, label in (("instrument", "instrument"), ("acquisition_date", "acquired")):
         if fields.get(key):
             rows.append((label, str(fields[key])))
@@ -80,7 +66,7 @@ def _lines(fields: dict[str, Any]) -> list[tuple[str, str]]:
     shown_keys |= {f"physical_size_{a}" for a in "xyz"}
     for key, value in fields.items():
         if key not in shown_keys:
-            rows.append((key.replace("_", " "), _quantity(value)))
+            rows.append((key.replace("_", " "), quantity_text(value)))
     return rows
 
 

@@ -173,6 +173,28 @@ def parse_ome_xml(text: str | bytes, fmt: str = "OME-TIFF") -> ImageMetadata:
     return meta
 
 
+# -- display (the CLI's `meta show` and the file page) ----------------------------------------
+def quantity_text(value: Any) -> str:
+    """``{"value": 0.065, "unit": "µm"}`` as ``0.065 µm``; anything else as text."""
+    if isinstance(value, dict) and "value" in value:
+        return f"{value['value']:g} {value.get('unit', '')}".strip()
+    return str(value)
+
+
+def objective_text(objective: dict[str, Any]) -> str:
+    """An objective as people write it: ``63x NA 1.4 Oil (Plan-Apo)``."""
+    parts = []
+    if objective.get("magnification") is not None:
+        parts.append(f"{objective['magnification']:g}x")
+    if objective.get("na") is not None:
+        parts.append(f"NA {objective['na']:g}")
+    if objective.get("immersion"):
+        parts.append(str(objective["immersion"]))
+    if objective.get("model"):
+        parts.append(f"({objective['model']})")
+    return " ".join(parts)
+
+
 # -- flat fields for search -------------------------------------------------------------------
 def _g(value: Any) -> str:
     if isinstance(value, float):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from labkeep.extract.model import objective_text, quantity_text
 from labkeep.names import address_text
 
 if TYPE_CHECKING:
@@ -46,12 +47,6 @@ def dataset_context(
     }
 
 
-def _quantity(value: Any) -> str:
-    if isinstance(value, dict) and "value" in value:
-        return f"{value['value']:g} {value.get('unit', '')}".strip()
-    return str(value)
-
-
 def rows(fields: dict[str, Any]) -> list[tuple[str, str]]:
     """(label, text) pairs for people, the important ones first."""
     out: list[tuple[str, str]] = []
@@ -62,7 +57,7 @@ def rows(fields: dict[str, Any]) -> list[tuple[str, str]]:
     if fields.get("pixel_type"):
         out.append(("Pixel type", str(fields["pixel_type"])))
     physical = [
-        f"{a.upper()} {_quantity(fields[f'physical_size_{a}'])}"
+        f"{a.upper()} {quantity_text(fields[f'physical_size_{a}'])}"
         for a in "xyz"
         if f"physical_size_{a}" in fields
     ]
@@ -71,23 +66,16 @@ def rows(fields: dict[str, Any]) -> list[tuple[str, str]]:
     channels = []
     for ch in fields.get("channels") or []:
         waves = "/".join(
-            _quantity(ch[k]) for k in ("excitation_wavelength", "emission_wavelength") if ch.get(k)
+            quantity_text(ch[k])
+            for k in ("excitation_wavelength", "emission_wavelength")
+            if ch.get(k)
         )
         channels.append(f"{ch.get('name') or '?'}" + (f" ({waves})" if waves else ""))
     if channels:
         out.append(("Channels", ", ".join(channels)))
     objective = fields.get("objective")
     if isinstance(objective, dict):
-        parts = []
-        if objective.get("magnification") is not None:
-            parts.append(f"{objective['magnification']:g}x")
-        if objective.get("na") is not None:
-            parts.append(f"NA {objective['na']:g}")
-        if objective.get("immersion"):
-            parts.append(str(objective["immersion"]))
-        if objective.get("model"):
-            parts.append(f"({objective['model']})")
-        out.append(("Objective", " ".join(parts)))
+        out.append(("Objective", objective_text(objective)))
     if fields.get("instrument"):
         out.append(("Instrument", str(fields["instrument"])))
     if fields.get("acquisition_date"):
@@ -96,5 +84,5 @@ def rows(fields: dict[str, Any]) -> list[tuple[str, str]]:
     skip |= {f"size_{a}" for a in "xyzct"} | {f"physical_size_{a}" for a in "xyz"}
     for key, value in fields.items():
         if key not in skip:
-            out.append((key.replace("_", " ").capitalize(), _quantity(value)))
+            out.append((key.replace("_", " ").capitalize(), quantity_text(value)))
     return out

@@ -243,3 +243,49 @@ def test_cli_meta_sample_search(tmp_path: Path, catalog_url: str | None) -> None
     assert "sample:mouse-42" in text and "1 of 1 result" in text
     assert records(run("search", "--reindex", *args, "--json"))[0]["files"] == 1
     shutil.rmtree(root, ignore_errors=True)
+
+
+def test_ending_an_entry_does_not_scan_the_index(tmp_path: Path) -> None:
+    """Ending a file's current entry drops its search document with one index probe,
+    whatever the number of other files' documents: counted in SQLite VM steps (the
+    progress handler), not in time. Migration 0010's trigger searched the documents'
+    unique index by ``kind`` alone, so each modified or removed file scanned every file
+    document of the keep."""
+    import sqlite3
+
+    def steps_to_end_one_entry(n_files: int) -> int:
+        root = tmp_path / f"keep-{n_files}"
+        with Keep.init(root) as keep:
+            keep.create_project("proj")
+            keep.create_dataset("proj/seg", kind="analysis")
+            tree = keep.tree.dataset_dir("proj", "seg")
+            for i in range(n_files):
+                (tree / f"f{i:05d}.txt").write_bytes(b"%d" % i)
+            keep.save("proj/seg", message="first")
+        con = sqlite3.connect(root / "catalog.db")
+        try:
+            entry = con.execute(
+                "SELECT id FROM entries WHERE path = 'f00000.txt' AND valid_to IS NULL"
+            ).fetchone()[0]
+            docs = con.execute("SELECT count(*) FROM search_docs WHERE kind = 'file'").fetchone()
+            assert docs[0] == n_files
+            steps = [0]
+
+            def count() -> int:
+                steps[0] += 1
+                return 0
+
+            con.set_progress_handler(count, 10)
+            con.execute("UPDATE entries SET valid_to = 2 WHERE id = ?", (entry,))
+            con.set_progress_handler(None, 0)
+            left = con.execute(
+                "SELECT count(*) FROM search_docs WHERE kind = 'file' AND path = 'f00000.txt'"
+            ).fetchone()[0]
+            assert left == 0  # the document went with the entry's last current row
+            con.rollback()
+            return steps[0]
+        finally:
+            con.close()
+
+    few, many = steps_to_end_one_entry(20), steps_to_end_one_entry(2000)
+    assert many < few * 2, (few, many)

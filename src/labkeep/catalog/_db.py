@@ -33,7 +33,7 @@ from labkeep.errors import (
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 #: the newest migration; a test checks it against Alembic's head, so that opening a keep
 #: does not need to import Alembic and read every migration script
-SCHEMA_HEAD = "0010"
+SCHEMA_HEAD = "0011"
 #: how long to keep trying to reach an unreachable catalog before giving up (seconds)
 RETRY_SECONDS = 30.0
 _AGAIN = "run the same command again: nothing that was done is lost"

@@ -468,37 +468,41 @@ class _Recorder:
 
 def record(keep: Keep, store_id: int, rows: list[dict[str, Any]]) -> None:
     """Insert or refresh replica rows (content verified in the store just now)."""
-    now = utcnow()
     with keep.catalog.write() as session:
-        known = {
-            bytes(sha): rid
-            for sha, rid in session.execute(
-                select(Replica.sha256, Replica.id).where(
-                    Replica.store_id == store_id, Replica.sha256.in_([r["sha256"] for r in rows])
-                )
+        record_in(session, store_id, rows, utcnow())
+
+
+def record_in(session: Session, store_id: int, rows: list[dict[str, Any]], now: datetime) -> None:
+    """:func:`record` in the caller's transaction (at most 1,000 rows a call)."""
+    known = {
+        bytes(sha): rid
+        for sha, rid in session.execute(
+            select(Replica.sha256, Replica.id).where(
+                Replica.store_id == store_id, Replica.sha256.in_([r["sha256"] for r in rows])
             )
+        )
+    }
+    fresh = [
+        {**r, "store_id": store_id, "created_at": now, "verified_at": now, "status": "ok"}
+        for r in rows
+        if r["sha256"] not in known
+    ]
+    again = [
+        {
+            "id": known[r["sha256"]],
+            "verified_at": now,
+            "status": "ok",
+            "checked_by": r["checked_by"],
+            "key": r["key"],
+            **({"retain_until": r["retain_until"]} if r["retain_until"] else {}),
         }
-        fresh = [
-            {**r, "store_id": store_id, "created_at": now, "verified_at": now, "status": "ok"}
-            for r in rows
-            if r["sha256"] not in known
-        ]
-        again = [
-            {
-                "id": known[r["sha256"]],
-                "verified_at": now,
-                "status": "ok",
-                "checked_by": r["checked_by"],
-                "key": r["key"],
-                **({"retain_until": r["retain_until"]} if r["retain_until"] else {}),
-            }
-            for r in rows
-            if r["sha256"] in known
-        ]
-        if fresh:
-            session.execute(insert(Replica), fresh)
-        if again:
-            session.execute(update(Replica), again)
+        for r in rows
+        if r["sha256"] in known
+    ]
+    if fresh:
+        session.execute(insert(Replica), fresh)
+    if again:
+        session.execute(update(Replica), again)
 
 
 class _NoSource(LabkeepError):

@@ -10,12 +10,13 @@ write there; ``save`` makes a version of it:
    the same order: a file with the head's size and mtime is unchanged (the quick check);
    the others are read once each, in parallel, hashing them while their bytes go into the
    keep's versions store (content-addressed, write-once; see :func:`history_store`);
-2. the content is durable in that store and its replica rows are committed before any
-   entry refers to it; so a file changed in place later (or removed) keeps its old
-   content there, and every version stays retrievable (``get P/D@N --to``, downloads);
-3. one transaction then ends the replaced and removed entries (``valid_to``), inserts
-   the new ones, rewrites ``MANIFEST.sha256``, commits the version with its event: a
-   crash before it leaves the head as it was (content stored for nothing is harmless).
+2. the content is durable in that store before the catalog names it; so a file changed
+   in place later (or removed) keeps its old content there, and every version stays
+   retrievable (``get P/D@N --to``, downloads);
+3. one transaction then records the replica rows, ends the replaced and removed entries
+   (``valid_to``), inserts the new ones, rewrites ``MANIFEST.sha256``, commits the
+   version with its event: a crash before it leaves the head as it was (content stored
+   for nothing is harmless).
 
 Memory holds one page of the head's entries plus the changed files (about 200 bytes
 each), never the whole dataset. A file that changes while it is read, a symbolic link or
@@ -42,9 +43,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from sqlalchemy import and_, func, insert, or_, select, update
+from sqlalchemy import DateTime, and_, func, insert, literal, or_, select, update
 
-from labkeep.catalog import Dataset, Entry, Store, Version
+from labkeep.catalog import Dataset, Entry, Store, TreeCheck, Version
 from labkeep.clock import utcnow
 from labkeep.errors import Busy, LabkeepError, NotFound, SealedError, UsageError
 from labkeep.integrity.hashing import FileChanged, Hashed, NotRegularFile, hash_file
@@ -57,7 +58,10 @@ from labkeep.results import Report, Result
 from labkeep.storage._tree import PRIVATE_DIR
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from sqlalchemy import Table
+    from sqlalchemy.orm import Session
 
     from labkeep.keep import Keep
     from labkeep.ops.ingest import Progress
@@ -162,7 +166,11 @@ def _walk(
             except FileNotFoundError:
                 yield path, None
         return
-    for path, st in keep.tree.walk_sorted(project, name, skip=frozenset({RAW})):
+    walk = keep.tree.walk_sorted(project, name, skip=frozenset({RAW}))
+    if not scope.prefixes:  # the whole working tree: the walk already leaves raw/ out
+        yield from walk
+        return
+    for path, st in walk:
         if scope.covers(path):
             yield path, st
 
@@ -203,11 +211,18 @@ def _head(keep: Keep, dataset_id: int, scope: _Scope) -> Iterator[tuple[str, int
             query = query.where(Entry.path >= low)
         if high is not None:
             query = query.where(Entry.path < high)
-        with keep.catalog.read() as session:
-            rows = session.execute(query).all()
-        for row in rows:
-            if scope.covers(row[0]):
-                yield (row[0], row[1], row[2], row[3], bytes(row[4]))
+        with keep.catalog.read() as session:  # Core rows: no ORM result processing
+            rows = session.connection().execute(query).all()
+        if scope.prefixes:
+            for row in rows:
+                if scope.covers(row[0]):
+                    yield (row[0], row[1], row[2], row[3], bytes(row[4]))
+        else:  # the head's own rows: raw/ is the only part a whole-tree save skips
+            for row in rows:
+                path = row[0]
+                if path.startswith(RAW) and (path == RAW or path[3:4] == "/"):
+                    continue
+                yield (path, row[1], row[2], row[3], bytes(row[4]))
         if len(rows) < PAGE:
             return
         last = rows[-1][0]
@@ -241,8 +256,18 @@ def _racy_after(keep: Keep, dataset_id: int) -> int:
 
 
 def _plan(
-    keep: Keep, project: str, name: str, dataset_id: int, scope: _Scope, target: str
+    keep: Keep,
+    project: str,
+    name: str,
+    dataset_id: int,
+    scope: _Scope,
+    target: str,
 ) -> SavePlan:
+    """Merge the working tree with the head's entries: the files to read, the removed.
+
+    (Reading while walking was tried: the copying threads hold the GIL between their
+    system calls, and the walk, one ``lstat`` after another, slowed by more than the
+    overlap gained: 0.34 s against 0.25 s for the benchmark's save.)"""
     root = str(keep.tree.dataset_dir(project, name))
     seen: list[_Seen] = []
     removed: list[tuple[int, str, int, bytes]] = []
@@ -374,12 +399,15 @@ def save(
 
     lock = contextlib.nullcontext() if _locked else dataset_lock(keep, project, name, "save", wait)
     with lock:
-        plan = _plan(keep, project, name, dataset_id, scope, target)
-        for problem in plan.problems:
-            emit(problem)
         store_id, store = history_store(keep)
         try:
-            new_rows, replicas = _read_changed(keep, store, plan, target, jobs, progress, emit)
+            with _Reader(keep, store, target, jobs) as reader:
+                plan = _plan(keep, project, name, dataset_id, scope, target)
+                for one in plan.seen:
+                    reader.submit(one)
+                for problem in plan.problems:
+                    emit(problem)
+                new_rows, replicas = reader.collect(plan, progress, emit)
         finally:
             store.close()
         _commit(
@@ -406,68 +434,82 @@ def save(
     return report
 
 
-def _read_changed(
-    keep: Keep,
-    store: ContentStore,
-    plan: SavePlan,
-    target: str,
-    jobs: int | None,
-    progress: Progress | None,
-    emit: Callable[[Result], None],
-) -> tuple[list[tuple[_Seen, Hashed]], dict[bytes, tuple[int, str]]]:
-    """Hash and store the changed files in parallel: (file, hashed) of those read whole.
+class _Reader:
+    """Reads the changed files in parallel: each is hashed while its bytes go into the
+    versions store (:meth:`submit`); :meth:`collect` takes the results in the plan's
+    order. Leaving the block early cancels what has not
+    started and removes what was staged."""
 
-    Every content is durable in the store when this returns (batches of staged files
-    are published together)."""
-    from labkeep.storage.objects import ObjectsStore
+    def __init__(self, keep: Keep, store: ContentStore, target: str, jobs: int | None) -> None:
+        self.store, self.target = store, target
+        workers = max(1, min(jobs or keep.config.ingest_jobs or (os.cpu_count() or 1) * 2, 32))
+        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="labkeep-save")
+        self.futures: list[Future[tuple[Hashed, Path | None]]] = []
 
-    done: list[tuple[_Seen, Hashed]] = []
-    replicas: dict[bytes, tuple[int, str]] = {}
-    staged: list[tuple[Path, Hashed]] = []
-    if progress is not None:
-        progress.start(len(plan.seen), sum(s.size for s in plan.seen))
-    workers = max(1, min(jobs or keep.config.ingest_jobs or (os.cpu_count() or 1) * 2, 32))
+    def __enter__(self) -> _Reader:
+        return self
 
-    def publish() -> None:
-        if staged:
-            assert isinstance(store, ObjectsStore)
-            store.publish(staged)
-            staged.clear()
-
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="labkeep-save") as pool:
-        futures: list[tuple[_Seen, Future[tuple[Hashed, Path | None]]]] = [
-            (one, pool.submit(_store_one, store, one)) for one in plan.seen
-        ]
-        try:
-            for one, fut in futures:
-                try:
-                    hashed, tmp = fut.result()
-                except (FileChanged, NotRegularFile, FileNotFoundError, PermissionError) as exc:
-                    emit(_unreadable(one, target, exc))
+    def __exit__(self, kind: object, exc: object, tb: object) -> None:
+        if kind is not None:
+            for fut in self.futures:
+                fut.cancel()
+        self.pool.shutdown(wait=True)
+        if kind is not None:  # whatever was staged and not published is removed
+            for fut in self.futures:
+                if fut.cancelled() or fut.exception() is not None:
                     continue
-                except LabkeepError as exc:
-                    if exc.exit_code == 3:
-                        raise
-                    emit(Result("save", "error", path=one.path, dataset=target,
-                                size=one.size, message=exc.message))  # fmt: skip
-                    continue
+                tmp = fut.result()[1]
                 if tmp is not None:
-                    staged.append((tmp, hashed))
-                    if len(staged) >= PUBLISH_BATCH:
-                        publish()
-                if progress is not None:
-                    progress.advance(1, one.size)
-                replicas[hashed.sha256] = (hashed.size, store.key_for(hashed.sha256))
-                done.append((one, hashed))
-            publish()
-        except BaseException:
-            for _, other in futures:
-                other.cancel()
-            for tmp, _ in staged:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
-            raise
-    return done, replicas
+                    with contextlib.suppress(OSError):
+                        os.unlink(tmp)
+
+    def submit(self, one: _Seen) -> None:
+        self.futures.append(self.pool.submit(_store_one, self.store, one))
+
+    def collect(
+        self, plan: SavePlan, progress: Progress | None, emit: Callable[[Result], None]
+    ) -> tuple[list[tuple[_Seen, Hashed]], dict[bytes, tuple[int, str]]]:
+        """(file, hashed) of the files read whole, and the replicas to record. Every
+        content is durable in the store when this returns (staged files are published
+        in batches)."""
+        from labkeep.storage.objects import ObjectsStore
+
+        store, target = self.store, self.target
+        done: list[tuple[_Seen, Hashed]] = []
+        replicas: dict[bytes, tuple[int, str]] = {}
+        staged: list[tuple[Path, Hashed]] = []
+        if progress is not None:
+            progress.start(len(plan.seen), sum(s.size for s in plan.seen))
+
+        def publish() -> None:
+            if staged:
+                assert isinstance(store, ObjectsStore)
+                store.publish(staged)
+                staged.clear()
+
+        assert len(self.futures) == len(plan.seen)
+        for one, fut in zip(plan.seen, self.futures, strict=True):
+            try:
+                hashed, tmp = fut.result()
+            except (FileChanged, NotRegularFile, FileNotFoundError, PermissionError) as exc:
+                emit(_unreadable(one, target, exc))
+                continue
+            except LabkeepError as exc:
+                if exc.exit_code == 3:
+                    raise
+                emit(Result("save", "error", path=one.path, dataset=target,
+                            size=one.size, message=exc.message))  # fmt: skip
+                continue
+            if tmp is not None:
+                staged.append((tmp, hashed))
+                if len(staged) >= PUBLISH_BATCH:
+                    publish()
+            if progress is not None:
+                progress.advance(1, one.size)
+            replicas[hashed.sha256] = (hashed.size, store.key_for(hashed.sha256))
+            done.append((one, hashed))
+        publish()
+        return done, replicas
 
 
 def _unreadable(one: _Seen, target: str, exc: BaseException) -> Result:
@@ -497,9 +539,6 @@ def _commit(
     report: Report,
     emit: Callable[[Result], None],
 ) -> None:
-    from labkeep.ops import fixity
-    from labkeep.ops._copying import record
-
     project, name = target.split("/", 1)
     changed: list[tuple[_Seen, Hashed]] = []
     touched: list[tuple[_Seen, Hashed]] = []
@@ -509,27 +548,17 @@ def _commit(
                 touched.append((one, h))
         else:
             changed.append((one, h))
-    if replicas:  # 2. the content is kept before anything refers to it
-        items = list(replicas.items())
-        for start in range(0, len(items), 1000):
-            record(
-                keep,
-                store_id,
-                [
-                    {
-                        "sha256": sha,
-                        "size": size,
-                        "key": key,
-                        "checked_by": "hash",
-                        "retain_until": None,
-                    }
-                    for sha, (size, key) in items[start : start + 1000]
-                ],
-            )
+    now = utcnow()
+    replica_rows = [
+        {"sha256": sha, "size": size, "key": key, "checked_by": "hash", "retain_until": None}
+        for sha, (size, key) in replicas.items()
+    ]
     if not changed and not plan.removed:
+        if replica_rows:
+            with keep.catalog.write() as session:
+                _record_replicas(session, store_id, replica_rows, now)
         report.info.update(added=0, modified=0, removed=0, touched=len(touched))
         return
-    now = utcnow()
     event = None
     with keep.catalog.write() as session:
         dataset = session.execute(
@@ -558,6 +587,9 @@ def _commit(
             run_id=run_id,
         )
         session.add(version)
+        # 2. the content is durable in the store (published): its replica rows go in
+        # the same transaction as the entries that refer to it, never after
+        _record_replicas(session, store_id, replica_rows, now)
         ended = [one.old_id for one, _ in changed if one.old_id is not None] + [
             r[0] for r in plan.removed
         ]
@@ -585,15 +617,16 @@ def _commit(
         ]
         for start in range(0, len(rows), 1000):
             session.connection().execute(insert(ENTRIES), rows[start : start + 1000])
-        # the files were just read whole: their tree copies count as verified now
-        fresh = (
-            session.execute(
-                select(Entry.id).where(Entry.dataset_id == dataset_id, Entry.valid_from == number)
+        # the files were just read whole: their tree copies count as verified now (new
+        # entries have no checks yet: a plain insert, in the database)
+        session.execute(
+            insert(TreeCheck).from_select(
+                ["entry_id", "checked_at", "status"],
+                select(Entry.id, literal(now, DateTime()), literal("ok")).where(
+                    Entry.dataset_id == dataset_id, Entry.valid_from == number
+                ),
             )
-            .scalars()
-            .all()
         )
-        fixity.record(session, [(i, "ok") for i in fresh], now)
         previous = session.execute(
             select(Version.manifest_sha256).where(
                 Version.dataset_id == dataset_id, Version.number == dataset.head_version
@@ -605,16 +638,8 @@ def _commit(
         manifest_sha = patch_manifest(keep, project, name, previous, edits) or store_manifest(
             keep, session, project, name, dataset_id
         )
-        files, size = session.execute(
-            select(func.count(Entry.id), func.coalesce(func.sum(Entry.size), 0)).where(
-                Entry.dataset_id == dataset_id, Entry.valid_to.is_(None)
-            )
-        ).one()
-        version.n_files, version.n_bytes, version.manifest_sha256 = (
-            int(files),
-            int(size),
-            manifest_sha,
-        )
+        files, size = _head_totals(session, dataset_id, dataset.head_version, changed, plan)
+        version.n_files, version.n_bytes, version.manifest_sha256 = files, size, manifest_sha
         dataset.head_version = number
         if changed or touched:
             from labkeep.ops.extract import queue_extraction
@@ -661,6 +686,44 @@ def _commit(
             )
         )
     del store_kind
+
+
+def _record_replicas(
+    session: Session, store_id: int, rows: list[dict[str, Any]], now: datetime
+) -> None:
+    from labkeep.ops._copying import record_in
+
+    for start in range(0, len(rows), 1000):
+        record_in(session, store_id, rows[start : start + 1000], now)
+
+
+def _head_totals(
+    session: Session,
+    dataset_id: int,
+    head: int | None,
+    changed: list[tuple[_Seen, Hashed]],
+    plan: SavePlan,
+) -> tuple[int, int]:
+    """Files and bytes of the new version: the head's totals and this save's changes
+    (a count over the dataset's entries where the head has none recorded)."""
+    before = None
+    if head is not None:
+        before = session.execute(
+            select(Version.n_files, Version.n_bytes).where(
+                Version.dataset_id == dataset_id, Version.number == head
+            )
+        ).first()
+    if before is None or before[0] is None or before[1] is None:
+        files, size = session.execute(
+            select(func.count(Entry.id), func.coalesce(func.sum(Entry.size), 0)).where(
+                Entry.dataset_id == dataset_id, Entry.valid_to.is_(None)
+            )
+        ).one()
+        return int(files), int(size)
+    files = int(before[0]) + sum(1 for one, _ in changed if one.old_id is None) - len(plan.removed)
+    size = int(before[1]) + sum(h.size - (one.old_size or 0) for one, h in changed)
+    size -= sum(r[2] for r in plan.removed)
+    return files, size
 
 
 def _default_message(changed: list[tuple[_Seen, Hashed]], plan: SavePlan) -> str:

@@ -225,31 +225,51 @@ class TreeStore:
         time (for a merge with the catalog's rows, which come in the same order); top-level
         names in *skip* (e.g. ``raw``) are not entered."""
         root = self.dataset_dir(project, dataset)
-        if not root.is_dir():
+        try:
+            top = os.open(root, _DIR_FLAGS)
+        except (FileNotFoundError, NotADirectoryError):
             return
-        stack = [("", str(root), iter(_sorted_children(str(root))))]
-        while stack:
-            prefix, folder, children = stack[-1]
-            item = next(children, None)
-            if item is None:
-                stack.pop()
-                continue
-            key, name = item
-            if not prefix and (
-                name in (PRIVATE_DIR, MANIFEST_NAME) or name in skip or LEGACY_TEMP.fullmatch(name)
-            ):
-                continue
-            path = os.path.join(folder, name)
-            if key.endswith("/"):
-                try:
-                    stack.append((prefix + name + "/", path, iter(_sorted_children(path))))
-                except FileNotFoundError:
-                    continue
-            else:
-                try:
-                    yield prefix + name, os.lstat(path)
-                except FileNotFoundError:
-                    continue
+        # each folder is opened once and its files are looked at relative to it
+        # (fstatat): no path lookup from / per file
+        try:
+            stack = [("", top, iter(_sorted_children(top)))]
+        except BaseException:
+            os.close(top)
+            raise
+        lstat = os.stat
+        try:
+            while stack:
+                prefix, fd, children = stack[-1]
+                for key in children:
+                    if not prefix:
+                        name = key[:-1] if key[-1] == "/" else key
+                        if (
+                            name in (PRIVATE_DIR, MANIFEST_NAME)
+                            or name in skip
+                            or LEGACY_TEMP.fullmatch(name)
+                        ):
+                            continue
+                    if key[-1] == "/":
+                        try:
+                            sub = os.open(key[:-1], _DIR_FLAGS, dir_fd=fd)
+                        except (FileNotFoundError, NotADirectoryError):
+                            continue
+                        try:
+                            stack.append((prefix + key, sub, iter(_sorted_children(sub))))
+                        except BaseException:
+                            os.close(sub)
+                            raise
+                        break
+                    try:
+                        yield prefix + key, lstat(key, dir_fd=fd, follow_symlinks=False)
+                    except FileNotFoundError:
+                        continue
+                else:
+                    stack.pop()
+                    os.close(fd)
+        finally:
+            for _, fd, _ in stack:
+                os.close(fd)
 
     def walk_files(self, project: str, dataset: str) -> Iterator[tuple[str, os.stat_result]]:
         """Every non-directory below the dataset folder except labkeep's own files (the
@@ -277,12 +297,15 @@ class TreeStore:
                         yield rel, item.stat(follow_symlinks=False)
 
 
-def _sorted_children(folder: str) -> list[tuple[str, str]]:
-    """(sort key, name) of a folder's entries; a folder's key ends in "/" so that a walk
-    in this order yields full paths in byte-wise order (what the catalog's indexes use):
-    "a.txt" < "a/b" < "a0"."""
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0)
+
+
+def _sorted_children(folder: int) -> list[str]:
+    """The sort keys of an open folder's entries: a folder's name with "/" appended, so
+    that a walk in this order yields full paths in byte-wise order (what the catalog's
+    indexes use): "a.txt" < "a/b" < "a0"."""
     with os.scandir(folder) as it:
-        items = [(e.name + "/" if e.is_dir(follow_symlinks=False) else e.name, e.name) for e in it]
+        items = [e.name + "/" if e.is_dir(follow_symlinks=False) else e.name for e in it]
     items.sort()
     return items
 

@@ -207,16 +207,31 @@ class ObjectsStore(ContentStore):
                 os.unlink(tmp)
         return hashed, Stored(key, hashed.size, hashed.sha256)
 
-    def stage_file(self, path: str) -> tuple[Path, Hashed]:
+    def stage_file(self, path: str) -> tuple[Path | None, Hashed]:
         """First half of a batched :meth:`put_new_file`: copy *path* into a temp file of
-        the store while hashing it; not durable yet, and not under its content's name.
-        Hand the result to :meth:`publish` (or :meth:`discard`)."""
+        the store while hashing it, read-only and with its content's folder made; not
+        durable yet, and not under its content's name. Hand the temp file to
+        :meth:`publish` (or :meth:`discard`). ``None`` instead of a temp file: the store
+        holds that content already (the copy was removed)."""
         self._ready()
         tmp_dir = self.root / TMP
         tmp = tmp_dir / f"{uuid.uuid4().hex}.part"
         try:
             tmp_dir.mkdir(exist_ok=True)
-            return tmp, copy_hash(path, str(tmp), fsync=False)
+            hashed = copy_hash(path, str(tmp), fsync=False)
+            try:
+                final = self._path(self.key_for(hashed.sha256))
+                existing = self.stat(self.key_for(hashed.sha256))
+                if existing is not None and existing.size == hashed.size:
+                    os.unlink(tmp)
+                    return None, hashed
+                os.chmod(tmp, 0o444)
+                final.parent.mkdir(parents=True, exist_ok=True)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+                raise
+            return tmp, hashed
         except LabkeepError:
             raise
         except (FileNotFoundError, PermissionError):
@@ -230,7 +245,8 @@ class ObjectsStore(ContentStore):
         """Make staged files durable and give each its content's name, with one
         ``syncfs`` before the renames and one after (an fsync of each file and folder
         where ``syncfs`` is not available): the write order of :meth:`put_new_file` at
-        the cost of two system calls for the whole batch."""
+        the cost of two system calls for the whole batch. (Another writer may have
+        stored the same content meanwhile: the rename replaces it with the same bytes.)"""
         from labkeep.integrity.hashing import syncfs
 
         if not staged:
@@ -248,14 +264,12 @@ class ObjectsStore(ContentStore):
             for tmp, hashed in staged:
                 key = self.key_for(hashed.sha256)
                 final = self._path(key)
-                existing = self.stat(key)
-                if existing is not None and existing.size == hashed.size:
-                    os.unlink(tmp)
-                else:
-                    os.chmod(tmp, 0o444)
+                try:
+                    os.rename(tmp, final)
+                except FileNotFoundError:  # its folder went away since staging
                     final.parent.mkdir(parents=True, exist_ok=True)
                     os.rename(tmp, final)
-                    folders.add(final.parent)
+                folders.add(final.parent)
                 stored.append(Stored(key, hashed.size, hashed.sha256))
             if folders and not syncfs(self.root):
                 for folder in folders:

@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING, Any, cast
 from sqlalchemy import DateTime, and_, func, insert, literal, or_, select, update
 
 from labkeep.catalog import Dataset, Entry, Store, TreeCheck, Version
+from labkeep.catalog._db import plain_rows
 from labkeep.clock import utcnow
 from labkeep.errors import Busy, LabkeepError, NotFound, SealedError, UsageError
 from labkeep.integrity.hashing import FileChanged, Hashed, NotRegularFile, hash_file
@@ -211,21 +212,21 @@ def _head(keep: Keep, dataset_id: int, scope: _Scope) -> Iterator[tuple[str, int
             query = query.where(Entry.path >= low)
         if high is not None:
             query = query.where(Entry.path < high)
-        with keep.catalog.read() as session:  # Core rows: no ORM result processing
-            rows = session.connection().execute(query).all()
+        with keep.catalog.read() as session:  # the driver's tuples: a page is 5,000 rows
+            page = plain_rows(session, query)
         if scope.prefixes:
-            for row in rows:
-                if scope.covers(row[0]):
-                    yield (row[0], row[1], row[2], row[3], bytes(row[4]))
+            for one in page:
+                if scope.covers(one[0]):
+                    yield (one[0], one[1], one[2], one[3], bytes(one[4]))
         else:  # the head's own rows: raw/ is the only part a whole-tree save skips
-            for row in rows:
-                path = row[0]
+            for one in page:
+                path = one[0]
                 if path.startswith(RAW) and (path == RAW or path[3:4] == "/"):
                     continue
-                yield (path, row[1], row[2], row[3], bytes(row[4]))
-        if len(rows) < PAGE:
+                yield (path, one[1], one[2], one[3], bytes(one[4]))
+        if len(page) < PAGE:
             return
-        last = rows[-1][0]
+        last = page[-1][0]
 
 
 # -- save ----------------------------------------------------------------------------------

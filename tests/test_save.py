@@ -87,6 +87,9 @@ def test_save_records_only_what_changed_and_keeps_every_version(
     report = keep.export("proj/seg@1", out)
     assert not report.failed
     assert (out / "masks/a.png").read_text() == "mask a v1"
+    # staging leaves nothing behind in the versions store (its threads' temp folders
+    # are removed with their store object)
+    assert not list((keep.config.versions_path / ".tmp").iterdir())
     assert (out / "table.csv").read_text() == "id,area\n1,10\n"
     assert not (out / "masks/c.png").exists()
     # one file of an old version, through the download path the web uses

@@ -15,6 +15,7 @@ import hashlib
 import os
 import shutil
 import stat
+import threading
 import uuid
 from collections.abc import Iterable, Iterator
 from datetime import datetime
@@ -49,6 +50,11 @@ class ObjectsStore(ContentStore):
     def __init__(self, name: str, root: str | os.PathLike[str]) -> None:
         super().__init__(name)
         self.root = Path(root)
+        #: content folders (``ab/cd``) this object made or saw (stage_file)
+        self._folders: set[str] = set()
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._stage_dirs: list[str] = []
 
     # -- paths ----------------------------------------------------------------------------
     def _path(self, key: str) -> Path:
@@ -212,26 +218,36 @@ class ObjectsStore(ContentStore):
         the store while hashing it, read-only and with its content's folder made; not
         durable yet, and not under its content's name. Hand the temp file to
         :meth:`publish` (or :meth:`discard`). ``None`` instead of a temp file: the store
-        holds that content already (the copy was removed)."""
+        holds that content already (the copy was removed).
+
+        Each thread stages into a temp folder of its own (creating a file takes its
+        folder's lock: one shared folder made parallel stagers wait on each other), and
+        the content folders known to exist are remembered (no ``mkdir`` per file)."""
         self._ready()
-        tmp_dir = self.root / TMP
-        tmp = tmp_dir / f"{uuid.uuid4().hex}.part"
+        tmp_dir = self._stage_dir()
+        tmp = f"{tmp_dir}/{uuid.uuid4().hex}.part"
         try:
-            tmp_dir.mkdir(exist_ok=True)
-            hashed = copy_hash(path, str(tmp), fsync=False)
+            hashed = copy_hash(path, tmp, fsync=False)
             try:
-                final = self._path(self.key_for(hashed.sha256))
-                existing = self.stat(self.key_for(hashed.sha256))
-                if existing is not None and existing.size == hashed.size:
+                hexed = hashed.sha256.hex()
+                folder = f"{self.root}/{hexed[:2]}/{hexed[2:4]}"
+                final = f"{folder}/{hexed}"
+                try:
+                    held = os.stat(final).st_size == hashed.size
+                except FileNotFoundError:
+                    held = False
+                if held:
                     os.unlink(tmp)
                     return None, hashed
                 os.chmod(tmp, 0o444)
-                final.parent.mkdir(parents=True, exist_ok=True)
+                if folder not in self._folders:
+                    os.makedirs(folder, exist_ok=True)
+                    self._folders.add(folder)
             except BaseException:
                 with contextlib.suppress(OSError):
                     os.unlink(tmp)
                 raise
-            return tmp, hashed
+            return Path(tmp), hashed
         except LabkeepError:
             raise
         except (FileNotFoundError, PermissionError):
@@ -240,6 +256,26 @@ class ObjectsStore(ContentStore):
             raise
         except OSError as exc:
             raise self._error(exc, f"storing {path}") from exc
+
+    def _stage_dir(self) -> str:
+        """This thread's temp folder under ``.tmp/`` (made on first use)."""
+        folder: str | None = getattr(self._local, "stage_dir", None)
+        if folder is None or not os.path.isdir(folder):
+            folder = f"{self.root}/{TMP}/{threading.get_ident():x}-{uuid.uuid4().hex[:8]}"
+            os.makedirs(folder, exist_ok=True)
+            self._local.stage_dir = folder
+            with self._lock:
+                self._stage_dirs.append(folder)
+        return folder
+
+    def close(self) -> None:
+        """Remove this object's staging folders (those still holding a file are left)."""
+        with self._lock:
+            folders, self._stage_dirs = self._stage_dirs, []
+        for folder in folders:
+            with contextlib.suppress(OSError):
+                os.rmdir(folder)
+        super().close()
 
     def publish(self, staged: list[tuple[Path, Hashed]]) -> list[Stored]:
         """Make staged files durable and give each its content's name, with one
@@ -381,6 +417,15 @@ class ObjectsStore(ContentStore):
         removed = 0
         with contextlib.suppress(FileNotFoundError), os.scandir(self.root / TMP) as it:
             for item in it:
+                if item.is_dir(follow_symlinks=False):  # a stager's own folder
+                    with contextlib.suppress(FileNotFoundError), os.scandir(item.path) as sub:
+                        for part in sub:
+                            with contextlib.suppress(OSError):
+                                os.unlink(part.path)
+                                removed += 1
+                    with contextlib.suppress(OSError):
+                        os.rmdir(item.path)
+                    continue
                 with contextlib.suppress(OSError):
                     os.unlink(item.path)
                     removed += 1

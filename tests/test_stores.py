@@ -603,3 +603,26 @@ def test_objects_on_a_full_disk(
     view = FolderView(root)
     assert view.keys() == {store.key_for(sha(b"fits")), "filler"}
     assert view.leftovers() == []
+
+
+def test_small_puts_skip_the_continue_handshake(
+    s3_store_factory: Callable[..., tuple[Any, BucketView]], tmp_path: Path
+) -> None:
+    """A small object goes out with its first packet: no ``Expect: 100-continue`` (which
+    costs a round trip to the server per put); a large one still asks first (an error
+    answer then comes before megabytes are sent). Looked at as the request leaves
+    botocore, after every handler of its own."""
+    from labkeep.storage.s3 import SMALL_BODY
+
+    store, view = s3_store_factory()
+    sent: list[tuple[int, bool]] = []
+
+    def watch(request: Any, **_: Any) -> None:
+        sent.append((int(request.headers.get("Content-Length")), "Expect" in request.headers))
+
+    store._client().meta.events.register_last("before-send.s3.PutObject", watch)
+    small, large = content(64 * 1024, seed=3), content(SMALL_BODY + 4096, seed=4)
+    for data in (small, large):
+        key = put(store, data, tmp_path, absent=True)
+        assert view.read(key) == data
+    assert sent == [(len(small), False), (len(large), True)]

@@ -73,7 +73,12 @@ class S3Server:
     """``start()``, then ``endpoint``, ``access_key``, ``secret_key``, ``profile`` and
     ``credentials_file`` (an AWS shared credentials file with that profile)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, volume_mb: int | None = 16) -> None:
+        """*volume_mb*: SeaweedFS's volume size limit (None: its default). The tests
+        make many buckets and use small volumes (see :meth:`start`); a benchmark of large
+        objects must not, since parts bigger than a volume make the server split and
+        spread them (64 MiB parts into 16 MB volumes halved labkeep's throughput)."""
+        self.volume_mb = volume_mb
         self.dir = Path(tempfile.mkdtemp(prefix="labkeep-s3-"))
         self.access_key = "labkeep-test-" + uuid.uuid4().hex[:8]
         self.secret_key = uuid.uuid4().hex
@@ -131,7 +136,11 @@ class S3Server:
                 # every bucket (collection) takes volumes of its own, and weed's default
                 # cap is free disk / 128 MB: on a fuller disk, a long session's buckets
                 # can run out of volumes. Small volumes, a fixed cap (sparse files)
-                "-master.volumeSizeLimitMB=16", "-volume.max=4000",
+                *(
+                    [f"-master.volumeSizeLimitMB={self.volume_mb}", "-volume.max=4000"]
+                    if self.volume_mb
+                    else []
+                ),
                 *(f"-{service}.port={port}" for service, port in self.ports.items()),
                 f"-filer.localSocket={self.dir / 'filer.sock'}",
                 f"-s3.localSocket={self.dir / 's3.sock'}",

@@ -257,12 +257,7 @@ def _racy_after(keep: Keep, dataset_id: int) -> int:
 
 
 def _plan(
-    keep: Keep,
-    project: str,
-    name: str,
-    dataset_id: int,
-    scope: _Scope,
-    target: str,
+    keep: Keep, project: str, name: str, dataset_id: int, scope: _Scope, target: str
 ) -> SavePlan:
     """Merge the working tree with the head's entries: the files to read, the removed.
 
@@ -438,8 +433,8 @@ def save(
 class _Reader:
     """Reads the changed files in parallel: each is hashed while its bytes go into the
     versions store (:meth:`submit`); :meth:`collect` takes the results in the plan's
-    order. Leaving the block early cancels what has not
-    started and removes what was staged."""
+    order. Leaving the block early cancels what has not started and removes what was
+    staged."""
 
     def __init__(self, keep: Keep, store: ContentStore, target: str, jobs: int | None) -> None:
         self.store, self.target = store, target

@@ -214,16 +214,9 @@ def _head(keep: Keep, dataset_id: int, scope: _Scope) -> Iterator[tuple[str, int
             query = query.where(Entry.path < high)
         with keep.catalog.read() as session:  # the driver's tuples: a page is 5,000 rows
             page = plain_rows(session, query)
-        if scope.prefixes:
-            for one in page:
-                if scope.covers(one[0]):
-                    yield (one[0], one[1], one[2], one[3], bytes(one[4]))
-        else:  # the head's own rows: raw/ is the only part a whole-tree save skips
-            for one in page:
-                path = one[0]
-                if path.startswith(RAW) and (path == RAW or path[3:4] == "/"):
-                    continue
-                yield (path, one[1], one[2], one[3], bytes(one[4]))
+        for one in page:
+            if scope.covers(one[0]):
+                yield (one[0], one[1], one[2], one[3], bytes(one[4]))
         if len(page) < PAGE:
             return
         last = page[-1][0]

@@ -71,10 +71,12 @@ def keep_root(tmp_path: Path, catalog_url: str | None) -> Iterator[Path]:
 class IngestProcess:
     """``labkeep ingest SRC proj/s001 --json`` in a child process, read line by line."""
 
-    def __init__(self, src: Path, root: Path, command: list[str] | None = None) -> None:
+    def __init__(
+        self, src: Path, root: Path, command: list[str] | None = None, *options: str
+    ) -> None:
         self.stderr_path = root.parent / f"ingest-stderr-{time.monotonic_ns()}.txt"
         env = dict(os.environ, PYTHONUNBUFFERED="1")
-        args = ["ingest", str(src), ADDRESS, "--root", str(root), "--json"]
+        args = ["ingest", str(src), ADDRESS, "--root", str(root), "--json", *options]
         with open(self.stderr_path, "wb") as stderr:
             self.proc = subprocess.Popen(
                 [*(command or [sys.executable, "-m", "labkeep"]), *args],
@@ -356,6 +358,42 @@ def test_sigkill_at_random_points_repeatedly(
     if not finished and not committed:
         resume(keep_root, src, files, registered, shown)
     assert_consistent(keep_root, files)
+
+
+def _any_final(root: Path) -> bool:
+    """A file has its final name below raw/ (--link names files there directly)."""
+    return any(names for _f, _d, names in os.walk(root / "data" / ADDRESS / "raw"))
+
+
+@pytest.mark.parametrize("point", ["linking", "reported-7", "reported-60"])
+def test_sigkill_of_a_linking_ingest_then_resume(
+    point: str, keep_root: Path, source: tuple[Path, dict[str, bytes]]
+) -> None:
+    """--link names each file at its final place at once (no partial file): a kill leaves
+    names only for the source's own bytes, and the resumed run adopts them."""
+    src, files = source
+    ingest = IngestProcess(src, keep_root, None, "--link")
+    if point == "linking":
+        condition = functools.partial(_any_final, keep_root)
+    else:
+        condition = functools.partial(_reported, ingest, int(point.removeprefix("reported-")))
+    assert ingest.kill_when(condition), "the ingest finished before the crash point"
+    shown_ok = ingest.ok_paths()
+    registered = assert_crash_safe(keep_root, files, shown_ok)
+    assert len(registered) < len(files)
+    raw = keep_root / "data" / ADDRESS / "raw"
+    orphans = {f"raw/{rel}" for rel in tree_files(keep_root)} - registered
+    with Keep.open(keep_root) as keep:
+        report = keep.ingest(src, ADDRESS, link=True)
+    assert not report.failed, [r.to_dict() for r in report.results if r.status != "ok"]
+    status = {r.path: r.status for r in report.results}
+    assert {p for p, s in status.items() if s == "notneeded"} == registered
+    resumed = {r.path for r in report.results if r.extra.get("resumed")}
+    assert resumed == orphans
+    assert_consistent(keep_root, files)
+    # every tree file is the source's inode: linked, never copied
+    for rel in files:
+        assert (raw / rel).stat().st_ino == (src / rel).stat().st_ino, rel
 
 
 CRASH_BEFORE_COMMIT = """

@@ -321,6 +321,30 @@ def test_link_shares_the_inode_and_delete_source_removes_only_the_source_link(
     assert_verifies(keep, 5, "proj/s002")
 
 
+def test_link_over_names_already_taken_in_raw(keep: Keep, tmp_path: Path) -> None:
+    """A name in raw/ the catalog does not know (left by hand): a file is replaced by the
+    source's link, as a copy would replace it; a folder is reported and kept."""
+    src = tmp_path / "buffer"
+    files = make_files(src, 4)
+    keep.create_dataset(ADDRESS)
+    raw = keep.tree.dataset_dir("proj", "s001") / "raw"
+    taken, folder = sorted(files)[:2]
+    (raw / taken).parent.mkdir(parents=True, exist_ok=True)
+    (raw / taken).write_bytes(b"left here by hand")
+    (raw / folder).mkdir(parents=True)
+    (raw / folder / "inside.txt").write_bytes(b"keep me")
+    report = keep.ingest(src, ADDRESS, link=True)
+    by_path = {r.path: r for r in report.results}
+    assert by_path[f"raw/{folder}"].status == "error"
+    assert "a folder of that name is already in the dataset" in by_path[f"raw/{folder}"].message
+    assert (raw / folder / "inside.txt").read_bytes() == b"keep me"
+    assert report.counts() == {"ok": 3, "error": 1}
+    assert (raw / taken).stat().st_ino == (src / taken).stat().st_ino
+    assert (raw / taken).read_bytes() == files[taken]
+    assert listed(keep) == {k: v for k, v in expected(files).items() if k != f"raw/{folder}"}
+    assert not list((raw.parent / ".labkeep" / "partial").iterdir())
+
+
 # -- busy ---------------------------------------------------------------------------------
 def test_second_ingest_fails_at_once_while_the_dataset_is_locked(
     keep: Keep, keep_root: Path, tmp_path: Path
@@ -475,11 +499,13 @@ def test_protection_without_a_record_is_named_and_cleared(keep: Keep, tmp_path: 
         can_flag = False  # read-only bits only (no effect on root: ingest then works)
     (src / "more.txt").write_bytes(b"more")
     if can_flag:
-        report = keep.ingest(src, ADDRESS)
-        [bad] = [r for r in report.results if r.status == "error"]
-        assert bad.path == "raw/more.txt"
-        assert "labkeep seal proj/s001" in (bad.message or "")
-        assert "labkeep unseal --force proj/s001" in (bad.message or "")
+        for link in (False, True):
+            report = keep.ingest(src, ADDRESS, link=link)
+            [bad] = [r for r in report.results if r.status == "error"]
+            assert bad.path == "raw/more.txt"
+            assert "write-protected" in (bad.message or "")
+            assert "labkeep seal proj/s001" in (bad.message or "")
+            assert "labkeep unseal --force proj/s001" in (bad.message or "")
     result = keep.unseal(ADDRESS, force=True)
     assert result.status == "ok", result
     assert "write-protected" in (result.message or "")

@@ -1,12 +1,15 @@
 """Ingest: move instrument output into ``data/PROJECT/DATASET/raw/`` with SHA-256s.
 
 Write order (tested in tests/test_crash.py):
-1. each file is copied (or hard-linked) to a unique partial name under the dataset's
-   ``.labkeep/partial/`` while it is hashed, in one pass, on a thread pool;
+1. each file is copied to a unique partial name under the dataset's
+   ``.labkeep/partial/`` while it is hashed, in one pass, on a thread pool; with
+   ``--link`` it is hard-linked straight to its final name instead (the source's own
+   inode: no name ever points at bytes other than the source's; a name already taken
+   goes through a partial name and a rename, like a copy);
 2. per batch, the partial files are made durable (one ``syncfs`` or an fsync each),
-   renamed to their final names, and the renames made durable (an fsync of each folder;
-   with durability "batch", the ``syncfs`` that the next batch starts in the background,
-   or a last one);
+   renamed to their final names, and the renames (and links) made durable (an fsync of
+   each folder; with durability "batch", the ``syncfs`` that the next batch starts in
+   the background, or a last one);
 3. only then are the batch's catalog rows committed;
 4. only after that are source files deleted (when asked), each after its copy was
    re-read and matched;

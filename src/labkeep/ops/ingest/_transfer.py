@@ -58,6 +58,8 @@ class Done:
     verified: bool = False  # copy re-read and matched (needed to delete the source)
     #: compare: the tree copy was re-hashed and matched the catalog
     tree_checked: bool = False
+    #: linked straight to its final name (nothing to rename; its folder to make durable)
+    linked: bool = False
 
 
 #: a renamed batch: what to report, and the catalog rows to commit
@@ -105,8 +107,7 @@ class Transfer:
             verified = self.delete_source and hash_file(partial).sha256 == hashed.sha256
             return Done(item, hashed, partial, verified)
         if mode == "link":
-            hashed = link_hash(item.src, partial, fsync=not self.batch_sync, on_bytes=on_bytes)
-            return Done(item, hashed, partial, verified=True)
+            return self._link(item, partial, on_bytes)
         tree_checked = False
         if mode == "compare" and item.tree_suspect:
             if not self._tree_matches(item):
@@ -119,6 +120,44 @@ class Transfer:
             other = hash_file(item.src if mode == "adopt" else dest)
             verified = other.sha256 == hashed.sha256
         return Done(item, hashed, None, verified, tree_checked)
+
+    def _link(self, item: Item, partial: str, on_bytes: Callable[[int], None] | None) -> Done:
+        """Hard-link a file straight to its final name: one directory operation instead of
+        a link and a rename. It is the source's own inode, so a crash before the batch is
+        durable leaves either no name or a name for the right bytes (the next run adopts
+        it). A name already taken (a file not in the catalog, or a folder) goes the copy's
+        way: a partial file renamed over it, or the folder reported."""
+        fsync = not self.batch_sync
+        final = f"{self.raw_dir}/{item.rel}"
+        try:
+            try:
+                hashed = link_hash(item.src, final, fsync=fsync, on_bytes=on_bytes)
+            except FileNotFoundError:
+                if not os.path.lexists(item.src):
+                    raise
+                os.makedirs(os.path.dirname(final), exist_ok=True)  # its folder is new
+                hashed = link_hash(item.src, final, fsync=fsync, on_bytes=on_bytes)
+        except FileExistsError:
+            hashed = link_hash(item.src, partial, fsync=fsync, on_bytes=on_bytes)
+            return Done(item, hashed, partial, verified=True)
+        except PermissionError as exc:
+            if not os.access(item.src, os.R_OK):
+                raise  # reported as unreadable
+            if not os.access(os.path.dirname(final), os.W_OK):
+                raise LabkeepError(self._protected(exc)) from None
+            raise LabkeepError(
+                f"cannot hard-link it: {exc.strerror} (the system lets you link only files "
+                "you own or may write: fs.protected_hardlinks); ingest without --link to "
+                "copy it"
+            ) from None
+        return Done(item, hashed, None, verified=True, linked=True)
+
+    def _protected(self, exc: OSError) -> str:
+        return (
+            f"cannot place file: {exc.strerror}: raw/ is write-protected (a seal cut "
+            f"short, or a change by hand); run 'labkeep seal {self.run.target}' to finish "
+            f"sealing it or 'labkeep unseal --force {self.run.target}' to make it writable"
+        )
 
     def _tree_matches(self, item: Item) -> bool:
         """Re-hash the tree copy of an entry: does it hold the catalog's bytes?
@@ -276,7 +315,8 @@ class Transfer:
         if not self.batch_sync:
             if batch:
                 placed, rows = self.place_all(batch)
-                for folder in {os.path.dirname(f"{RAW}/{d.item.rel}") for d in placed if d.partial}:
+                named = [d for d in placed if d.partial or d.linked]
+                for folder in {os.path.dirname(f"{RAW}/{d.item.rel}") for d in named}:
                     fsync_dir(run.dataset_dir / folder)
                 run._commit(placed, rows)
             return
@@ -314,12 +354,7 @@ class Transfer:
             if isinstance(exc, IsADirectoryError) or os.path.isdir(final):
                 return "a folder of that name is already in the dataset"
             if isinstance(exc, PermissionError):
-                target = self.run.target
-                return (
-                    f"cannot place file: {exc.strerror}: raw/ is write-protected (a seal cut "
-                    f"short, or a change by hand); run 'labkeep seal {target}' to finish "
-                    f"sealing it or 'labkeep unseal --force {target}' to make it writable"
-                )
+                return self._protected(exc)
             return f"cannot place file: {exc.strerror}"
         return None
 

@@ -16,6 +16,7 @@ from sqlalchemy import select
 from labkeep import Keep
 from labkeep.catalog import Entry, Replica, Store
 from labkeep.errors import SealedError, UsageError
+from labkeep.results import Result
 from tests.conftest import make_files
 from tests.test_cli import records, run
 
@@ -122,6 +123,52 @@ def test_content_is_in_the_versions_store_before_entries_refer_to_it(keep: Keep,
     # whereis names both copies
     where = keep.whereis("proj/seg/x.dat")
     assert {c["store"] for c in where["copies"]} == {"tree", "versions"}
+
+
+def test_an_old_version_comes_out_whole_in_path_order_and_damage_is_named(
+    keep: Keep, seg: Path, tmp_path: Path
+) -> None:
+    """get --to of an old version copies several files at a time: the results still come
+    in the catalog's path order, a damaged stored copy is named and never written under
+    its final name, and a second run only fetches what is missing."""
+    files = make_files(seg, 120, seed=7, min_size=1)
+    keep.save("proj/seg", message="v1")
+    rels = sorted(files)
+    for rel in rels[::2]:  # rewritten: their first bytes are only in the versions store
+        (seg / rel).write_bytes(b"new " + rel.encode())
+    keep.save("proj/seg", message="v2")
+    victim = rels[10]
+    with keep.catalog.read() as session:
+        store = session.execute(select(Store).where(Store.name == "versions")).scalar_one()
+        key = session.execute(
+            select(Replica.key).where(
+                Replica.store_id == store.id,
+                Replica.sha256 == hashlib.sha256(files[victim]).digest(),
+            )
+        ).scalar_one()
+        stored = Path(store.location) / key
+    stored.chmod(0o644)
+    damaged = bytearray(stored.read_bytes())
+    damaged[0] ^= 1
+    stored.write_bytes(bytes(damaged))
+
+    into = tmp_path / "old"
+    into.mkdir()  # an existing folder: the files go into old/seg/ (like cp -r)
+    out = into / "seg"
+    seen: list[Result] = []
+    report = keep.export("proj/seg@1", into, jobs=4, on_result=seen.append)
+    assert [r.path for r in seen] == sorted(files, key=lambda p: p.encode())
+    assert {r.path: r.status for r in seen if r.status != "ok"} == {victim: "error"}
+    [bad] = report.results
+    assert (bad.path, bad.status) == (victim, "error")
+    assert "does not match its SHA-256" in (bad.message or ""), bad.message
+    assert not (out / victim).exists()
+    assert {rel: (out / rel).read_bytes() for rel in files if rel != victim} == {
+        rel: data for rel, data in files.items() if rel != victim
+    }
+    assert not [p for p in out.rglob("*") if p.name.endswith(".labkeep-part")]
+    again = keep.export("proj/seg@1", into, jobs=4)
+    assert again.counts() == {"notneeded": len(files) - 1, "error": 1}
 
 
 def test_restore_puts_old_content_back_as_a_new_version(keep: Keep, seg: Path) -> None:

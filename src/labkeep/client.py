@@ -261,8 +261,8 @@ class RemoteKeep:
 
         stream = self.stream_entries(address)
 
-        def copy_one(dataset: str, path: str, version: int | None, target: Path) -> str:
-            return self._download(dataset, path, version, target)
+        def copy_one(dataset: str, entry: dict[str, Any], version: int | None, target: Path) -> str:
+            return self._download(dataset, str(entry["path"]), version, target)
 
         return export_entries(address, stream.version, stream.entries, dest, copy_one, on_result)
 

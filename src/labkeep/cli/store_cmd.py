@@ -391,6 +391,7 @@ def get(
             report = keep.export(
                 address,
                 to,
+                jobs=jobs,
                 on_result=lambda r: print_result(r, json_out=json_out, show_ok=verbose),
             )
         if json_out:

@@ -5,19 +5,20 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from labkeep.errors import IntegrityError, LabkeepError, UsageError
-from labkeep.names import address_text, check_relpath, parse_address
+from labkeep.names import check_relpath, parse_address
+from labkeep.ops._parallel import ordered_map
 from labkeep.results import Report, Result
 
 if TYPE_CHECKING:
     from labkeep.keep import Keep
 
-#: how one file is copied: (dataset address, path, version, target file) -> info
-CopyOne = Callable[[str, str, int | None, Path], Any]
+#: how one file is copied: (dataset address, its listed entry, version, target file)
+CopyOne = Callable[[str, dict[str, Any], int | None, Path], Any]
 
 
 def export(
@@ -25,6 +26,7 @@ def export(
     address: str,
     dest: str | os.PathLike[str] = ".",
     *,
+    jobs: int | None = None,
     on_result: Callable[[Result], None] | None = None,
 ) -> Report:
     """Copy ``PROJECT/DATASET[/PATH][@VERSION]`` out of the keep into *dest*.
@@ -33,14 +35,21 @@ def export(
     dataset's or folder's name), else into *dest* itself. Each file is written under a
     temporary name and renamed only when its bytes match the catalog's SHA-256; files
     already there with the right content are skipped, so running it again resumes.
+    Access is checked once for the whole address; *jobs* files are copied at a time
+    (default: the keep's ``ingest.jobs``), results come in path order.
     """
-    stream = keep.stream_entries(address)
+    from labkeep.ops.files import download_stream, entry_info, export_entry
 
-    def copy_one(dataset: str, path: str, version: int | None, target: Path) -> Any:
-        project, name = dataset.split("/", 1)
-        return keep.export_file(address_text(project, name, path, version), target)
+    stream, sealed = download_stream(keep, address)
+    version = stream.version or 0
 
-    return export_entries(address, stream.version, stream.entries, dest, copy_one, on_result)
+    def copy_one(dataset: str, entry: dict[str, Any], _v: int | None, target: Path) -> Any:
+        return export_entry(keep, entry_info(keep, dataset, version, sealed, entry), target)
+
+    workers = jobs or keep.config.ingest_jobs or min(8, (os.cpu_count() or 1) * 2)
+    return export_entries(
+        address, stream.version, stream.entries, dest, copy_one, on_result, jobs=workers
+    )
 
 
 def export_entries(
@@ -50,6 +59,8 @@ def export_entries(
     dest: str | os.PathLike[str],
     copy_one: CopyOne,
     on_result: Callable[[Result], None] | None = None,
+    *,
+    jobs: int = 1,
 ) -> Report:
     """The shared loop of a local and a remote export (see :func:`export`)."""
     addr = parse_address(address, need_dataset=True)
@@ -67,19 +78,27 @@ def export_entries(
             on_result(result)
 
     root: Path | None = None
-    for entry in entries:
-        path = str(entry["path"])
-        if path == addr.path:  # the address names one file: cp FILE DEST
-            rel = path.rsplit("/", 1)[-1]
-            root = dest_path.parent if not dest_path.is_dir() else dest_path
-            target = dest_path / rel if dest_path.is_dir() else dest_path
-        else:
-            if root is None:
-                name = addr.path.rsplit("/", 1)[-1] if addr.path else str(addr.dataset)
-                root = dest_path / name if dest_path.is_dir() else dest_path
-            rel = path[len(addr.path) + 1 :] if addr.path else path
-            target = root / check_relpath(rel)
-        emit(_copy(dataset, path, version, target, entry, copy_one))
+
+    def targets() -> Iterator[tuple[dict[str, Any], Path]]:
+        nonlocal root
+        for entry in entries:
+            path = str(entry["path"])
+            if path == addr.path:  # the address names one file: cp FILE DEST
+                rel = path.rsplit("/", 1)[-1]
+                root = dest_path.parent if not dest_path.is_dir() else dest_path
+                yield entry, dest_path / rel if dest_path.is_dir() else dest_path
+            else:
+                if root is None:
+                    name = addr.path.rsplit("/", 1)[-1] if addr.path else str(addr.dataset)
+                    root = dest_path / name if dest_path.is_dir() else dest_path
+                rel = path[len(addr.path) + 1 :] if addr.path else path
+                yield entry, root / check_relpath(rel)
+
+    def one(job: tuple[dict[str, Any], Path]) -> Result:
+        return _copy(dataset, version, job[1], job[0], copy_one)
+
+    for result in ordered_map(one, targets(), jobs, name="labkeep-export"):
+        emit(result)
     if root is None:
         raise UsageError(f"nothing to download at {address}")
     report.info.update(saved_to=str(root), bytes=saved)
@@ -87,22 +106,18 @@ def export_entries(
 
 
 def _copy(
-    dataset: str,
-    path: str,
-    version: int | None,
-    target: Path,
-    entry: dict[str, Any],
-    copy_one: CopyOne,
+    dataset: str, version: int | None, target: Path, entry: dict[str, Any], copy_one: CopyOne
 ) -> Result:
+    path = str(entry["path"])
     result = Result("export", "ok", path=path, dataset=dataset, size=entry["size"])
     result.sha256 = entry["sha256"]
     result.extra["saved_to"] = str(target)
     try:
-        if _already_there(target, entry):
+        if already_there(target, entry):
             result.status = "notneeded"
             return result
         target.parent.mkdir(parents=True, exist_ok=True)
-        copy_one(dataset, path, version, target)
+        copy_one(dataset, entry, version, target)
     except IntegrityError as exc:
         result.status, result.message = "error", exc.message
     except LabkeepError as exc:
@@ -114,7 +129,7 @@ def _copy(
     return result
 
 
-def _already_there(target: Path, entry: dict[str, Any]) -> bool:
+def already_there(target: Path, entry: dict[str, Any]) -> bool:
     """A file with the expected size and SHA-256 is already at *target*."""
     try:
         if target.stat().st_size != entry["size"]:

@@ -18,6 +18,7 @@ from labkeep.ops.listing import entries_at
 
 if TYPE_CHECKING:
     from labkeep.keep import Keep
+    from labkeep.results import EntryStream
 
 
 @dataclass
@@ -95,18 +96,7 @@ def open_file(keep: Keep, address: str, *, resuming: bool = False) -> tuple[File
     catalog is refused: labkeep never serves content it cannot vouch for.
     """
     info = stat_file(keep, address, action="dataset.download")
-    from labkeep.ops.content import open_content
-
-    try:
-        handle = open_content(
-            keep, info.local_path, info.size, bytes.fromhex(info.sha256), info.mtime_ns
-        )
-    except NotFound as exc:
-        raise NotFound(
-            f"{info.dataset}/{info.path}: {exc.message}",
-            hint="run 'labkeep verify' and repair it from another copy, or "
-            f"'labkeep get {info.dataset}' if its tree copy was dropped",
-        ) from None
+    handle = open_entry(keep, info)
     from labkeep.ops.shares import count_download
 
     try:
@@ -124,6 +114,21 @@ def files_for_download(keep: Keep, address: str) -> Iterator[FileInfo]:
     Access is checked, and the download counted once against a share link's limit, before
     this returns (so a refusal comes before the first byte of a zip).
     """
+    addr = parse_address(address, need_dataset=True)
+    stream, sealed = download_stream(keep, address)
+    version = stream.version or 0
+
+    def infos() -> Iterator[FileInfo]:
+        for e in stream.entries:
+            yield entry_info(keep, addr.dataset_address, version, sealed, e)
+
+    return infos()
+
+
+def download_stream(keep: Keep, address: str) -> tuple[EntryStream, bool]:
+    """The entries below ``PROJECT/DATASET[/FOLDER][@VERSION]`` to download (a page at a
+    time), and whether the dataset is sealed. Access is checked, and the download counted
+    once against a share link's limit, before this returns."""
     from labkeep.ops.listing import stream_entries
     from labkeep.ops.shares import count_download
 
@@ -142,23 +147,24 @@ def files_for_download(keep: Keep, address: str) -> Iterator[FileInfo]:
         sealed = dataset.sealed
     stream = stream_entries(keep, address)
     count_download(keep)
-    version = stream.version or 0
-    project, name = addr.project, addr.dataset
+    return stream, sealed
 
-    def infos() -> Iterator[FileInfo]:
-        for e in stream.entries:
-            yield FileInfo(
-                addr.dataset_address,
-                e["path"],
-                version,
-                e["size"],
-                e["sha256"],
-                e["mtime_ns"],
-                sealed,
-                keep.tree.file_path(project, name, e["path"]),
-            )
 
-    return infos()
+def entry_info(
+    keep: Keep, dataset: str, version: int, sealed: bool, entry: dict[str, Any]
+) -> FileInfo:
+    """A listed entry of *dataset* (``PROJECT/DATASET``) as a :class:`FileInfo`."""
+    project, name = dataset.split("/", 1)
+    return FileInfo(
+        dataset,
+        entry["path"],
+        version,
+        entry["size"],
+        entry["sha256"],
+        entry["mtime_ns"],
+        sealed,
+        keep.tree.file_path(project, name, entry["path"]),
+    )
 
 
 def has_file(keep: Keep, address: str) -> bool:
@@ -176,12 +182,42 @@ def export_file(keep: Keep, address: str, dest: str | os.PathLike[str]) -> FileI
     Written to a temporary name beside the destination and renamed only when the bytes
     match the catalog, so a partial or damaged copy never carries the final name.
     """
-    import hashlib
-
     info, handle = open_file(keep, address)
     target = Path(dest)
     if target.is_dir():
         target = target / info.name
+    return write_verified(info, handle, target)
+
+
+def export_entry(keep: Keep, info: FileInfo, target: Path) -> FileInfo:
+    """Copy a file whose entry was listed (access checked with the listing, see
+    :func:`download_stream`) to *target*, checking its SHA-256: from the tree, or from a
+    store for content the tree no longer holds (an old version's)."""
+    return write_verified(info, open_entry(keep, info), target)
+
+
+def open_entry(keep: Keep, info: FileInfo) -> BinaryIO:
+    """The bytes of a file: its tree copy, else a good replica's (an old version's
+    content, or a tree copy that was dropped); NotFound says where to look."""
+    from labkeep.ops.content import open_content
+
+    try:
+        return open_content(
+            keep, info.local_path, info.size, bytes.fromhex(info.sha256), info.mtime_ns
+        )
+    except NotFound as exc:
+        raise NotFound(
+            f"{info.dataset}/{info.path}: {exc.message}",
+            hint="run 'labkeep verify' and repair it from another copy, or "
+            f"'labkeep get {info.dataset}' if its tree copy was dropped",
+        ) from None
+
+
+def write_verified(info: FileInfo, handle: BinaryIO, target: Path) -> FileInfo:
+    """Write *handle* (closed here) to *target* under a temporary name beside it, renamed
+    only when the bytes match ``info.sha256``; *info* then points at *target*."""
+    import hashlib
+
     tmp = target.with_name(f".{target.name}.labkeep-part")
     digest = hashlib.sha256()
     try:

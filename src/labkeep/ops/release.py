@@ -29,7 +29,6 @@ same command again: the export skips files already staged, the ingest resumes.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import shutil
 from dataclasses import dataclass, field
@@ -49,6 +48,7 @@ from labkeep.names import (
     parse_address,
 )
 from labkeep.ops._access import find_dataset
+from labkeep.ops._parallel import ordered_map
 from labkeep.ops.audit import append_event, checkpoint
 from labkeep.ops.jobs import JobContext, JobProblems, handler
 from labkeep.ops.projects import ensure_dataset
@@ -257,44 +257,40 @@ def releases_of(keep: Keep, address: str, *, limit: int = 100) -> list[DatasetIn
 def _stage(
     keep: Keep, source: str, staging: Path, on_result: Callable[[Result], None] | None
 ) -> list[dict[str, Any]]:
-    """Copy the version's files into *staging*, each checked; files already staged with
-    the right content are kept (a second run resumes)."""
+    """Copy the version's files into *staging*, each checked, several at a time; files
+    already staged with the right content are kept (a second run resumes)."""
+    from labkeep.ops.export import already_there
+    from labkeep.ops.files import download_stream, entry_info, export_entry
+
     staging.mkdir(parents=True, exist_ok=True)
     problems: list[dict[str, Any]] = []
-    stream = keep.stream_entries(source)
-    project, rest = source.split("/", 1)
-    dataset = rest.split("@", 1)[0]
-    for entry in stream.entries:
+    stream, sealed = download_stream(keep, source)
+    dataset = parse_address(source, need_dataset=True).dataset_address
+    version = stream.version or 0
+
+    def one(entry: dict[str, Any]) -> Result:
         path = str(entry["path"])
-        target = staging / check_relpath(path)
         result = Result("release", "ok", path=path, dataset=source, size=entry["size"])
         result.sha256 = entry["sha256"]
         try:
-            if _staged(target, entry):
+            target = staging / check_relpath(path)
+            if already_there(target, entry):
                 result.status = "notneeded"
             else:
                 target.parent.mkdir(parents=True, exist_ok=True)
-                keep.export_file(address_text(project, dataset, path, stream.version), target)
+                export_entry(keep, entry_info(keep, dataset, version, sealed, entry), target)
         except Exception as exc:  # noqa: BLE001 (each file's problem is reported)
             result.status = "error"
             result.message = getattr(exc, "message", None) or str(exc)
+        return result
+
+    jobs = keep.config.ingest_jobs or min(8, (os.cpu_count() or 1) * 2)
+    for result in ordered_map(one, stream.entries, jobs, name="labkeep-release"):
+        if result.status == "error":
             problems.append(result.to_dict())
         if on_result is not None:
             on_result(result)
     return problems
-
-
-def _staged(target: Path, entry: dict[str, Any]) -> bool:
-    try:
-        if target.stat().st_size != entry["size"]:
-            return False
-    except FileNotFoundError:
-        return False
-    digest = hashlib.sha256()
-    with open(target, "rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return bool(digest.hexdigest() == entry["sha256"])
 
 
 def _same_disk(a: Path, b: Path) -> bool:

@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from sqlalchemy import select
 
 from labkeep import Keep
 from labkeep.catalog import Entry, Replica, Store
-from labkeep.errors import SealedError, UsageError
+from labkeep.errors import NotFound, SealedError, UsageError
 from labkeep.results import Result
 from tests.conftest import make_files
 from tests.test_cli import records, run
@@ -210,6 +211,103 @@ def test_restore_puts_old_content_back_as_a_new_version(keep: Keep, seg: Path) -
         keep.restore("proj/seg@99")
     with pytest.raises(UsageError, match="needs the version"):
         keep.restore("proj/seg")
+
+
+def test_restore_never_deletes_what_it_could_not_save(
+    keep: Keep, keep_root: Path, seg: Path
+) -> None:
+    write(seg / "a.txt", "one")
+    keep.save("proj/seg", message="v1")
+    time.sleep(0.01)
+    write(seg / "a.txt", "two")
+    keep.save("proj/seg", message="v2")
+    # things a version cannot hold are named, and restore (even --force) leaves them
+    (seg / "link").symlink_to("/etc/hostname")
+    os.mkfifo(seg / "pipe")
+    odd = os.fsencode(seg) + b"/bad\xff.txt"
+    with open(odd, "wb") as out:
+        out.write(b"odd name")
+    for force in (False, True):
+        with pytest.raises(UsageError, match="a version cannot keep") as caught:
+            keep.restore("proj/seg@1", force=force)
+        assert "link" in caught.value.message and "pipe" in caught.value.message
+    assert (seg / "link").is_symlink() and (seg / "pipe").exists() and os.path.exists(odd)
+    assert (seg / "a.txt").read_text() == "two"
+    for name in ("link", "pipe"):
+        (seg / name).unlink()
+    os.unlink(odd)
+    # an unsaved file that cannot be read (a process without root's file overrides): the
+    # save made before a forced restore fails for it, so nothing is replaced or deleted
+    write(seg / "new.dat", "precious unsaved results")
+    (seg / "new.dat").chmod(0)
+    write(seg / "a.txt", "unsaved edit")
+    keep.close()
+    done = subprocess.run(
+        ["setpriv", "--bounding-set=-dac_override,-dac_read_search", sys.executable, "-m",
+         "labkeep", "restore", "proj/seg@1", "--force", "--json", "--root", str(keep_root)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stdout + done.stderr
+    last = json.loads(done.stdout.splitlines()[-1])
+    assert last["error"] == "usage" and "nothing was restored" in last["message"]
+    (seg / "new.dat").chmod(0o644)
+    assert (seg / "new.dat").read_text() == "precious unsaved results"
+    assert (seg / "a.txt").read_text() == "unsaved edit"
+
+
+def test_restore_of_a_file_that_is_a_folder_now(keep: Keep, seg: Path) -> None:
+    write(seg / "x", "file x")
+    write(seg / "k", "keep")
+    keep.save("proj/seg")
+    os.unlink(seg / "x")
+    write(seg / "x/inner/deep", "in a folder now")
+    keep.save("proj/seg")
+    report = keep.restore("proj/seg@1")
+    assert not report.failed, [r.to_dict() for r in report.results]
+    assert (seg / "x").read_text() == "file x"
+    assert changes(keep, "proj/seg@1", f"@{report.info['version']}") == []
+    assert keep.verify("proj/seg").counts() == {"ok": 2}
+
+
+def test_paths_that_name_nothing_are_refused(keep: Keep, seg: Path) -> None:
+    write(seg / "k", "keep")
+    keep.save("proj/seg")
+    write(seg / "k", "changed")
+    for bad in ("nosuch.txt", "nosuch/dir"):
+        with pytest.raises(NotFound, match="no file or folder"):
+            keep.save("proj/seg", paths=[bad])
+        with pytest.raises(NotFound, match="no file or folder"):
+            keep.restore(f"proj/seg/{bad}@1")
+    with pytest.raises(UsageError, match="labkeep's own folder"):
+        keep.save("proj/seg", paths=[".labkeep"])
+    with pytest.raises(UsageError, match="not in proj/seg's working tree"):
+        keep.save("proj/seg", paths=["/etc/hostname"])
+    # an absolute path into the working tree is the same as the relative one
+    report = keep.save("proj/seg", paths=[str(seg / "k")])
+    assert (report.info["version"], report.info["modified"]) == (2, 1)
+
+
+def test_a_name_that_is_not_utf8_is_named_and_the_rest_saved(keep: Keep, seg: Path) -> None:
+    write(seg / "ok.txt", "fine")
+    with open(os.fsencode(seg) + b"/bad\xff.txt", "wb") as out:
+        out.write(b"odd")
+    report = keep.save("proj/seg")
+    assert (report.info["version"], report.info["added"]) == (1, 1)
+    [bad] = [r for r in report.results if r.status != "ok"]
+    assert bad.status == "impossible" and "not UTF-8" in (bad.message or "")
+
+
+def test_a_touched_file_is_neither_a_change_nor_unsaved(keep: Keep, seg: Path) -> None:
+    write(seg / "a", "one")
+    keep.save("proj/seg")
+    st = (seg / "a").stat()
+    os.utime(seg / "a", ns=(st.st_atime_ns, st.st_mtime_ns + 5_000_000_000))
+    assert keep.save("proj/seg").info["version"] is None
+    assert keep.verify("proj/seg").counts() == {"ok": 1}
+    # same size, other bytes, new mtime: unsaved work, not damage
+    write(seg / "a", "two")
+    report = keep.verify("proj/seg")
+    assert [(r.path, r.state) for r in report.results if r.state != "ok"] == [("a", "unsaved")]
 
 
 def test_session_datasets_version_their_notes_and_keep_raw_sealed(

@@ -108,7 +108,12 @@ def verify(
         if report.failed:
             err.print(
                 "problems found: see the lines above"
-                + ("" if repair else f"; 'labkeep verify {target or ''} --repair' fixes them")
+                + (
+                    ""
+                    if repair
+                    else f"; 'labkeep verify {target or ''}{where and ' --store' + where} "
+                    "--repair' fixes them"
+                )
             )
     if report.failed:
         raise typer.Exit(1)

@@ -36,6 +36,7 @@ from labkeep.ops.audit import append_event, checkpoint
 from labkeep.ops.leases import Held, lease
 from labkeep.ops.stores import backend
 from labkeep.results import Report, Result
+from labkeep.storage.objects import STALE_TMP_SECONDS, ObjectsStore
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -188,6 +189,8 @@ class _Stores:
         self.rows: dict[int, Store] = {}
         self.backends: dict[int, ContentStore] = {}
         self.down: dict[int, str] = {}
+        #: stores whose content can be read but not written (why, for people)
+        self.read_only: dict[int, str] = {}
         self._lock = threading.Lock()
         with keep.catalog.read() as session:
             for row in session.execute(select(Store)).scalars():
@@ -204,10 +207,17 @@ class _Stores:
     def tree_id(self) -> int:
         return self.by_name("tree").id
 
-    def get(self, store_id: int, *, require: bool = False) -> ContentStore | None:
+    def get(
+        self, store_id: int, *, require: bool = False, write: bool = False
+    ) -> ContentStore | None:
         """The backend of a content store, or None when it cannot be reached (with
-        *require*: raise StoreUnavailable naming it)."""
+        *require*: raise StoreUnavailable naming it). With *write* (content is to be put
+        or deleted there), a store that can only be read counts as unreachable."""
         with self._lock:
+            if write and store_id in self.read_only:
+                if require:
+                    raise StoreUnavailable(self.read_only[store_id], hint=_WRITABLE)
+                return None
             if store_id in self.backends:
                 return self.backends[store_id]
             if store_id in self.down:
@@ -223,6 +233,16 @@ class _Stores:
             else:
                 if health.reachable:
                     self.backends[store_id] = store
+                    if health.writable and isinstance(store, ObjectsStore):
+                        store.clean(older_than=STALE_TMP_SECONDS)  # killed copies' leftovers
+                    if not health.writable:
+                        self.read_only[store_id] = (
+                            f"store {row.name!r} can only be read: {health.message}"
+                        )
+                        if write:
+                            if require:
+                                raise StoreUnavailable(self.read_only[store_id], hint=_WRITABLE)
+                            return None
                     return store
                 store.close()
                 self.down[store_id] = f"store {row.name!r} cannot be reached: {health.message}"
@@ -237,6 +257,7 @@ class _Stores:
 
 
 _RETRY = "fix that, then run the same command again: what was done is kept"
+_WRITABLE = "make it writable (remount it read-write), then run the same command again"
 
 
 @dataclass(frozen=True)
@@ -329,6 +350,18 @@ class _Run:
         #: what checks of replicas found, written in batches (not a transaction a file)
         self._marks: list[dict[str, Any]] = []
         self._marks_lock = threading.Lock()
+        self._notes: dict[tuple[str, str], list[str]] = {}
+
+    def noted(self, f: _File, text: str) -> None:
+        """Something found on the way while working on *f* (from any worker thread):
+        said in its result (:meth:`notes_of`)."""
+        with self._marks_lock:
+            self._notes.setdefault((f.dataset, f.path), []).append(text)
+
+    def notes_of(self, f: _File) -> str | None:
+        with self._marks_lock:
+            notes = self._notes.pop((f.dataset, f.path), None)
+        return "; ".join(notes) if notes else None
 
     def mark(self, replica_id: int, status: str, by: str) -> None:
         """Record what a check of a replica found (from any worker thread)."""
@@ -609,6 +642,7 @@ def _fresh_copies(
             good.append("tree")
         else:
             why.append(f"tree: {how}")
+            _tree_damaged(run.keep, f, state)
     if len(good) >= needed:
         return good, why
     with run.keep.catalog.read() as session:
@@ -745,8 +779,16 @@ def _quick_present(keep: Keep, run: _Run, f: _File) -> bool:
     return False
 
 
-def _tree_verified(keep: Keep, dataset_id: int, paths: list[str]) -> None:
-    """Tree copies just written and hashed: their fixity is known good."""
+def _tree_damaged(keep: Keep, f: _File, state: str) -> None:
+    """A check on the way (copy, drop) found the tree copy of *f* damaged or missing:
+    recorded as verify would (whereis, status and later drops count it no more)."""
+    found = state == "damaged" or os.path.lexists(keep.tree.file_path(f.project, f.name, f.path))
+    _tree_verified(keep, f.dataset_id, [f.path], "modified" if found else "missing")
+
+
+def _tree_verified(keep: Keep, dataset_id: int, paths: list[str], status: str = "ok") -> None:
+    """Tree copies just written and hashed: their fixity is known good (or, with
+    *status*, what a check found)."""
     from labkeep.ops import fixity
 
     now = utcnow()
@@ -759,7 +801,7 @@ def _tree_verified(keep: Keep, dataset_id: int, paths: list[str]) -> None:
                     Entry.path.in_(paths[start : start + 1000]),
                 )
             ).scalars()
-            fixity.record(session, [(i, "ok") for i in ids], now)
+            fixity.record(session, [(i, status) for i in ids], now)
 
 
 def _short_message(good: list[str], why: list[str], needed: int) -> str:

@@ -55,6 +55,7 @@ if TYPE_CHECKING:
     from labkeep.storage.base import ContentStore
 
 from labkeep.ops._copying import (
+    _check_tree,
     _event,
     _fetch_to_tree,
     _File,
@@ -75,6 +76,7 @@ from labkeep.ops._copying import (
     _scopes,
     _short_message,
     _sources,
+    _tree_damaged,
     _tree_file,
     _tree_verified,
     _writable_tree,
@@ -108,7 +110,7 @@ def copy(
             raise UsageError(
                 "copies into the tree are made by 'labkeep get'", hint=f"labkeep get {address}"
             )
-        store = run.stores.get(target.id, require=True)
+        store = run.stores.get(target.id, require=True, write=True)
         assert store is not None
         run.start(scopes, address)
         for scope in scopes:
@@ -199,7 +201,12 @@ def _copy_scope(
                 )
                 return "tree"
             except TransferCorrupted:
-                errors.append("the tree copy is damaged (its SHA-256 differs)")
+                # re-read here: a transfer that broke on the way is not the tree's damage
+                state, how = _check_tree(keep, f, quick=False)
+                if state != "ok":
+                    _tree_damaged(keep, f, state)
+                    errors.append(f"tree: {how}")
+                    run.noted(f, f"the tree copy is damaged ({how}): recorded")
         with keep.catalog.read() as session:
             sources = _sources(session, run.stores, f.sha256, {target.id})
         for replica, row in sources:
@@ -220,12 +227,16 @@ def _copy_scope(
                 return row.name
             except TransferCorrupted:
                 errors.append(f"the copy in {row.name!r} is damaged")
+                run.mark(replica.id, "damaged", "hash")
+                run.noted(f, f"the copy in store {row.name!r} is damaged: recorded")
             except NotFound:
                 errors.append(f"the copy in {row.name!r} is missing")
+                run.mark(replica.id, "missing", "hash")
+                run.noted(f, f"the copy in store {row.name!r} is missing: recorded")
         raise _NoSource(
             "no good copy to copy from"
             + (f" ({'; '.join(errors)})" if errors else " (the tree does not hold it)")
-            + f"; run 'labkeep verify {f.dataset} --repair'"
+            + f"; 'labkeep whereis {f.dataset}/{f.path}' shows every copy and what to do"
         )
 
     def submitted(f: _File, fut: Future[Any]) -> None:
@@ -234,6 +245,7 @@ def _copy_scope(
     def done(f: _File, outcome: Any) -> None:
         if inflight.get(f.sha256) is not None and inflight[f.sha256].done():
             del inflight[f.sha256]
+        notes = run.notes_of(f)
         if isinstance(outcome, BaseException):
             run.emit(run.result(f, "error", _message(outcome), store=target.name))
             if isinstance(outcome, StoreUnavailable) or (
@@ -243,7 +255,7 @@ def _copy_scope(
                 raise outcome  # the target is gone or full: stop, keep what was recorded
             return
         recorder.add(f.sha256, f.size, store.key_for(f.sha256), until, checked_by)
-        recorder.waiting.append((run.result(f, "ok", store=target.name, source=outcome), 0))
+        recorder.waiting.append((run.result(f, "ok", notes, store=target.name, source=outcome), 0))
         if recorder.due():
             _flush(run, recorder)
 
@@ -355,7 +367,8 @@ def _drop_tree(run: _Run, scope: _Scope, policy: PolicyInfo, held: Held, *, quic
                 f"{short:,} files of {scope.address} have fewer than {needed} good copies "
                 "outside the tree: nothing was dropped",
                 hint=f"copy them first ('labkeep copy {scope.address} --to STORE'), or repair "
-                f"damaged copies ('labkeep verify {scope.address} --repair')",
+                f"damaged copies ('labkeep verify {scope.address} --store STORE --repair'); "
+                f"'labkeep whereis {scope.address}' shows where they are",
             )
         held.check()
         with keep.catalog.write() as session:
@@ -385,7 +398,7 @@ def _drop_store(
     run: _Run, scope: _Scope, source: Store, policy: PolicyInfo, held: Held, *, quick: bool
 ) -> None:
     keep = run.keep
-    store = run.stores.get(source.id, require=True)
+    store = run.stores.get(source.id, require=True, write=True)
     assert store is not None
     needed = policy.min_copies
     tree_present = scope.dataset.tree_state == "present" and scope.version is None

@@ -9,10 +9,10 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from labkeep.catalog import Dataset, Replica, Store
-from labkeep.clock import isoformat, utcnow
 from labkeep.errors import (
     LabkeepError,
     NotFound,
+    RetentionLocked,
     StoreUnavailable,
     TransferCorrupted,
     UsageError,
@@ -138,7 +138,7 @@ def verify_store(
         target = run.stores.by_name(store)
         if target.kind == "tree":
             raise UsageError("the tree is verified by 'labkeep verify' without --store")
-        backend_ = run.stores.get(target.id, require=True)
+        backend_ = run.stores.get(target.id, require=True, write=repair)
         assert backend_ is not None
         run.start(scopes, address)
         for scope in scopes:
@@ -209,6 +209,7 @@ def _verify_scope(
                 result = run.result(f, "ok" if ok else "error", message, store=target.name)
                 if ok:
                     result.extra["repaired"] = True
+                    run.report.info["repaired"] = run.report.info.get("repaired", 0) + 1
             else:
                 result = run.result(f, "error", message, store=target.name)
             result.state = shown
@@ -233,21 +234,23 @@ def _repair_replica(
 ) -> tuple[bool, str]:
     """Replace a damaged or missing replica from a good copy; (done, what happened)."""
     keep = run.keep
-    if replica.retain_until is not None and replica.retain_until > utcnow():
-        return False, (
-            f"under WORM retention until {isoformat(replica.retain_until)}: it cannot be "
-            "replaced there; the other copies hold it"
-        )
+    note = ""
     try:
         store.delete(replica.key)
+    except NotFound:
+        pass  # nothing there to remove
+    except RetentionLocked:
+        # WORM: the damaged version cannot be removed before its retention ends; a good
+        # version goes on top of it (a versioned bucket), and reads get that one
+        note = " (the damaged version stays under its retention, below the good one)"
     except (LabkeepError, OSError) as exc:
         return False, f"cannot remove the damaged copy: {_message(exc)}"
     key = store.key_for(f.sha256)
     if tree_present and (path := _tree_file(keep, f)) is not None:
         try:
-            store.put_file(key, path, sha256=f.sha256, size=f.size, retain_until=until)
+            store.put_file(key, path, sha256=f.sha256, size=f.size, retain_until=until, absent=True)
             record(keep, target.id, [_fresh_row(f, key, until, store)])
-            return True, "repaired from the tree"
+            return True, "repaired from the tree" + note
         except TransferCorrupted:
             pass
     with keep.catalog.read() as session:
@@ -258,13 +261,21 @@ def _repair_replica(
             continue
         try:
             store.put_stream(
-                key, source.open(other.key), sha256=f.sha256, size=f.size, retain_until=until
+                key,
+                source.open(other.key),
+                sha256=f.sha256,
+                size=f.size,
+                retain_until=until,
+                absent=True,
             )
         except (TransferCorrupted, NotFound):
             continue
         record(keep, target.id, [_fresh_row(f, key, until, store)])
-        return True, f"repaired from {row.name!r}"
-    return False, "no good copy to repair it from"
+        return True, f"repaired from {row.name!r}{note}"
+    tried = (["the tree"] if tree_present else []) + [repr(r.name) for _, r in sources]
+    return False, "no good copy to repair it from" + (
+        f" (tried: {', '.join(tried)})" if tried else " (no other copy is recorded)"
+    )
 
 
 def _fresh_row(f: _File, key: str, until: datetime | None, store: ContentStore) -> dict[str, Any]:

@@ -120,7 +120,12 @@ def history_store(keep: Keep) -> tuple[int, ContentStore]:
                     {"kind": "objects", "role": "versions", "path": str(folder)},
                 )
             session.expunge(row)
-    return row.id, backend(row)
+    store = backend(row)
+    from labkeep.storage.objects import STALE_TMP_SECONDS, ObjectsStore
+
+    if isinstance(store, ObjectsStore):  # what killed saves left behind
+        store.clean(older_than=STALE_TMP_SECONDS)
+    return row.id, store
 
 
 # -- the working tree ----------------------------------------------------------------------
@@ -153,6 +158,47 @@ class _Scope:
         if not self.prefixes:
             return True
         return any(path == p or path.startswith(p + "/") for p in self.prefixes)
+
+
+def _inside(root: Path, path: str, target: str) -> str:
+    """A path given to save or restore, relative to the dataset (an absolute path into
+    its working tree is accepted); its private folder and anything outside are refused."""
+    if path.startswith("/"):
+        full = os.path.abspath(path)
+        base = os.path.abspath(root)
+        if full == base:
+            return ""
+        if not full.startswith(base + "/"):
+            raise UsageError(
+                f"{path} is not in {target}'s working tree ({base})",
+                hint=f"give paths relative to the dataset, e.g. 'labkeep save {target} masks/'",
+            )
+        path = full[len(base) + 1 :]
+    if not path.strip("/"):
+        return ""
+    rel = check_relpath(path.strip("/"))
+    if rel == PRIVATE_DIR or rel.startswith(PRIVATE_DIR + "/"):
+        raise UsageError(f"{PRIVATE_DIR}/ is labkeep's own folder: it is not versioned")
+    return rel
+
+
+def _in_head(session: Session, dataset_id: int, prefix: str) -> bool:
+    """The head has a file at *prefix* or below it."""
+    return (
+        session.execute(
+            select(Entry.id)
+            .where(
+                Entry.dataset_id == dataset_id,
+                Entry.valid_to.is_(None),
+                or_(
+                    Entry.path == prefix,
+                    and_(Entry.path >= prefix + "/", Entry.path < prefix + "0"),
+                ),
+            )
+            .limit(1)
+        ).first()
+        is not None
+    )
 
 
 def _walk(
@@ -277,6 +323,20 @@ def _plan(
             if known is not None:
                 removed.append((known[1], known[0], known[2], known[4]))
             continue
+        if not path.isascii():
+            try:
+                path.encode("utf-8")
+            except UnicodeEncodeError:
+                problems.append(
+                    Result(
+                        "save",
+                        "impossible",
+                        path=path,
+                        dataset=target,
+                        message="the name is not UTF-8: not saved (rename it to a UTF-8 name)",
+                    )
+                )
+                continue
         if not stat.S_ISREG(st.st_mode):
             what = "a symbolic link" if stat.S_ISLNK(st.st_mode) else "not a regular file"
             problems.append(
@@ -359,10 +419,9 @@ def save(
     check_text(message, "the message", MAX_MESSAGE)
     project, name = addr.project, addr.dataset
     target = f"{project}/{name}"
-    prefixes = tuple(
-        check_relpath(p.strip("/"))
-        for p in ([addr.path] if addr.path else []) + [p for p in paths if p.strip("/")]
-    )
+    root = keep.tree.dataset_dir(project, name)
+    given = [_inside(root, p, target) for p in ([addr.path] if addr.path else []) + list(paths)]
+    prefixes = tuple(p for p in given if p)  # (the dataset's own folder: all of it)
     for p in prefixes:
         if p == RAW or p.startswith(RAW + "/"):
             raise UsageError(
@@ -373,6 +432,13 @@ def save(
     with keep.catalog.read() as session:
         _, dataset = find_dataset(keep, session, project, name, "dataset.save")
         dataset_id = dataset.id
+        for p in prefixes:  # a path that names nothing is a mistake, not "nothing to save"
+            if not os.path.lexists(root / p) and not _in_head(session, dataset_id, p):
+                raise NotFound(
+                    f"no file or folder {p!r} in {target} (neither in its working tree nor "
+                    "in its last version)",
+                    hint=f"give paths relative to the dataset, e.g. 'labkeep save {target} masks/'",
+                )
         if dataset.kind == "release":
             raise SealedError(
                 f"{target} is a release: its content never changes",
@@ -791,8 +857,25 @@ def restore(
             f"{target} has no version {addr.version}", hint=f"'labkeep log {target}' lists them"
         )
     paths = (prefix,) if prefix else ()
+    if prefix:
+        known = next(_entries_at(keep, dataset_id, addr.version, prefix), None) is not None
+        if not known and not os.path.lexists(keep.tree.dataset_dir(project, name) / prefix):
+            raise NotFound(
+                f"no file or folder {prefix!r} in {target}@{addr.version} (nor in its working "
+                "tree)",
+                hint=f"'labkeep ls {target}@{addr.version}' lists what that version holds",
+            )
     with dataset_lock(keep, project, name, "restore", 60.0):
         dirty = _plan(keep, project, name, dataset_id, _Scope(paths), target)
+        if dirty.problems:  # symlinks, special files, unreadable: restore would delete them
+            names = ", ".join(str(r.path) for r in dirty.problems[:3])
+            raise UsageError(
+                f"{target} holds things a version cannot keep ({names}"
+                + ("…" if len(dirty.problems) > 3 else "")
+                + "): restoring would delete them",
+                hint="move them out of the dataset (or make them readable regular files), "
+                "then restore again",
+            )
         dirty.seen = [one for one in dirty.seen if _differs(one)]
         if (dirty.seen or dirty.removed) and not force:
             sample = ", ".join([s.path for s in dirty.seen[:3]] + [r[1] for r in dirty.removed[:3]])
@@ -804,9 +887,17 @@ def restore(
                 "--force (they are saved as a version first, then replaced)",
             )
         if dirty.seen or dirty.removed:
-            save(
+            before = save(
                 keep, target, message=f"before restoring @{addr.version}", paths=paths, _locked=True
             )
+            unsaved = [r for r in before.results if r.status in ("error", "impossible")]
+            if unsaved:  # they would be lost: stop before anything is replaced
+                names = ", ".join(str(r.path) for r in unsaved[:3])
+                raise UsageError(
+                    f"{target}: {len(unsaved)} changed files could not be saved before "
+                    f"restoring ({names}): nothing was restored",
+                    hint=f"fix them ('labkeep save {target}' says why), then restore again",
+                )
         report = Report("restore", info={"dataset": target, "from_version": addr.version})
         _put_back(keep, project, name, dataset_id, addr.version, prefix, report, on_result)
         if report.failed:
@@ -932,8 +1023,11 @@ def _put_back(
                     hint="run 'labkeep verify --store versions' and repair it",
                 )
             dest.parent.mkdir(parents=True, exist_ok=True)
-            with contextlib.suppress(IsADirectoryError):
-                if dest.is_dir() and not dest.is_symlink():
+            if dest.is_dir() and not dest.is_symlink():
+                # a folder now: its files that the old version does not have were removed
+                # above; what is left of it are empty folders
+                _remove_empty_dirs(root, path)
+                if dest.is_dir():
                     raise UsageError(f"{path} is a folder in the working tree now")
             os.replace(tmp, dest)
             emit(

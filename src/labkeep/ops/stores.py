@@ -198,8 +198,26 @@ def add_store(
         if not path:
             raise UsageError("an objects store needs --path (a folder, e.g. on a backup disk)")
         folder = Path(path).expanduser().absolute()
-        if keep.tree.base.resolve() in (folder.resolve(), *folder.resolve().parents):
+        if folder.exists() and not folder.is_dir():
+            raise UsageError(
+                f"store {name!r}: {folder} is a file, not a folder",
+                hint="give a folder (it is created if missing)",
+            )
+        base, real = keep.tree.base.resolve(), folder.resolve()
+        if base in (real, *real.parents):
             raise UsageError(f"{folder} is inside the keep's tree: pick a folder outside it")
+        if _nested(str(real), str(keep.config.versions_path.resolve())):
+            raise UsageError(
+                f"{folder} is where the keep's versions store is (or holds it): "
+                f"{keep.config.versions_path}",
+                hint="pick a folder of its own for this store",
+            )
+        if real in base.parents:
+            raise UsageError(
+                f"{folder} holds the keep's tree ({base}): a store there would mix its "
+                "content with the tree's",
+                hint="pick a folder of its own, outside the keep's tree",
+            )
         if not folder.parent.is_dir():
             raise StoreUnavailable(
                 f"{folder.parent} does not exist (is the disk mounted?)",
@@ -215,6 +233,16 @@ def add_store(
     else:
         if not bucket:
             raise UsageError("an S3 store needs --bucket")
+        if endpoint and not re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", endpoint):
+            raise UsageError(
+                f"store {name!r}: {endpoint!r} is not an endpoint URL",
+                hint="give it as http(s)://HOST[:PORT], e.g. https://s3.example.org",
+            )
+        if not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", bucket):
+            raise UsageError(
+                f"store {name!r}: {bucket!r} is not a valid bucket name",
+                hint="3-63 characters: lower-case letters, digits, dots and hyphens",
+            )
         if path:
             raise UsageError("--path is for objects stores; S3 stores take --endpoint/--bucket")
         settings.update(
@@ -247,7 +275,7 @@ def add_store(
         health = store.check()
     finally:
         store.close()
-    if not health.reachable:
+    if not health.reachable or not health.writable:
         raise StoreUnavailable(
             f"store {name!r} cannot be used: {health.message}",
             hint="fix that, then run the same command again (nothing was recorded)",
@@ -259,6 +287,7 @@ def add_store(
             "--create-bucket makes one)",
         )
     with keep.catalog.write() as session:
+        _refuse_overlap(session, info)
         row = Store(
             name=name,
             kind=kind,
@@ -276,6 +305,43 @@ def add_store(
         )
     info.reachable, info.lock_mode, info.free_bytes = True, health.lock_mode, health.free_bytes
     return info
+
+
+def _where(info: StoreInfo) -> tuple[str, ...]:
+    """Where a store's content lives, to compare stores: an objects store's real folder;
+    an S3 store's endpoint, bucket and key prefix."""
+    if info.kind == "objects":
+        return ("objects", str(Path(info.location).resolve()))
+    settings = info.settings
+    endpoint = str(settings.get("endpoint") or "").lower().rstrip("/")
+    return ("s3", endpoint, str(settings.get("bucket")), str(settings.get("prefix") or ""))
+
+
+def _nested(a: str, b: str) -> bool:
+    """Paths or key prefixes *a* and *b* are the same place, or one holds the other
+    (the empty prefix, a whole bucket, holds every other)."""
+    a, b = (x if x == "" or x.endswith("/") else x + "/" for x in (a, b))
+    return a.startswith(b) or b.startswith(a)
+
+
+def _refuse_overlap(session: Session, info: StoreInfo) -> None:
+    """Two stores on the same folder or bucket (or one inside the other) would count one
+    physical copy twice, and a drop from one would delete the other's content."""
+    mine = _where(info)
+    for row in session.execute(select(Store).where(Store.kind == info.kind)).scalars():
+        other = _info(row)
+        theirs = _where(other)
+        if info.kind == "objects":
+            same = _nested(mine[1], theirs[1])
+        else:
+            same = mine[1:3] == theirs[1:3] and _nested(mine[3], theirs[3])
+        if same:
+            raise AlreadyExists(
+                f"store {info.name!r} would hold its content where store {other.name!r} "
+                f"does ({other.location}): one copy would count as two",
+                hint=f"pick another {'folder' if info.kind == 'objects' else 'bucket or prefix'}"
+                f", or use store {other.name!r}",
+            )
 
 
 def list_stores(keep: Keep, *, check_health: bool = True) -> list[StoreInfo]:
@@ -339,6 +405,23 @@ def remove_store(keep: Keep, name: str) -> None:
             raise UsageError(
                 f"store {name!r} still holds {n:,} recorded copies",
                 hint=f"drop them first ('labkeep drop PROJECT --from {name}')",
+            )
+        from labkeep.catalog import Project
+
+        naming = [
+            project or "(the keep's default)"
+            for project, rules in session.execute(
+                select(Project.name, Policy.on_seal).outerjoin(
+                    Project, Project.id == Policy.project_id
+                )
+            )
+            if name in (rules or "").split(",")
+        ]
+        if naming:
+            first = naming[0] if naming[0] != "(the keep's default)" else "--default"
+            raise UsageError(
+                f"store {name!r} is named by the copy-on-seal rules of: {', '.join(naming)}",
+                hint=f"change those rules first ('labkeep policy set {first} --on-seal ...')",
             )
         session.delete(row)
         append_event(session, keep.actor, "store.remove", f"store:{name}", {})

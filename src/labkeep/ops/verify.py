@@ -386,7 +386,7 @@ class _DatasetVerify:
             expected_manifest = manifest_digest(session, self.dataset_id) if has_entries else None
         self.updates: list[tuple[int, str]] = []
         self.verified_at = utcnow()
-        window: deque[tuple[tuple[int, str, int, bytes], Future[Hashed], list[int]]] = deque()
+        window: deque[tuple[tuple[int, str, int, bytes, bool], Future[Hashed], list[int]]] = deque()
         for entry, disk in _merge(
             self._entries(), self.keep.tree.walk_sorted(self.project, self.name)
         ):
@@ -400,7 +400,20 @@ class _DatasetVerify:
             entry_id, path, size, _digest, mtime_ns = entry
             st = disk[1] if disk is not None else None
             working = not path.startswith(RAW_PREFIX)
-            if working and (
+            touched = (
+                working
+                and st is not None
+                and stat.S_ISREG(st.st_mode)
+                and st.st_size == size
+                and st.st_mtime_ns != mtime_ns
+            )
+            if touched:
+                # same size, new mtime: unsaved only if the bytes differ (a touch, or a
+                # rewrite with the same content, is no change: save records none)
+                window.append(((entry_id, path, size, _digest, True), *self._submit(pool, path)))
+                if len(window) >= HASH_AHEAD:
+                    self._hashed_one(*window.popleft())
+            elif working and (
                 st is None
                 or not stat.S_ISREG(st.st_mode)
                 or (st.st_size, st.st_mtime_ns) != (size, mtime_ns)
@@ -421,7 +434,7 @@ class _DatasetVerify:
                     entry_id, path, size, "modified", f"size {st.st_size}, catalog says {size}"
                 )
             else:
-                window.append(((entry_id, path, size, _digest), *self._submit(pool, path)))
+                window.append(((entry_id, path, size, _digest, False), *self._submit(pool, path)))
                 if len(window) >= HASH_AHEAD:
                     self._hashed_one(*window.popleft())
         while window:
@@ -451,9 +464,9 @@ class _DatasetVerify:
         self._advance(size)
 
     def _hashed_one(
-        self, entry: tuple[int, str, int, bytes], future: Future[Hashed], read: list[int]
+        self, entry: tuple[int, str, int, bytes, bool], future: Future[Hashed], read: list[int]
     ) -> None:
-        entry_id, path, size, digest = entry
+        entry_id, path, size, digest, touched = entry
         try:
             actual = future.result().sha256
         except (OSError, LabkeepError) as exc:
@@ -464,6 +477,10 @@ class _DatasetVerify:
             if actual == digest:
                 self.emit(self.result(path, "ok", size=size, sha256=digest.hex()))
                 self._update(entry_id, "ok")
+            elif touched:  # rewritten since the last save: work in progress
+                self.emit(
+                    self.result(path, "unsaved", UNSAVED.format("changed", self.target), size=size)
+                )
             else:
                 message = f"SHA-256 is {actual.hex()}, catalog says {digest.hex()}"
                 self.emit(self.result(path, "modified", message, size=size))

@@ -13,7 +13,12 @@ from labkeep.access import allowed
 from labkeep.catalog import Dataset, Entry, Project, Replica, Store, TreeCheck, Version
 from labkeep.clock import isoformat
 from labkeep.errors import (
+    Busy,
+    LabkeepError,
     NotFound,
+    StorageError,
+    StoreUnavailable,
+    UsageError,
 )
 from labkeep.names import parse_address
 from labkeep.ops._access import find_dataset, find_project, project_resource
@@ -196,8 +201,11 @@ def dataset_copies(session: Session, proj: Project, dataset: Dataset) -> dict[st
             for s in stores.values()
             if s.kind != "tree" and s.name not in {c["store"] for c in full}
         ]
-        if any(not c["ok"] for c in copies):
-            fix = f"labkeep verify {address} --repair"
+        broken = [c["store"] for c in copies if not c["ok"]]
+        if broken:  # the tree is repaired by verify alone, a store's copies with --store
+            fix = f"labkeep verify {address}" + (
+                " --repair" if broken[0] == "tree" else f" --store {broken[0]} --repair"
+            )
         elif candidates:
             fix = f"labkeep copy {address} --to {candidates[0]}"
         else:
@@ -283,16 +291,39 @@ def policy_apply(
                     keep.principal, "dataset.copy", project_resource(session, proj, dataset)
                 ):
                     work.extend((f"{proj.name}/{dataset.name}", s) for s in policy.on_seal)
+    #: stores that failed as a whole (missing, unreachable): later rules say so at once
+    failed: dict[str, LabkeepError] = {}
     for address, store in work:
-        part = copy(
-            keep,
-            address,
-            to=store,
-            jobs=jobs,
-            progress=progress,
-            on_result=on_result,
-            keep_results=keep_results,
-        )
+        try:
+            if store in failed:
+                raise failed[store]
+            part = copy(
+                keep,
+                address,
+                to=store,
+                jobs=jobs,
+                progress=progress,
+                on_result=on_result,
+                keep_results=keep_results,
+            )
+        except (NotFound, StoreUnavailable, StorageError, Busy, UsageError) as exc:
+            # one rule failed (its store, or its dataset): the others still run
+            if isinstance(exc, (NotFound, StoreUnavailable)):
+                failed[store] = exc
+            problem = Result(
+                "copy",
+                "error",
+                dataset=address,
+                message=f"copy-on-seal rule 'copy:{store}' of {address.split('/')[0]}: "
+                f"{exc.message}",
+                extra={"store": store, "error": exc.code},
+            )
+            if exc.hint:
+                problem.extra["hint"] = exc.hint
+            report.add(problem)
+            if on_result is not None:
+                on_result(problem)
+            continue
         for status, n in part.counts().items():
             report.tally(status, n)
         report.results.extend(part.results)

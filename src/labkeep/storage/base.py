@@ -78,6 +78,9 @@ class Health:
     lock_mode: str | None = None
     #: free bytes where the store can tell
     free_bytes: int | None = None
+    #: False: its content can be read but nothing written or deleted (a backup disk
+    #: mounted read-only for a restore); *message* says why
+    writable: bool = True
 
 
 class ContentStore(abc.ABC):

@@ -16,6 +16,7 @@ import os
 import shutil
 import stat
 import threading
+import time
 import uuid
 from collections.abc import Iterable, Iterator
 from datetime import datetime
@@ -40,6 +41,8 @@ from labkeep.storage.base import (
 )
 
 TMP = ".tmp"
+#: temp files not written to for this long are a crashed put's or save's (see clean)
+STALE_TMP_SECONDS = 3600.0
 _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 
 
@@ -409,26 +412,46 @@ class ObjectsStore(ContentStore):
             test.unlink()
             free = shutil.disk_usage(self.root).free
         except OSError as exc:
-            return Health(False, f"cannot write to {self.root}: {exc.strerror or exc}")
+            why = f"cannot write to {self.root}: {exc.strerror or exc}"
+            if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM) and os.access(
+                self.root, os.R_OK | os.X_OK
+            ):  # readable: restores and audits can still use it
+                return Health(True, why, free_bytes=None, writable=False)
+            return Health(False, why)
         return Health(True, free_bytes=free)
 
-    def clean(self) -> int:
-        """Remove temp files left by crashed puts; returns how many."""
+    def clean(self, older_than: float | None = None) -> int:
+        """Remove temp files left by crashed puts and saves; returns how many. With
+        *older_than* (seconds), only files not written to for that long: a put or save
+        running now (in this process or another) keeps its files."""
         removed = 0
+        cutoff = None if older_than is None else time.time() - older_than
+
+        def stale(entry: os.DirEntry[str]) -> bool:
+            if cutoff is None:
+                return True
+            try:
+                return entry.stat(follow_symlinks=False).st_mtime < cutoff
+            except OSError:
+                return False
+
         with contextlib.suppress(FileNotFoundError), os.scandir(self.root / TMP) as it:
             for item in it:
                 if item.is_dir(follow_symlinks=False):  # a stager's own folder
                     with contextlib.suppress(FileNotFoundError), os.scandir(item.path) as sub:
                         for part in sub:
-                            with contextlib.suppress(OSError):
-                                os.unlink(part.path)
-                                removed += 1
-                    with contextlib.suppress(OSError):
-                        os.rmdir(item.path)
+                            if stale(part):
+                                with contextlib.suppress(OSError):
+                                    os.unlink(part.path)
+                                    removed += 1
+                    if stale(item):
+                        with contextlib.suppress(OSError):
+                            os.rmdir(item.path)  # (only once empty)
                     continue
-                with contextlib.suppress(OSError):
-                    os.unlink(item.path)
-                    removed += 1
+                if stale(item):
+                    with contextlib.suppress(OSError):
+                        os.unlink(item.path)
+                        removed += 1
         return removed
 
 

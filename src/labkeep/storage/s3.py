@@ -254,7 +254,14 @@ class S3Store(ContentStore):
             request_checksum_calculation="when_required",
             response_checksum_validation="when_required",
         )
-        client = session.client("s3", endpoint_url=self.endpoint, config=config)
+        try:
+            client = session.client("s3", endpoint_url=self.endpoint, config=config)
+        except ValueError as exc:  # botocore: "Invalid endpoint: ..."
+            raise StoreUnavailable(
+                f"{self.describe()}: {exc}",
+                hint="give the endpoint as http(s)://HOST[:PORT] "
+                f"('labkeep store remove {self.name}', then add it again)",
+            ) from None
         client.meta.events.register("before-send.s3.PutObject", _no_handshake_for_small)
         return client
 
@@ -751,8 +758,8 @@ class S3Store(ContentStore):
     def check(self) -> Health:
         try:
             return self._retrying("checking the bucket", self._check, attempts=1)
-        except LabkeepError as exc:
-            return Health(False, str(exc))
+        except LabkeepError as exc:  # one line: the message, then what to do
+            return Health(False, f"{exc.message}; {exc.hint}" if exc.hint else exc.message)
 
     def _check(self) -> Health:
         client = self._client()
@@ -773,7 +780,7 @@ class S3Store(ContentStore):
             return Health(
                 False,
                 f"{self._where()}: the store keeps objects under {self.lock_mode} retention, "
-                "but the bucket has no Object Lock\nuse a bucket created with Object Lock "
+                "but the bucket has no Object Lock; use a bucket created with Object Lock "
                 "(labkeep store add --create-bucket), or remove the store's lock mode",
             )
         return Health(True, lock_mode=(self.lock_mode or default_mode) if enabled else None)

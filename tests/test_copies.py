@@ -14,6 +14,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -21,7 +22,8 @@ from sqlalchemy import func, select
 
 from labkeep import Keep
 from labkeep.catalog import Replica
-from labkeep.errors import BelowPolicy, Busy, StoreUnavailable, UsageError
+from labkeep.errors import AlreadyExists, BelowPolicy, Busy, StoreUnavailable, UsageError
+from labkeep.results import Result
 from tests.conftest import make_files
 from tests.test_cli import records, run
 
@@ -553,3 +555,134 @@ def test_move_copies_then_drops_and_a_damaged_copy_is_replaced_not_adopted(
     assert stores == {"tree", "cold"}
     with pytest.raises(UsageError):
         keep.move("proj/s1", from_store="cold", to="cold")
+
+
+# -- stores that must not be confused, read-only stores, rules naming a store ------------
+def test_two_stores_never_share_a_place(keep: Keep, keep_root: Path, tmp_path: Path) -> None:
+    """One folder under two store names would count one copy twice (and a drop from one
+    would delete the other's content): refused, nested either way, and the keep's own
+    folders too."""
+    disks = tmp_path / "disks"
+    disks.mkdir()
+    add_objects(keep, disks, "a")
+    place = disks / "store-a"
+    for path, why in (
+        (place, "where store 'a' does"),
+        (place / "inner", "where store 'a' does"),
+        (disks, "where store 'a' does"),
+    ):
+        with pytest.raises(AlreadyExists, match=why):
+            keep.add_store("b", kind="objects", path=str(path))
+    (tmp_path / "linked").symlink_to(place)
+    with pytest.raises(AlreadyExists):
+        keep.add_store("b", kind="objects", path=str(tmp_path / "linked"))
+    with pytest.raises(UsageError, match="versions store"):
+        keep.add_store("b", kind="objects", path=str(keep_root))
+    with pytest.raises(UsageError, match="versions store"):
+        keep.add_store("b", kind="objects", path=str(keep.config.versions_path))
+    (tmp_path / "plain-file").write_bytes(b"x")
+    with pytest.raises(UsageError, match="is a file, not a folder"):
+        keep.add_store("b", kind="objects", path=str(tmp_path / "plain-file"))
+    assert [s.name for s in keep.list_stores(check_health=False)] == ["tree", "a"]
+    # S3: the same endpoint, bucket and overlapping prefixes are one place
+    bad_urls = ("s3.example.org", "ftp://s3.example.org", "http://")
+    for url in bad_urls:
+        with pytest.raises(UsageError, match="not an endpoint URL"):
+            keep.add_store("c", kind="s3", endpoint=url, bucket="lab-archive")
+    with pytest.raises(UsageError, match="not a valid bucket name"):
+        keep.add_store("c", kind="s3", endpoint="http://127.0.0.1:9", bucket="Bad_Bucket!")
+
+
+def test_a_read_only_store_is_read_but_never_written(
+    keep: Keep, tmp_path: Path, sealed: dict[str, bytes]
+) -> None:
+    """A backup disk mounted read-only for a restore: get and audits read from it; copies,
+    drops and repairs into it are refused naming it."""
+    from labkeep.integrity.immutable import set_immutable
+
+    disk = add_objects(keep, tmp_path, "disk")
+    keep.copy("proj/s1", to="disk")
+    keep.set_policy("proj", min_copies=1, tree_droppable=True)
+    keep.drop("proj/s1", from_store="tree")
+    tmp = disk / ".tmp"
+    tmp.mkdir(exist_ok=True)
+    try:
+        set_immutable(str(tmp), True)  # its writes now fail with EPERM, even for root
+    except OSError:
+        pytest.skip("chattr +i is not available on this file system")
+    try:
+        assert not keep.verify_store("proj", store="disk").failed
+        back = keep.get("proj/s1")
+        assert back.counts() == {"ok": len(sealed)}
+        keep.ingest(tmp_path / "src", "proj/s2")
+        with pytest.raises(StoreUnavailable, match="'disk' can only be read"):
+            keep.copy("proj/s2", to="disk")
+        with pytest.raises(StoreUnavailable, match="'disk' can only be read"):
+            keep.drop("proj/s1", from_store="disk")
+        ro = tmp_path / "ro-disk"
+        ro.mkdir()
+        set_immutable(str(ro), True)
+        with pytest.raises(StoreUnavailable, match="'disk2' cannot be used: cannot write"):
+            keep.add_store("disk2", kind="objects", path=str(ro))
+        set_immutable(str(ro), False)
+    finally:
+        set_immutable(str(tmp), False)
+    assert good_objects(disk) == shas(sealed)
+
+
+def test_rules_naming_a_store_keep_it_and_apply_goes_on_past_a_broken_one(
+    keep: Keep, tmp_path: Path, sealed: dict[str, bytes]
+) -> None:
+    far = add_objects(keep, tmp_path, "far")
+    local = add_objects(keep, tmp_path, "local")
+    keep.set_policy("proj", min_copies=2, on_seal=["far", "local"])
+    with pytest.raises(UsageError, match="copy-on-seal rules of: proj"):
+        keep.remove_store("far")
+    # the far disk is gone: the rule for it fails by name, the other rule still runs
+    shutil.rmtree(far)
+    seen: list[Result] = []
+    report = keep.policy_apply(on_result=seen.append)
+    problems = [r for r in report.results if r.status == "error"]
+    assert [(r.dataset, r.extra["store"], r.extra["error"]) for r in problems] == [
+        ("proj/s1", "far", "store-unavailable")
+    ]
+    assert "copy-on-seal rule 'copy:far' of proj" in (problems[0].message or "")
+    assert good_objects(local) == shas(sealed)
+
+
+def test_copy_records_damage_it_finds_on_the_way(
+    keep: Keep, keep_root: Path, tmp_path: Path, sealed: dict[str, bytes]
+) -> None:
+    add_objects(keep, tmp_path, "one")
+    two = add_objects(keep, tmp_path, "two")
+    keep.copy("proj/s1", to="one")
+    assert not keep.verify("proj/s1").failed
+    rel = sorted(sealed)[0]
+    flip_byte(keep_root / "data/proj/s1/raw" / rel)
+    seen: list[Result] = []
+    report = keep.copy("proj/s1", to="two", on_result=seen.append)
+    assert not report.failed
+    [noted] = [r for r in seen if r.message]
+    assert noted.path == f"raw/{rel}" and "tree copy is damaged" in (noted.message or "")
+    assert noted.extra["source"] == "one"
+    assert good_objects(two) == shas(sealed)
+    where = keep.whereis(f"proj/s1/raw/{rel}")
+    assert {c["store"]: c["status"] for c in where["copies"]}["tree"] == "damaged"
+
+
+def test_leftovers_of_killed_writers_are_cleaned_by_the_next_one(
+    keep: Keep, tmp_path: Path, sealed: dict[str, bytes]
+) -> None:
+    backup = add_objects(keep, tmp_path, "backup")
+    tmp = backup / ".tmp"
+    (tmp / "stager-dead").mkdir(parents=True)
+    old = [tmp / "put-dead.part", tmp / "stager-dead" / "x.part"]
+    fresh = tmp / "put-running.part"  # another process writing right now
+    for path in [*old, fresh]:
+        path.write_bytes(b"partial")
+    hours_ago = time.time() - 2 * 3600
+    for path in [*old, tmp / "stager-dead"]:
+        os.utime(path, (hours_ago, hours_ago))
+    keep.copy("proj/s1", to="backup")
+    assert not any(p.exists() for p in old) and not (tmp / "stager-dead").exists()
+    assert fresh.read_bytes() == b"partial"

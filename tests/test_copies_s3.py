@@ -112,6 +112,18 @@ def test_copy_to_a_worm_archive(keep: Keep, s3_server: S3Server, dataset: dict[s
     assert listed["archive"].reachable and (listed["archive"].lock_mode or "").upper() == (
         "COMPLIANCE"
     )
+    # someone hides an object (a delete marker on top of the locked version): the audit
+    # finds it missing, and the repair puts a good version back on top, under the lock
+    client = s3_server.client()
+    key = sorted(objects)[0]
+    client.delete_object(Bucket=bucket, Key=key)
+    assert key not in bucket_objects(s3_server, bucket)
+    fixed = keep.verify("proj/s1", store="archive", repair=True)
+    assert fixed.info.get("repaired", 0) >= 1, [r.to_dict() for r in fixed.results]
+    assert not fixed.failed, [r.to_dict() for r in fixed.results if r.status == "error"]
+    assert good_in_bucket(s3_server, bucket) == shas(dataset)
+    assert bucket_objects(s3_server, bucket)[key]["ObjectLockMode"] == "COMPLIANCE"
+    assert not keep.verify("proj/s1", store="archive").failed
 
 
 def test_drop_from_the_tree_with_s3_down_is_refused(

@@ -438,13 +438,14 @@ class ObjectsStore(ContentStore):
         with contextlib.suppress(FileNotFoundError), os.scandir(self.root / TMP) as it:
             for item in it:
                 if item.is_dir(follow_symlinks=False):  # a stager's own folder
+                    idle = stale(item)  # (before its files go: that changes its mtime)
                     with contextlib.suppress(FileNotFoundError), os.scandir(item.path) as sub:
                         for part in sub:
                             if stale(part):
                                 with contextlib.suppress(OSError):
                                     os.unlink(part.path)
                                     removed += 1
-                    if stale(item):
+                    if idle:
                         with contextlib.suppress(OSError):
                             os.rmdir(item.path)  # (only once empty)
                     continue

@@ -473,3 +473,75 @@ def test_outputs_may_not_replace_raw_or_the_manifest(keep: Keep, session_in: str
             keep.run(RunRequest([PY, "-c", script, "{outputs}"], output="proj/seg"), echo=False)
         assert keep.list_runs("proj/seg")[0]["state"] == "failed"
     assert not (seg / "raw").exists() and keep.versions("proj/seg") == []
+
+
+def test_two_versions_of_one_dataset_are_both_inputs(keep: Keep, tmp_path: Path) -> None:
+    keep.create_dataset("proj/notes", kind="analysis")
+    notes = keep.tree.dataset_dir("proj", "notes")
+    (notes / "a.txt").write_text("version one")
+    keep.save("proj/notes")
+    time.sleep(0.01)
+    (notes / "a.txt").write_text("version two")
+    keep.save("proj/notes")
+    keep.create_dataset("proj/out", kind="analysis")
+    both = (
+        "import sys, pathlib; a, b, out = map(pathlib.Path, sys.argv[1:3] + sys.argv[-1:])\n"
+        "(out / 'both.txt').write_text((a / 'a.txt').read_text() + '|' + (b / 'a.txt').read_text())"
+    )
+    inputs = ["proj/notes@1", "proj/notes@2", "proj/notes@2"]
+    record = keep.run(
+        RunRequest([PY, "-c", both, "{inputs}", "{outputs}"], inputs=inputs, output="proj/out"),
+        echo=False,
+    )
+    assert record["state"] == "done", record.get("error")
+    _, handle = keep.open_file("proj/out/both.txt")
+    with handle:
+        assert handle.read() == b"version one|version two"
+
+
+def test_outputs_that_clash_move_nothing_and_outputs_never_saved_are_kept(
+    keep: Keep, session_in: str
+) -> None:
+    seg = keep.tree.dataset_dir("proj", "seg")
+    (seg / "x").mkdir()
+    (seg / "x/in.txt").write_text("in")
+    (seg / "y").write_text("a file")
+    keep.save("proj/seg")
+    clash = (
+        "import sys, pathlib; o = pathlib.Path(sys.argv[1])\n"
+        "(o / 'a.txt').write_text('a'); (o / 'x').write_text('x'); (o / 'y').mkdir()\n"
+        "(o / 'y' / 'inner').write_text('inner')"
+    )
+    with pytest.raises(UsageError, match="2 outputs clash") as caught:
+        keep.run(RunRequest([PY, "-c", clash, "{outputs}"], output="proj/seg"), echo=False)
+    assert "x is a folder there" in caught.value.message
+    assert "y is a file there" in caught.value.message
+    assert not (seg / "a.txt").exists()  # all or nothing
+    [record] = keep.list_runs("proj/seg")
+    assert record["state"] == "failed"
+    kept = keep.config.runs_path / str(record["id"]) / "outputs"
+    assert (kept / "a.txt").read_text() == "a" and (kept / "y/inner").read_text() == "inner"
+    # a name a version cannot hold: the rest is saved, that one stays where it was written
+    odd = (
+        "import sys, os; o = sys.argv[1]\n"
+        "open(os.fsencode(o) + b'/res\\xff', 'wb').write(b'precious')\n"
+        "open(o + '/good.txt', 'w').write('good')"
+    )
+    record = keep.run(RunRequest([PY, "-c", odd, "{outputs}"], output="proj/seg"), echo=False)
+    assert record["state"] == "done"
+    assert any("not UTF-8" in p for p in record["problems"])
+    left = keep.config.runs_path / str(record["id"]) / "outputs"
+    with open(os.fsencode(left) + b"/res\xff", "rb") as handle:
+        assert handle.read() == b"precious"
+    assert (seg / "good.txt").read_text() == "good"
+
+
+def test_run_ids_no_catalog_can_hold_are_not_found(keep: Keep, tmp_path: Path) -> None:
+    with pytest.raises(NotFound):
+        keep.get_run(10**24)
+    root = tmp_path / "cli-keep"
+    run("init", str(root))
+    for args in (["runs", "show", str(10**24)], ["rerun", "abc"], ["runs", "show", "abc"]):
+        out = run(*args, "--json", "--root", str(root), check=2)
+        last = json.loads(out.stdout.strip().splitlines()[-1])
+        assert last["status"] == "error" and last["error"] in ("not-found", "usage"), last

@@ -83,12 +83,40 @@ for module in (
     module.register(app)
 
 
+def _run_for_scripts() -> int:
+    """The app with ``--json``: a bad argument (Click's own check) ends with a usage error
+    record on stdout too, like every other failure; returns the exit code."""
+    from typing import cast
+
+    from labkeep.cli._common import report_error
+    from labkeep.errors import UsageError
+
+    # (Typer carries its own copy of Click: its exceptions are matched by their base)
+    click_error = cast("type[Exception]", typer.BadParameter.__mro__[2])
+    assert click_error.__name__ == "ClickException"
+    try:
+        code = app(standalone_mode=False)
+    except click_error as exc:
+        ctx = getattr(exc, "ctx", None)
+        command = ctx.command_path if ctx is not None else "labkeep"
+        message = exc.format_message()  # type: ignore[attr-defined]
+        try:
+            report_error(UsageError(message, hint=f"see '{command} --help'"), json_out=True)
+        except typer.Exit as stop:
+            return stop.exit_code
+    except typer.Abort:
+        return 1
+    return code if isinstance(code, int) else 0
+
+
 def main() -> None:
     import sys
 
     from labkeep.cli._common import report_error
 
     try:
+        if "--json" in sys.argv:
+            sys.exit(_run_for_scripts())
         app()
     except Exception as exc:  # noqa: BLE001 (the last edge: commands catch their own)
         try:

@@ -45,7 +45,7 @@ from sqlalchemy import func, insert, select, update
 
 from labkeep.catalog import Dataset, Project, Run, RunInput, RunOutput, Version
 from labkeep.clock import isoformat, utcnow
-from labkeep.errors import LabkeepError, NotFound, UsageError
+from labkeep.errors import LabkeepError, NotFound, UsageError, from_os_error
 from labkeep.integrity.hashing import hash_file
 from labkeep.names import MAX_MESSAGE, check_text, parse_address
 from labkeep.ops._access import find_dataset
@@ -323,7 +323,8 @@ def _landing(keep: Keep, address: str, version: int) -> str | None:
 
 
 def _visible_run(keep: Keep, session: Session, run_id: int) -> Run:
-    run = session.get(Run, run_id)
+    # (an id no catalog integer can hold is simply not a run)
+    run = session.get(Run, run_id) if 0 < run_id < 2**63 else None
     if run is None:
         raise NotFound(f"no run {run_id}", hint="'labkeep runs' lists the runs you may see")
     dataset, project = session.execute(
@@ -451,15 +452,21 @@ def stage_inputs(keep: Keep, pinned: list[Pinned], folder: Path, *, links: bool 
     from labkeep.ops.content import open_content
 
     staged = Staged([], folder.parent / "outputs")
+    #: the version each dataset is staged at under its own name; another version of
+    #: the same dataset goes beside it as NAME@N
+    first: dict[str, int] = {}
     for p in pinned:
         project, name = p.address.split("/", 1)
-        base = folder / project / name
+        at = first.setdefault(p.address, p.version)
+        base = folder / project / (name if at == p.version else f"{name}@{p.version}")
         base.mkdir(parents=True, exist_ok=True)
         address = f"{p.address}/{p.path}@{p.version}" if p.path else f"{p.address}@{p.version}"
         stream = keep.stream_entries(address)
         for entry in stream.entries:
             rel = entry["path"]
             dest = base / rel
+            if os.path.lexists(dest):  # staged already, for an input given twice
+                continue
             dest.parent.mkdir(parents=True, exist_ok=True)
             tree = keep.tree.file_path(project, name, rel)
             try:
@@ -828,7 +835,11 @@ def finish(
             session.execute(
                 update(Run).where(Run.id == run_id).values(state=state, version=version)
             )
-        if cleanup is not None:
+        if cleanup is not None and problems:
+            # what could not be saved stays where the command wrote it, never deleted
+            remove_tree(cleanup / "inputs")
+            problems.append(f"the files not saved are kept in {outputs}")
+        elif cleanup is not None:
             remove_tree(cleanup)
     elif cleanup is not None:
         # a failed run's outputs stay for inspection; its staged inputs go
@@ -898,20 +909,29 @@ def _save_outputs(
                 hint="write outputs into folders of their own (e.g. masks/, tables/)",
             )
     with dataset_lock(keep, project, name, f"run {run_id}", 3600.0):
+        clashes = _clashes(root, [p for p, _, _ in files])
+        if clashes:  # checked for all before any output moves: all or nothing
+            raise UsageError(
+                f"{len(clashes)} outputs clash with {project}/{name}'s working tree "
+                f"({'; '.join(clashes[:3])}): nothing was saved; the outputs are kept in "
+                f"{outputs}",
+                hint="rename or move what is in the way, or write the outputs elsewhere",
+            )
         protected = _keep_unsaved(keep, root, [p for p, _, _ in files], history_store)
         if protected:
             record["replaced_unsaved"] = protected
         for rel, _, _ in files:
             dest = root / rel
-            if dest.is_dir() and not dest.is_symlink():
-                raise UsageError(f"output {rel} is a folder in {project}/{name}: not saved")
-            dest.parent.mkdir(parents=True, exist_ok=True)
             try:
-                os.replace(outputs / rel, dest)
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    os.replace(outputs / rel, dest)
+                except OSError as exc:
+                    if exc.errno != 18:  # EXDEV: the staging is on another filesystem
+                        raise
+                    shutil.copy2(outputs / rel, dest)
             except OSError as exc:
-                if exc.errno != 18:  # EXDEV: the staging is on another filesystem
-                    raise
-                shutil.copy2(outputs / rel, dest)
+                raise from_os_error(exc, f"moving output {rel} into {project}/{name}") from None
         prov = root / prov_rel
         prov.parent.mkdir(parents=True, exist_ok=True)
         prov.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n", encoding="utf-8")
@@ -945,6 +965,29 @@ def _save_outputs(
                 )
             ).scalar_one()
     return int(version) if version else None
+
+
+def _clashes(root: Path, paths: list[str]) -> list[str]:
+    """Outputs that cannot take their place in the working tree: a folder where a file
+    goes, or a file where one of its folders goes."""
+    found: list[str] = []
+    checked: set[str] = set()
+    for rel in paths:
+        dest = root / rel
+        if dest.is_dir() and not dest.is_symlink():
+            found.append(f"{rel} is a folder there")
+            continue
+        parts = rel.split("/")[:-1]
+        for i in range(1, len(parts) + 1):
+            folder = "/".join(parts[:i])
+            if folder in checked:
+                continue
+            checked.add(folder)
+            where = root / folder
+            if os.path.lexists(where) and (where.is_symlink() or not where.is_dir()):
+                found.append(f"{folder} is a file there, not a folder")
+                break
+    return found
 
 
 def _keep_unsaved(keep: Keep, root: Path, paths: list[str], store_of: Any) -> list[str]:

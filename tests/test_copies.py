@@ -686,3 +686,12 @@ def test_leftovers_of_killed_writers_are_cleaned_by_the_next_one(
     keep.copy("proj/s1", to="backup")
     assert not any(p.exists() for p in old) and not (tmp / "stager-dead").exists()
     assert fresh.read_bytes() == b"partial"
+
+
+def test_a_policy_that_could_never_be_met_is_refused(keep: Keep) -> None:
+    keep.set_policy("proj", min_copies=2)
+    with pytest.raises(UsageError, match="3 kinds of media cannot be had with 2 copies"):
+        keep.set_policy("proj", min_media=3)
+    with pytest.raises(UsageError, match="off-site copies cannot be had with 1 copies"):
+        keep.set_policy("proj", min_copies=1, min_offsite=2)
+    assert keep.set_policy("proj", min_copies=3, min_media=3).min_media == 3

@@ -255,6 +255,21 @@ def test_restore_never_deletes_what_it_could_not_save(
     assert (seg / "a.txt").read_text() == "unsaved edit"
 
 
+def test_the_longest_names_come_out_of_an_old_version(
+    keep: Keep, seg: Path, tmp_path: Path
+) -> None:
+    long = "x" * 250  # its temporary name beside it would pass 255 bytes
+    write(seg / long, "v1")
+    keep.save("proj/seg")
+    write(seg / long, "v2 longer")
+    keep.save("proj/seg")
+    out = tmp_path / "out"
+    report = keep.export("proj/seg@1", out)
+    assert report.counts() == {"ok": 1}, [r.to_dict() for r in report.results]
+    assert (out / long).read_text() == "v1"
+    assert sorted(p.name for p in out.iterdir()) == [long]
+
+
 def test_restore_of_a_file_that_is_a_folder_now(keep: Keep, seg: Path) -> None:
     write(seg / "x", "file x")
     write(seg / "k", "keep")

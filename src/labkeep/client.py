@@ -27,7 +27,7 @@ from labkeep.errors import (
     ServerUnreachable,
     UsageError,
 )
-from labkeep.names import parse_address
+from labkeep.names import parse_address, part_name
 from labkeep.results import EntryStream, Listing, Report, Result
 
 _ERRORS: dict[int, type[LabkeepError]] = {401: AuthenticationFailed, 403: Forbidden, 404: NotFound}
@@ -272,7 +272,7 @@ class RemoteKeep:
         project, name = dataset.split("/", 1)
         url = f"/files/{quote(project)}/{quote(name)}/{quote(path)}"
         params = {"version": version} if version is not None else {}
-        tmp = target.with_name(f".{target.name}.labkeep-part")
+        tmp = target.with_name(part_name(target.name))
         digest = hashlib.sha256()
         try:
             with self._request_stream(url, params) as response:

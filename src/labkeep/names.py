@@ -60,6 +60,18 @@ def check_slug(name: str, what: str = "name") -> str:
     return name
 
 
+def part_name(name: str) -> str:
+    """The temporary name beside a file being written as *name*: ``.NAME.labkeep-part``,
+    or a name made of its hash where that would pass the file system's 255 bytes."""
+    part = f".{name}.labkeep-part"
+    if len(part.encode("utf-8", "surrogateescape")) <= 255:
+        return part
+    import hashlib
+
+    digest = hashlib.sha256(name.encode("utf-8", "surrogateescape")).hexdigest()[:32]
+    return f".{digest}.labkeep-part"
+
+
 def check_relpath(path: str) -> str:
     """Validate a path *inside* a dataset and return it in canonical form.
 

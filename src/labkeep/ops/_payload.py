@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
+from labkeep import names
 from labkeep.catalog import Digest
 from labkeep.errors import IntegrityError, LabkeepError, NotFound, UsageError
 from labkeep.names import check_relpath
@@ -52,7 +53,6 @@ if TYPE_CHECKING:
     from labkeep.keep import Keep
     from labkeep.ops.ingest import Progress
 
-PART_SUFFIX = ".labkeep-part"
 CHUNK = 1 << 20
 BATCH = 256
 
@@ -72,7 +72,7 @@ class Payload:
 
 
 def part_name(target: Path) -> Path:
-    return target.with_name(f".{target.name}{PART_SUFFIX}")
+    return target.with_name(names.part_name(target.name))
 
 
 def known_digests(keep: Keep, sha256s: Iterable[bytes]) -> dict[bytes, tuple[bytes, bytes]]:
@@ -225,7 +225,7 @@ class PayloadCopier:
         """Copy by the kernel (``copy_file_range``: no byte through Python), with raw file
         descriptors and string paths: for small files the per-file cost is the point."""
         folder, name = os.path.split(target)
-        part = os.path.join(folder, f".{name}{PART_SUFFIX}")
+        part = os.path.join(folder, names.part_name(name))
         src = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         try:
             dst = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)

@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from labkeep.catalog import Entry
 from labkeep.errors import IntegrityError, NotFound, UsageError
-from labkeep.names import parse_address
+from labkeep.names import parse_address, part_name
 from labkeep.ops._access import find_dataset
 from labkeep.ops.listing import entries_at
 
@@ -218,7 +218,7 @@ def write_verified(info: FileInfo, handle: BinaryIO, target: Path) -> FileInfo:
     only when the bytes match ``info.sha256``; *info* then points at *target*."""
     import hashlib
 
-    tmp = target.with_name(f".{target.name}.labkeep-part")
+    tmp = target.with_name(part_name(target.name))
     digest = hashlib.sha256()
     try:
         with handle, open(tmp, "wb") as out:

@@ -44,7 +44,7 @@ from sqlalchemy import select
 
 from labkeep.catalog import Version
 from labkeep.errors import AlreadyExists, Busy, UsageError
-from labkeep.names import parse_address
+from labkeep.names import parse_address, part_name
 from labkeep.ops._access import find_dataset
 from labkeep.ops._payload import Payload, PayloadCopier, hash_file
 from labkeep.results import Report, Result
@@ -256,7 +256,7 @@ def _claim(work: Path, source: Source, format: str) -> tuple[bool, int]:
 
 
 def _write_text(path: Path, text: str) -> None:
-    part = path.with_name(f".{path.name}.labkeep-part")
+    part = path.with_name(part_name(path.name))
     with open(part, "w", encoding="utf-8", newline="\n") as out:
         out.write(text)
     os.replace(part, path)
@@ -405,7 +405,7 @@ def _zip(bag: Path, final: Path, label: str) -> None:
     written under a temporary name and renamed when complete."""
     import zipfile
 
-    part = final.with_name(f".{final.name}.labkeep-part")
+    part = final.with_name(part_name(final.name))
     with zipfile.ZipFile(part, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
         for folder, dirs, files in os.walk(bag):
             dirs.sort()

@@ -550,6 +550,12 @@ def set_policy(
             row.on_seal = ",".join(dict.fromkeys(on_seal))
         if tree_droppable is not None:
             row.tree_droppable = tree_droppable
+        for n, what in ((row.min_media, "kinds of media"), (row.min_offsite, "off-site copies")):
+            if n > row.min_copies:  # could never be met: every dataset would stay below it
+                raise UsageError(
+                    f"{n} {what} cannot be had with {row.min_copies} copies",
+                    hint="raise --min-copies to at least that, or lower the other",
+                )
         row.updated_at, row.updated_by = utcnow(), keep.actor
         session.flush()
         info = _policy_info(row, project, False)

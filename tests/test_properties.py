@@ -193,6 +193,16 @@ addresses = st.one_of(
 )
 
 
+@pytest.mark.parametrize("suffix", ["-1", "abc", "1.5", "0x2", " 3"])
+def test_something_after_at_that_is_no_version_is_named_as_such(suffix: str) -> None:
+    for text in (f"proj/seg@{suffix}", f"proj@{suffix}"):
+        with pytest.raises(UsageError, match="is not a version") as caught:
+            parse_address(text)
+        assert "dataset name" not in caught.value.message
+    # in a file's path "@" is just a character
+    assert parse_address(f"proj/seg/raw/scan@{suffix}").path == f"raw/scan@{suffix}"
+
+
 @FAST
 @given(addresses)
 @example("proj\n")

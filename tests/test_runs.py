@@ -447,6 +447,18 @@ def test_export_provenance_as_a_valid_process_run_crate(
     assert as_json[0]["output_dataset"] == "imaging-2026/seg-unet"
     none = run("export-provenance", "imaging-2026/s017@1", "--root", str(root), check=2)
     assert "no recorded run" in none.stderr
+    # for scripts: the crate as one JSON line; wrong destinations are usage errors
+    [printed] = records(run("export-provenance", "imaging-2026/seg-unet@1", "--json",
+                            "--root", str(root)))  # fmt: skip
+    assert {e["@id"] for e in printed["@graph"]} == set(graph)  # (datePublished: now)
+    a_file = out / "seg-unet/table.csv"
+    bad = run("export-provenance", "imaging-2026/seg-unet@1", "--to", str(a_file), "--json",
+              "--root", str(root), check=2)  # fmt: skip
+    assert json.loads(bad.stdout.splitlines()[-1])["error"] == "usage"
+    bad = run("get", "imaging-2026/seg-unet@1", "--to", str(a_file), "--json",
+              "--root", str(root), check=2)  # fmt: skip
+    [record] = [json.loads(line) for line in bad.stdout.splitlines()]
+    assert record["error"] == "usage" and "is a file" in record["message"]
 
 
 def test_a_run_does_not_name_inputs_the_viewer_may_not_read(keep: Keep, session_in: str) -> None:

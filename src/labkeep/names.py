@@ -145,6 +145,17 @@ def address_text(
     return str(Address(project, dataset, path, version))
 
 
+def _check_no_bad_version(name: str, address: str) -> None:
+    """``P/D@-1``, ``P/D@abc``: a name followed by something that is not a version."""
+    head, at, tail = name.partition("@")
+    if at and SLUG_RE.fullmatch(head):
+        raise UsageError(
+            f"{tail!r} in {address!r} is not a version: versions are whole numbers from 1",
+            hint=f"e.g. {address.split('@', 1)[0]}@2; 'labkeep versions "
+            f"{address.split('@', 1)[0]}' lists them",
+        )
+
+
 def parse_address(text: str, *, need_dataset: bool = False) -> Address:
     """Parse ``PROJECT[/DATASET[/PATH]][@VERSION]``.
 
@@ -168,11 +179,13 @@ def parse_address(text: str, *, need_dataset: bool = False) -> Address:
         text = text[:-1]
     text = text.rstrip("/") if text.count("/") <= 1 else text
     project, _, rest = text.partition("/")
+    _check_no_bad_version(project, text)
     check_slug(project, "project name")
     dataset: str | None = None
     path: str | None = None
     if rest:
         dataset, _, path_part = rest.partition("/")
+        _check_no_bad_version(dataset, text)
         check_slug(dataset, "dataset name")
         if path_part:
             path = check_relpath(path_part.rstrip("/") or path_part)

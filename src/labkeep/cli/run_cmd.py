@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shlex
 from pathlib import Path
@@ -341,7 +342,10 @@ def export_provenance(
         Path(path).unlink()
         with contextlib.suppress(OSError):
             Path(path).parent.rmdir()
-        out.print(text, markup=False, highlight=False, soft_wrap=True)
+        if json_out:  # one record per line, like every --json output
+            emit_json(json.loads(text))
+        else:
+            out.print(text, markup=False, highlight=False, soft_wrap=True)
     elif json_out:
         emit_json({"action": "export-provenance", "path": str(path), "runs": len(records)})
     else:

@@ -91,6 +91,11 @@ def export_entries(
                 if root is None:
                     name = addr.path.rsplit("/", 1)[-1] if addr.path else str(addr.dataset)
                     root = dest_path / name if dest_path.is_dir() else dest_path
+                    if os.path.lexists(root) and not root.is_dir():
+                        raise UsageError(
+                            f"{root} is a file: {address} is a folder of files",
+                            hint="give a folder (new or existing) to copy it into",
+                        )
                 rel = path[len(addr.path) + 1 :] if addr.path else path
                 yield entry, root / check_relpath(rel)
 

@@ -1259,7 +1259,15 @@ def export_provenance(keep: Keep, address: str, to: str | os.PathLike[str] | Non
             hint="versions made by 'labkeep run' have provenance; 'labkeep log' shows them",
         )
     dest = Path(to) if to is not None else Path(tempfile.mkdtemp(prefix="labkeep-crate-"))
-    dest.mkdir(parents=True, exist_ok=True)
+    if os.path.lexists(dest) and not dest.is_dir():
+        raise UsageError(
+            f"{dest} is a file: --to takes the folder for ro-crate-metadata.json",
+            hint="give a folder (new or existing)",
+        )
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise from_os_error(exc, f"making {dest}") from None
     version = addr.version if addr.version is not None else records[-1]["version"]
     return write_ro_crate(
         records,

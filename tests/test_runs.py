@@ -6,6 +6,7 @@ tests/test_slurm_runs.py.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -557,3 +558,24 @@ def test_run_ids_no_catalog_can_hold_are_not_found(keep: Keep, tmp_path: Path) -
         out = run(*args, "--json", "--root", str(root), check=2)
         last = json.loads(out.stdout.strip().splitlines()[-1])
         assert last["status"] == "error" and last["error"] in ("not-found", "usage"), last
+
+
+def test_unsaved_work_an_output_replaces_is_kept_and_named(keep: Keep, session_in: str) -> None:
+    from labkeep.ops.content import open_replica
+
+    seg = keep.tree.dataset_dir("proj", "seg")
+    (seg / "r.txt").write_text("saved")
+    keep.save("proj/seg")
+    time.sleep(0.01)
+    (seg / "r.txt").write_text("UNSAVED PRECIOUS WORK")
+    script = "import sys, pathlib; (pathlib.Path(sys.argv[1]) / 'r.txt').write_text('new')"
+    record = keep.run(RunRequest([PY, "-c", script, "{outputs}"], output="proj/seg"), echo=False)
+    assert record["state"] == "done" and (seg / "r.txt").read_text() == "new"
+    [note] = [p for p in record["problems"] if p.startswith("r.txt:")]
+    sha = note.rsplit("SHA-256 ", 1)[1].rstrip(")")
+    data = b"UNSAVED PRECIOUS WORK"
+    assert sha == hashlib.sha256(data).hexdigest()
+    with open_replica(keep, len(data), bytes.fromhex(sha)) as handle:
+        assert handle.read() == data
+    # the run's folder is cleaned: nothing of its outputs was left out
+    assert not (keep.config.runs_path / str(record["id"])).exists()

@@ -800,6 +800,7 @@ def finish(
     state = "done" if ok else ("cancelled" if cancelled else "failed")
     error = extra_error or ("" if ok else _why(code, cancelled))
     files, problems = hash_outputs(outputs) if outputs.is_dir() else ([], [])
+    left_out = bool(problems)  # outputs no version can hold: they stay where they are
     with keep.catalog.write() as session:
         session.execute(
             update(Run)
@@ -835,7 +836,7 @@ def finish(
             session.execute(
                 update(Run).where(Run.id == run_id).values(state=state, version=version)
             )
-        if cleanup is not None and problems:
+        if cleanup is not None and left_out:
             # what could not be saved stays where the command wrote it, never deleted
             remove_tree(cleanup / "inputs")
             problems.append(f"the files not saved are kept in {outputs}")
@@ -920,6 +921,11 @@ def _save_outputs(
         protected = _keep_unsaved(keep, root, [p for p, _, _ in files], history_store)
         if protected:
             record["replaced_unsaved"] = protected
+            problems.extend(
+                f"{one['path']}: its unsaved changes were replaced by the output; their bytes "
+                f"are kept in the versions store (SHA-256 {one['sha256']})"
+                for one in protected
+            )
         for rel, _, _ in files:
             dest = root / rel
             try:
@@ -990,9 +996,10 @@ def _clashes(root: Path, paths: list[str]) -> list[str]:
     return found
 
 
-def _keep_unsaved(keep: Keep, root: Path, paths: list[str], store_of: Any) -> list[str]:
+def _keep_unsaved(keep: Keep, root: Path, paths: list[str], store_of: Any) -> list[dict[str, Any]]:
     """Before outputs replace files in the working tree that hold changes nobody saved,
-    keep those bytes in the versions store (so nothing is lost); their paths."""
+    keep those bytes in the versions store (so nothing is lost); what was kept (path,
+    size, SHA-256: 'labkeep whereis' finds a content by its hash)."""
     from labkeep.catalog import Entry
 
     candidates = [p for p in paths if (root / p).is_file()]
@@ -1020,6 +1027,7 @@ def _keep_unsaved(keep: Keep, root: Path, paths: list[str], store_of: Any) -> li
         st = os.lstat(root / p)
         if known.get(p) != (st.st_size, st.st_mtime_ns):
             unsaved.append(p)
+    kept: list[dict[str, Any]] = []
     if unsaved:
         from labkeep.ops._copying import record
 
@@ -1028,6 +1036,7 @@ def _keep_unsaved(keep: Keep, root: Path, paths: list[str], store_of: Any) -> li
             rows = []
             for p in unsaved:
                 hashed, stored = store.put_new_file(str(root / p))
+                kept.append({"path": p, "size": hashed.size, "sha256": hashed.sha256.hex()})
                 rows.append(
                     {
                         "sha256": hashed.sha256,
@@ -1040,7 +1049,7 @@ def _keep_unsaved(keep: Keep, root: Path, paths: list[str], store_of: Any) -> li
             record(keep, store_id, rows)
         finally:
             store.close()
-    return unsaved
+    return kept
 
 
 # -- rerun ---------------------------------------------------------------------------------

@@ -270,6 +270,31 @@ def test_the_longest_names_come_out_of_an_old_version(
     assert sorted(p.name for p in out.iterdir()) == [long]
 
 
+def test_an_unreadable_folder_stops_the_save_and_removes_nothing(
+    keep: Keep, keep_root: Path, seg: Path
+) -> None:
+    write(seg / "sub/deep/f.txt", "in a folder")
+    write(seg / "top.txt", "top")
+    keep.save("proj/seg")
+    write(seg / "top.txt", "top, changed")
+    (seg / "sub").chmod(0)
+    keep.close()
+    try:
+        done = subprocess.run(
+            ["setpriv", "--bounding-set=-dac_override,-dac_read_search", sys.executable, "-m",
+             "labkeep", "save", "proj/seg", "--json", "--root", str(keep_root)],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+    finally:
+        (seg / "sub").chmod(0o755)
+    assert done.returncode == 3, done.stdout + done.stderr
+    last = json.loads(done.stdout.splitlines()[-1])
+    assert "cannot read the folder sub of proj/seg" in last["message"]
+    with Keep.open(keep_root) as again:
+        assert [v["version"] for v in again.versions("proj/seg")] == [1]
+        assert {e["path"] for e in again.ls("proj/seg/sub/deep").items} == {"sub/deep/f.txt"}
+
+
 def test_restore_of_a_file_that_is_a_folder_now(keep: Keep, seg: Path) -> None:
     write(seg / "x", "file x")
     write(seg / "k", "keep")

@@ -48,7 +48,7 @@ from sqlalchemy import DateTime, and_, func, insert, literal, or_, select, updat
 from labkeep.catalog import Dataset, Entry, Store, TreeCheck, Version
 from labkeep.catalog._db import plain_rows
 from labkeep.clock import utcnow
-from labkeep.errors import Busy, LabkeepError, NotFound, SealedError, UsageError
+from labkeep.errors import Busy, LabkeepError, NotFound, SealedError, StorageError, UsageError
 from labkeep.integrity.hashing import FileChanged, Hashed, NotRegularFile, hash_file
 from labkeep.integrity.manifest import sort_key
 from labkeep.names import MAX_MESSAGE, check_relpath, check_text, parse_address
@@ -214,12 +214,20 @@ def _walk(
                 yield path, None
         return
     walk = keep.tree.walk_sorted(project, name, skip=frozenset({RAW}))
-    if not scope.prefixes:  # the whole working tree: the walk already leaves raw/ out
-        yield from walk
-        return
-    for path, st in walk:
-        if scope.covers(path):
-            yield path, st
+    try:
+        if not scope.prefixes:  # the whole working tree: the walk already leaves raw/ out
+            yield from walk
+            return
+        for path, st in walk:
+            if scope.covers(path):
+                yield path, st
+    except PermissionError as exc:
+        raise StorageError(
+            f"cannot read the folder {exc.filename or '?'} of {project}/{name}: "
+            f"{exc.strerror}; nothing was saved",
+            hint="make it readable for labkeep (a save must see every folder, or the files "
+            "in it would count as removed), then save again",
+        ) from None
 
 
 def _head(keep: Keep, dataset_id: int, scope: _Scope) -> Iterator[tuple[str, int, int, int, bytes]]:

@@ -695,3 +695,26 @@ def test_a_policy_that_could_never_be_met_is_refused(keep: Keep) -> None:
     with pytest.raises(UsageError, match="off-site copies cannot be had with 1 copies"):
         keep.set_policy("proj", min_copies=1, min_offsite=2)
     assert keep.set_policy("proj", min_copies=3, min_media=3).min_media == 3
+
+
+def test_cli_verify_repair_exits_0_only_when_everything_was_repaired(tmp_path: Path) -> None:
+    root = tmp_path / "keep"
+    run("init", str(root))
+    files = make_files(tmp_path / "src", 4, min_size=10)
+    run("project", "create", "proj", "--root", str(root))
+    run("ingest", str(tmp_path / "src"), "proj/s1", "--seal", "--root", str(root))
+    raw = root / "data/proj/s1/raw"
+    first, second = sorted(files)[:2]
+    flip_byte(raw / first)
+    # no other copy: found, not repaired -> 1
+    out = run("verify", "proj/s1", "--repair", "--json", "--root", str(root), check=1)
+    assert records(out)[-1]["states"]["modified"] == 1
+    run("store", "add", "backup", "--path", str(tmp_path / "backup"), "--root", str(root))
+    unprotect(raw / first)
+    (raw / first).write_bytes(files[first])  # put it right by hand, then copy
+    run("copy", "proj/s1", "--to", "backup", "--root", str(root))
+    flip_byte(raw / second)
+    out = run("verify", "proj/s1", "--repair", "--json", "--root", str(root), check=0)
+    assert records(out)[-1]["repaired"] == 1
+    assert (raw / second).read_bytes() == files[second]
+    run("verify", "proj/s1", "--json", "--root", str(root), check=0)

@@ -437,12 +437,18 @@ def test_policy_and_status_show_the_3_2_1_picture(
     assert keep.get_policy("proj").on_seal == ["backup", "archive"]
 
 
-def test_cli_copy_whereis_drop_json(tmp_path: Path) -> None:
+def cli_keep(tmp_path: Path, dataset: str, n: int) -> tuple[Path, dict[str, bytes]]:
+    """A keep made through the CLI with *dataset* of *n* files, ingested and sealed."""
     root = tmp_path / "keep"
     run("init", str(root))
-    files = make_files(tmp_path / "src", 5, min_size=10)
-    run("project", "create", "p", "--root", str(root))
-    run("ingest", str(tmp_path / "src"), "p/d", "--seal", "--root", str(root))
+    files = make_files(tmp_path / "src", n, min_size=10)
+    run("project", "create", dataset.split("/")[0], "--root", str(root))
+    run("ingest", str(tmp_path / "src"), dataset, "--seal", "--root", str(root))
+    return root, files
+
+
+def test_cli_copy_whereis_drop_json(tmp_path: Path) -> None:
+    root, files = cli_keep(tmp_path, "p/d", 5)
     out = run(
         "store", "add", "backup", "--path", str(tmp_path / "b"), "--root", str(root), "--json"
     )
@@ -698,11 +704,7 @@ def test_a_policy_that_could_never_be_met_is_refused(keep: Keep) -> None:
 
 
 def test_cli_verify_repair_exits_0_only_when_everything_was_repaired(tmp_path: Path) -> None:
-    root = tmp_path / "keep"
-    run("init", str(root))
-    files = make_files(tmp_path / "src", 4, min_size=10)
-    run("project", "create", "proj", "--root", str(root))
-    run("ingest", str(tmp_path / "src"), "proj/s1", "--seal", "--root", str(root))
+    root, files = cli_keep(tmp_path, "proj/s1", 4)
     raw = root / "data/proj/s1/raw"
     first, second = sorted(files)[:2]
     flip_byte(raw / first)

@@ -117,7 +117,9 @@ def test_run_records_everything_and_saves_a_version(keep: Keep, session_in: str)
     assert [r["id"] for r in keep.runs_of_version("proj/seg@1")] == [record["id"]]
 
 
-def test_inputs_are_read_only_and_old_versions_are_staged(keep: Keep, tmp_path: Path) -> None:
+def two_versions(keep: Keep) -> Path:
+    """proj/notes with a.txt at "version one" (@1) and "version two" (@2), and an empty
+    analysis dataset proj/out; the notes' working tree."""
     keep.create_dataset("proj/notes", kind="analysis")
     notes = keep.tree.dataset_dir("proj", "notes")
     (notes / "a.txt").write_text("version one")
@@ -126,6 +128,11 @@ def test_inputs_are_read_only_and_old_versions_are_staged(keep: Keep, tmp_path: 
     (notes / "a.txt").write_text("version two")
     keep.save("proj/notes")
     keep.create_dataset("proj/out", kind="analysis")
+    return notes
+
+
+def test_inputs_are_read_only_and_old_versions_are_staged(keep: Keep, tmp_path: Path) -> None:
+    notes = two_versions(keep)
     # the command tries to write into its input: the original stays as it was
     vandal = (
         "import sys, pathlib; p = pathlib.Path(sys.argv[1]) / 'a.txt'\n"
@@ -489,14 +496,7 @@ def test_outputs_may_not_replace_raw_or_the_manifest(keep: Keep, session_in: str
 
 
 def test_two_versions_of_one_dataset_are_both_inputs(keep: Keep, tmp_path: Path) -> None:
-    keep.create_dataset("proj/notes", kind="analysis")
-    notes = keep.tree.dataset_dir("proj", "notes")
-    (notes / "a.txt").write_text("version one")
-    keep.save("proj/notes")
-    time.sleep(0.01)
-    (notes / "a.txt").write_text("version two")
-    keep.save("proj/notes")
-    keep.create_dataset("proj/out", kind="analysis")
+    two_versions(keep)
     both = (
         "import sys, pathlib; a, b, out = map(pathlib.Path, sys.argv[1:3] + sys.argv[-1:])\n"
         "(out / 'both.txt').write_text((a / 'a.txt').read_text() + '|' + (b / 'a.txt').read_text())"

@@ -303,6 +303,19 @@ def _racy_after(keep: Keep, dataset_id: int) -> int:
     return int((seconds - RACY_SECONDS) * 1e9)
 
 
+def _unsavable(path: str, st: os.stat_result) -> str | None:
+    """Why a version cannot hold what is at *path* (None: a regular file, named in UTF-8)."""
+    if not path.isascii():
+        try:
+            path.encode("utf-8")
+        except UnicodeEncodeError:
+            return "the name is not UTF-8: not saved (rename it to a UTF-8 name)"
+    if not stat.S_ISREG(st.st_mode):
+        what = "a symbolic link" if stat.S_ISLNK(st.st_mode) else "not a regular file"
+        return f"{what}: not saved (versions hold regular files)"
+    return None
+
+
 def _plan(
     keep: Keep, project: str, name: str, dataset_id: int, scope: _Scope, target: str
 ) -> SavePlan:
@@ -331,31 +344,9 @@ def _plan(
             if known is not None:
                 removed.append((known[1], known[0], known[2], known[4]))
             continue
-        if not path.isascii():
-            try:
-                path.encode("utf-8")
-            except UnicodeEncodeError:
-                problems.append(
-                    Result(
-                        "save",
-                        "impossible",
-                        path=path,
-                        dataset=target,
-                        message="the name is not UTF-8: not saved (rename it to a UTF-8 name)",
-                    )
-                )
-                continue
-        if not stat.S_ISREG(st.st_mode):
-            what = "a symbolic link" if stat.S_ISLNK(st.st_mode) else "not a regular file"
-            problems.append(
-                Result(
-                    "save",
-                    "impossible",
-                    path=path,
-                    dataset=target,
-                    message=f"{what}: not saved (versions hold regular files)",
-                )
-            )
+        why = _unsavable(path, st)
+        if why is not None:
+            problems.append(Result("save", "impossible", path=path, dataset=target, message=why))
             continue
         if (
             known is not None

@@ -688,3 +688,74 @@ def test_share_tokens_are_redacted_in_the_access_log(served: Served) -> None:
     assert secret not in text and secret[4:20] not in text
     assert "GET /s/lks_…/browse/p/big" in text
     assert "GET /api/v1/whoami?token=…&x=1" in text
+
+
+# -- odd numbers, ranges, bodies: typed answers, never a 500 -----------------------------
+def test_odd_numbers_and_ranges_never_reach_a_500(served: Served) -> None:
+    huge = "9" * 25
+    with served.api(served.admin) as admin:
+        odd = ["/p/p/up/@²", "/p/p/up/@\uff11", "/p/p/up/@²/-/raw/first.txt", "/runs/²"]
+        odd += ["/jobs/²", "/runs?before=²", f"/runs/{huge}", f"/jobs?before={huge}"]
+        for path in odd:
+            answer = admin.get(path, headers={"Accept": "text/html"})
+            assert answer.status_code == 404, (path, answer.status_code)
+        for path in ("/runs/²/cancel", "/jobs/²/cancel", "/me/tokens/²/revoke",
+                     f"/me/tokens/{huge}/revoke", f"/shares/{huge}/revoke"):  # fmt: skip
+            answer = admin.post(path, headers={"Accept": "text/html"})
+            assert answer.status_code == 404, (path, answer.status_code)
+        for limit in ("²", huge):
+            answer = admin.post("/p/p/share", data={"max_downloads": limit})
+            assert answer.status_code == 400, (limit, answer.status_code)
+        for run in (10**300, huge, 2**63):
+            answer = admin.post("/api/v1/jobs", json={"kind": "run", "args": {"run": run}})
+            assert answer.status_code in (404, 422), (run, answer.text)
+        nested = admin.post(
+            "/api/v1/jobs",
+            content=b'{"kind": "verify", "args": {"target": "p/up", "x": ["\\ud800"]}}',
+            headers={"Content-Type": "application/json"},
+        )
+        assert nested.status_code == 422 and "surrogate" in nested.text
+        listed = admin.get("/api/v1/jobs").json()
+        jobs = listed["items"] if isinstance(listed, dict) and "items" in listed else listed
+        assert not any("x" in (j.get("args") or {}) for j in jobs)
+        long_range = {"Range": "bytes=" + "1" * 5000 + "-"}
+        answer = admin.get("/api/v1/files/p/up/raw/first.txt", headers=long_range)
+        assert answer.status_code in (200, 206, 400, 416), answer.status_code
+        missing = admin.get("/api/v1/datasets/p/up/metadata", params={"version": 99})
+        assert missing.status_code == 404 and "no version 99" in missing.text
+
+
+def test_a_share_links_download_limit_holds_against_multiple_ranges(served: Served) -> None:
+    with served.api(served.admin) as admin:
+        made = admin.post(
+            "/api/v1/shares", json={"target": "p/up/raw/first.txt", "max_downloads": 1}
+        )
+        assert made.status_code == 201, made.text
+        token = made.json()["token"]
+    with httpx.Client(base_url=served.url) as anon:
+        url = f"/s/{token}/file/p/up/raw/first.txt"
+        assert anon.get(url).status_code == 200
+        assert anon.get(url).status_code in (401, 403)
+        for ranges in ("bytes=1-,0-0", "bytes=0-0,1-", "bytes=1-2, 0-"):
+            answer = anon.get(url, headers={"Range": ranges})
+            assert answer.status_code in (401, 403), (ranges, answer.status_code)
+        # one later range of the file counted before is a resumed download, still served
+        assert anon.get(url, headers={"Range": "bytes=2-"}).status_code == 206
+
+
+def test_forms_that_replace_values_refuse_other_bodies(served: Served) -> None:
+    with served.api(served.admin) as admin:
+        edited = admin.post("/p/p/edit", data={"title": "Kept", "description": "d"})
+        assert edited.status_code == 303
+        broken = "multipart/form-data; boundary=xx"
+        bodies = [
+            {"json": {"title": "x"}},
+            {"content": b"title=x", "headers": {"Content-Type": "text/plain"}},
+            {"content": b"--xx\r\nbroken", "headers": {"Content-Type": broken}},
+        ]
+        for path in ("/p/p/edit", "/p/p/up/edit", "/meta/p/p/up"):
+            for body in bodies:
+                answer = admin.post(path, **body)  # type: ignore[arg-type]
+                assert answer.status_code == 400, (path, body, answer.status_code)
+        project = admin.get("/api/v1/projects/p").json()
+        assert (project["title"], project["description"]) == ("Kept", "d")

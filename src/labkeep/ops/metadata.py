@@ -363,6 +363,12 @@ def get_metadata(keep: Keep, address: str, *, base_url: str = "") -> MetadataRec
     version = parse_address(address).version
     with keep.catalog.read() as session:
         project, dataset, target = _target(keep, session, address.split("@", 1)[0], "dataset.read")
+        if version is not None:
+            if dataset is None:
+                raise UsageError("a project has no versions", hint="give PROJECT/DATASET@N")
+            from labkeep.ops.listing import _check_version
+
+            _check_version(session, dataset.id, target, version)
         session.expunge_all()
     base = base_url or keep.config.web.base_url
     derived = provenance_related(keep, project.name, dataset, version, base) if dataset else []

@@ -156,7 +156,7 @@ def _authorize(keep: Keep, args: dict[str, Any]) -> str:
     except (KeyError, TypeError, ValueError):
         raise UsageError("a run job needs {'run': RUN_ID}") from None
     with keep.catalog.read() as session:
-        row = session.get(Run, run_id)
+        row = session.get(Run, run_id) if 0 < run_id < 2**63 else None
         if row is None:
             raise NotFound(f"no run {run_id}")
         target = get_target(session, row)

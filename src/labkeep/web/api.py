@@ -87,14 +87,27 @@ class In(BaseModel):
     @field_validator("*", mode="before")
     @classmethod
     def _storable(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            if "\x00" in value:
-                raise ValueError("must not contain NUL characters")
-            try:
-                value.encode("utf-8")
-            except UnicodeEncodeError:
-                raise ValueError("must be valid Unicode (no lone surrogates)") from None
+        _check_storable(value)
         return value
+
+
+def _check_storable(value: Any, depth: int = 0) -> None:
+    """Text a catalog can store (no NUL, no lone surrogate), at any depth of a JSON value:
+    job arguments and metadata are stored as given."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise ValueError("must not contain NUL characters")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError("must be valid Unicode (no lone surrogates)") from None
+    elif isinstance(value, dict) and depth < 64:
+        for key, item in value.items():
+            _check_storable(key, depth + 1)
+            _check_storable(item, depth + 1)
+    elif isinstance(value, list) and depth < 64:
+        for item in value:
+            _check_storable(item, depth + 1)
 
 
 Title = Annotated[str, Field(max_length=MAX_TITLE)]

@@ -238,7 +238,7 @@ class _File(DAVNonCollection):  # type: ignore[misc]
         if not self.node.writable:
             raise DAVError(HTTP_FORBIDDEN, context_info="this file is read-only for you")
         declared = self.environ.get("CONTENT_LENGTH") or ""
-        size = int(declared) if declared.isdigit() else None
+        size = int(declared) if declared.isascii() and declared.isdigit() else None
         self._writer = _call(self._keep().begin_drive_write, self.path, declared_size=size)
         return _Sink(self._writer)
 
@@ -344,7 +344,12 @@ def dav_app(keep: Keep) -> Callable[..., Iterable[bytes]]:
         # would first answer 409 for a missing folder, or start reading it)
         declared = environ.get("CONTENT_LENGTH") or ""
         limit = keep.config.web.max_upload_bytes
-        if environ.get("REQUEST_METHOD") == "PUT" and declared.isdigit() and int(declared) > limit:
+        if (
+            environ.get("REQUEST_METHOD") == "PUT"
+            and declared.isascii()
+            and declared.isdigit()
+            and int(declared) > limit
+        ):
             text = (
                 f"the file is larger than this server accepts ({limit:,} bytes): large data "
                 "goes in with 'labkeep ingest' on the keep's machine\n"

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hmac
 from typing import TYPE_CHECKING
 
-from fastapi import Request
+from fastapi import Depends, Request
 from starlette.convertors import Convertor, register_url_convertor
 
 from labkeep.access import ANONYMOUS
@@ -120,3 +120,22 @@ async def csrf_protect(request: Request) -> None:
         raise Forbidden(
             "missing or wrong CSRF token", hint="reload the page and submit the form again"
         )
+
+
+async def whole_form(request: Request) -> None:
+    """For forms whose submission replaces what is stored (titles, curated metadata): the
+    body must be a form with fields; a JSON, text or broken body is refused (400) instead
+    of reading as an empty form that would erase the values."""
+    content_type = request.headers.get("content-type", "")
+    if not content_type.startswith(("application/x-www-form-urlencoded", "multipart/form-data")):
+        raise UsageError(
+            "this address takes the page's form (application/x-www-form-urlencoded or "
+            "multipart/form-data)",
+            hint="use the JSON API under /api/v1 for scripts",
+        )
+    form = await request.form()
+    if not form:  # (a broken multipart body parses as no fields at all)
+        raise UsageError("the form came empty: nothing was changed")
+
+
+WholeForm = Depends(whole_form)

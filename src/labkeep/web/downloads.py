@@ -37,9 +37,10 @@ def content_disposition(filename: str, inline: bool = False) -> str:
 
 
 def resuming(range_header: str | None) -> bool:
-    """A Range from a byte after the first (``bytes=N-``, N > 0) continues a download; a
-    whole file, a range from byte 0 or one counted from the end (``bytes=-N``) is one."""
-    match = re.match(r"\s*bytes\s*=\s*(\d+)\s*-", range_header or "")
+    """One Range from a byte after the first (``bytes=N-`` or ``bytes=N-M``, N > 0)
+    continues a download; a whole file, a range from byte 0, one counted from the end
+    (``bytes=-N``) or several ranges (which may add up to the whole file) are a new one."""
+    match = re.fullmatch(r"\s*bytes\s*=\s*([0-9]{1,19})\s*-\s*[0-9]{0,19}\s*", range_header or "")
     return match is not None and int(match.group(1)) > 0
 
 
@@ -183,7 +184,8 @@ def _chunks(handle: BinaryIO) -> Iterator[bytes]:
 
 def _one_range(header: str | None, size: int) -> tuple[int, int] | str | None:
     """``bytes=A-B``, ``bytes=A-`` or ``bytes=-N`` as [start, end); None: the whole file."""
-    match = re.fullmatch(r"\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*", header or "")
+    # (ASCII digits, at most 19: no file is longer; anything else is served whole)
+    match = re.fullmatch(r"\s*bytes\s*=\s*([0-9]{0,19})\s*-\s*([0-9]{0,19})\s*", header or "")
     if match is None or not (match.group(1) or match.group(2)):
         return None
     first, last = match.group(1), match.group(2)

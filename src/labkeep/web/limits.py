@@ -86,7 +86,7 @@ class BodyLimit:
             limit += DAV_SLACK
         declared = headers.get(b"content-length")
         expects_body = declared not in (None, b"0") or b"transfer-encoding" in headers
-        if declared is not None and not declared.isdigit():
+        if declared is not None and not (declared.isascii() and declared.isdigit()):
             await _refuse(scope, receive, send, limit)
             return
         if declared is not None and int(declared) > limit and not upload:
@@ -152,7 +152,7 @@ async def receive_upload(request: Request, address: str) -> Report:
     upload: Upload = await anyio.to_thread.run_sync(keep.begin_upload, address)
     try:
         declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > upload.limit:
+        if declared.isascii() and declared.isdigit() and int(declared) > upload.limit:
             raise TooLarge(
                 f"the upload is larger than this server accepts ({upload.limit:,} bytes)",
                 hint="large data goes in with 'labkeep ingest' on the keep's machine",

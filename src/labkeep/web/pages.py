@@ -332,11 +332,22 @@ def next_after(items: list[dict[str, Any]], limit: int = PAGE_SIZE) -> str | Non
     return str(items[-1]["path"]) if len(items) == limit else None
 
 
+def whole_number(text: str, limit: int = 2**31) -> int | None:
+    """*text* as a number from 1 to *limit* - 1, written in ASCII digits (``²`` or a
+    20-digit id are not numbers a catalog holds); None for anything else."""
+    text = text.strip()
+    if not (text.isascii() and text.isdigit()) or len(text) > 19:
+        return None
+    number = int(text)
+    return number if 0 < number < limit else None
+
+
 def version_number(text: str) -> int:
     """The number in ``/@3`` or a form's version field; anything else does not exist."""
-    if not text.isdigit() or not 0 < int(text) < 2**31:
+    number = whole_number(text)
+    if number is None:
         raise NotFound(f"no version {text!r}")
-    return int(text)
+    return number
 
 
 def notice(request: Request) -> str | None:

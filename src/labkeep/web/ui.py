@@ -31,7 +31,7 @@ from labkeep.web import (
     ui_share,
 )
 from labkeep.web.api_jobs import queue_verify
-from labkeep.web.deps import SESSION_COOKIE, csrf_protect, resolve
+from labkeep.web.deps import SESSION_COOKIE, WholeForm, csrf_protect, resolve
 from labkeep.web.limits import receive_upload
 from labkeep.web.pages import PAGE_SIZE, if_allowed, redirect, render
 
@@ -219,7 +219,7 @@ def project_page(request: Request, keep: Caller, project: str) -> Response:
     )
 
 
-@router.post("/p/{project}/edit")
+@router.post("/p/{project}/edit", dependencies=[WholeForm])
 def edit_project(
     request: Request, keep: Caller, project: str, title: Text = "", description: Text = ""
 ) -> Response:
@@ -334,7 +334,7 @@ def dataset_version_page(
     return _dataset_page(request, keep, project, dataset, pages.version_number(version), after)
 
 
-@router.post("/p/{project}/{dataset}/edit")
+@router.post("/p/{project}/{dataset}/edit", dependencies=[WholeForm])
 def edit_dataset(
     request: Request,
     keep: Caller,

@@ -9,6 +9,7 @@ from fastapi.responses import Response
 
 from labkeep.errors import NotFound, UsageError
 from labkeep.keep import Keep
+from labkeep.web import pages
 from labkeep.web.deps import SESSION_COOKIE, csrf_protect, resolve
 from labkeep.web.pages import Links, redirect, render
 
@@ -22,9 +23,10 @@ def _crumbs(request: Request, title: str) -> list[tuple[str, str]]:
 
 
 def _number(text: str, what: str) -> int:
-    if not text.isdigit():
+    number = pages.whole_number(text)
+    if number is None:
         raise NotFound(f"no {what} {text!r}")
-    return int(text)
+    return number
 
 
 # -- users --------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from labkeep.clock import utcnow
 from labkeep.errors import NotFound
 from labkeep.keep import Keep
 from labkeep.ops.jobs import ACTIVE, STATES, JobInfo, load_kinds
+from labkeep.web import pages
 from labkeep.web.api_jobs import describe
 from labkeep.web.deps import csrf_protect, resolve
 from labkeep.web.pages import Links, redirect, render, templates
@@ -75,9 +76,10 @@ templates.env.globals["job_progress_text"] = progress_text
 
 
 def _number(text: str) -> int:
-    if not text.isdigit() or not 0 < int(text) < 2**31:
+    number = pages.whole_number(text)
+    if number is None:
         raise NotFound(f"no job {text!r}")
-    return int(text)
+    return number
 
 
 @router.get("/jobs", name="jobs_page")

@@ -23,7 +23,8 @@ from labkeep.ops._datacite_vocab import (
     RESOURCE_TYPES,
 )
 from labkeep.ops.metadata import citation
-from labkeep.web.deps import csrf_protect, resolve
+from labkeep.web import pages
+from labkeep.web.deps import WholeForm, csrf_protect, resolve
 from labkeep.web.pages import Links, crumbs_for, redirect, render
 
 router = APIRouter(include_in_schema=False, dependencies=[Depends(csrf_protect)])
@@ -185,12 +186,12 @@ async def _save(request: Request, keep: Keep, project: str, dataset: str | None)
     return redirect(target, "metadata-saved")
 
 
-@router.post("/meta/p/{project}")
+@router.post("/meta/p/{project}", dependencies=[WholeForm])
 async def save_project_metadata(request: Request, keep: Caller, project: str) -> Response:
     return await _save(request, keep, project, None)
 
 
-@router.post("/meta/p/{project}/{dataset}")
+@router.post("/meta/p/{project}/{dataset}", dependencies=[WholeForm])
 async def save_dataset_metadata(
     request: Request, keep: Caller, project: str, dataset: str
 ) -> Response:
@@ -209,7 +210,7 @@ def release(
 ) -> Response:
     from labkeep.ops.release import INLINE_FILES
 
-    number = int(version) if version.strip().isdigit() else None
+    number = pages.version_number(version) if version.strip() else None  # (bad: 404)
     source = f"{project}/{dataset}" + (f"@{number}" if number else "")
     if keep.release_files(source) > INLINE_FILES:  # a worker makes it; the page shows it
         keep.enqueue("release", {"source": source, "name": name.strip(), "message": message})

@@ -17,6 +17,7 @@ from fastapi.responses import Response
 
 from labkeep.errors import NotFound
 from labkeep.keep import Keep
+from labkeep.web import pages
 from labkeep.web.deps import csrf_protect, resolve
 from labkeep.web.pages import Links, redirect, render
 
@@ -35,9 +36,10 @@ ACTIVE = ("queued", "running")
 
 
 def _number(text: str) -> int:
-    if not text.isdigit() or not 0 < int(text) < 2**31:
+    number = pages.whole_number(text)
+    if number is None:
         raise NotFound(f"no run {text!r}")
-    return int(text)
+    return number
 
 
 def command_text(argv: list[str] | None) -> str:

@@ -31,9 +31,12 @@ def _max_downloads(text: str) -> int | None:
     text = text.strip()
     if not text:
         return None
-    if not text.isdigit():
-        raise UsageError("the download limit must be a whole number (or empty for no limit)")
-    return int(text)
+    number = pages.whole_number(text, 2**31)
+    if number is None:
+        raise UsageError(
+            "the download limit must be a whole number from 1 to 2147483647 (or empty for no limit)"
+        )
+    return number
 
 
 def _created(request: Request, keep: Keep, token: str, info: ShareInfo, back: str) -> Response:
@@ -99,9 +102,10 @@ def share_dataset(
 
 @router.post("/shares/{link_id}/revoke")
 def revoke_share(request: Request, keep: Caller, link_id: str, next: Text = "") -> Response:
-    if not link_id.isdigit():
+    number = pages.whole_number(link_id)
+    if number is None:
         raise NotFound(f"no share link {link_id!r}")
-    keep.revoke_share(int(link_id))
+    keep.revoke_share(number)
     return redirect(pages.local_path(next) or Links(request).page("/me"), "share-revoked")
 
 

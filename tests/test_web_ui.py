@@ -11,6 +11,7 @@ import io
 import json
 import re
 from collections.abc import Iterator
+from html import unescape
 from html.parser import HTMLParser
 
 import httpx
@@ -481,3 +482,29 @@ def test_static_files_are_served(anon: httpx.Client) -> None:
     js = anon.get("/static/labkeep.js")
     assert css.status_code == js.status_code == 200
     assert "focus-visible" in css.text and "XMLHttpRequest" in js.text
+
+
+def test_a_project_page_shows_its_datasets_a_page_at_a_time(
+    server: LiveServer, alice: tuple[httpx.Client, str]
+) -> None:
+    """A project of 230 datasets: the page lists 100 at a time (keyset by name), never
+    all of them at once; every dataset is reachable through the pages."""
+    keep = server.keep
+    keep.create_project("crowd", group="lab")
+    names = [f"s{i:04d}" for i in range(230)]
+    for name in names:
+        keep.create_dataset(f"crowd/{name}", kind="analysis")
+    client, _ = alice
+    seen: list[str] = []
+    url = "/p/crowd"
+    for _ in range(5):
+        page = client.get(url)
+        assert page.status_code == 200
+        shown = re.findall(r'href="/p/crowd/(s\d{4})"', page.text)
+        assert len(shown) <= 100
+        seen += shown
+        found = re.search(r'id="next-page" rel="next" href="([^"]+)"', page.text)
+        if found is None:
+            break
+        url = unescape(found.group(1))
+    assert seen == names

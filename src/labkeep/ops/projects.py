@@ -392,22 +392,35 @@ def get_dataset(keep: Keep, address: str) -> DatasetInfo:
         return _dataset_info(session, proj, dataset)
 
 
-def list_datasets(keep: Keep, project: str) -> list[DatasetInfo]:
+def list_datasets(
+    keep: Keep, project: str, *, limit: int | None = None, after: str | None = None
+) -> list[DatasetInfo]:
+    """The datasets of *project* the principal may read, by name; with *limit*, a page of
+    them (the next one *after* the last name of this one)."""
     with keep.catalog.read() as session:
         proj = find_project(keep, session, project)
         grants = project_resource(session, proj).grants
-        stats = _head_counts(
-            session,
-            list(
-                session.execute(select(Dataset.id).where(Dataset.project_id == proj.id)).scalars()
-            ),
-        )
+        readable: list[Dataset] = []
+        batch = max(limit or 0, 500)
+        last = after
+        while True:  # a page of readable ones (others are skipped), by name
+            query = select(Dataset).where(Dataset.project_id == proj.id).order_by(Dataset.name)
+            if last is not None:
+                query = query.where(Dataset.name > last)
+            if limit is not None:
+                query = query.limit(batch)
+            rows = list(session.execute(query).scalars())
+            readable += [
+                d for d in rows if dataset_readable(session, keep.principal, proj, d, grants)
+            ]
+            if limit is None or len(rows) < batch or len(readable) >= limit:
+                break
+            last = rows[-1].name
+        if limit is not None:
+            readable = readable[:limit]
+        stats = _head_counts(session, [d.id for d in readable])
         result = []
-        for d in session.execute(
-            select(Dataset).where(Dataset.project_id == proj.id).order_by(Dataset.name)
-        ).scalars():
-            if not dataset_readable(session, keep.principal, proj, d, grants):
-                continue
+        for d in readable:
             files, size = stats.get(d.id, (0, 0))
             result.append(
                 DatasetInfo(

@@ -198,9 +198,10 @@ def logout(request: Request, keep: Caller) -> Response:
 
 # -- projects -----------------------------------------------------------------------------
 @router.get("/p/{project}", name="project_page")
-def project_page(request: Request, keep: Caller, project: str) -> Response:
+def project_page(request: Request, keep: Caller, project: str, after: str = "") -> Response:
     info = keep.get_project(project)
-    datasets = keep.list_datasets(project)
+    page = pages.PAGE_SIZE
+    datasets = keep.list_datasets(project, limit=page, after=after[:200] or None)
     links = pages.Links(request, keep.config.web.base_url)
     return render(
         request,
@@ -209,6 +210,8 @@ def project_page(request: Request, keep: Caller, project: str) -> Response:
             "title": info.title or info.name,
             "project": info,
             "datasets": datasets,
+            "after": after[:200],
+            "next_after": datasets[-1].name if len(datasets) == page else None,
             "grants": if_allowed(keep.list_grants, project),
             "shares": if_allowed(keep.list_shares, project),
             "crumbs": pages.crumbs_for(links, project),

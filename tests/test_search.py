@@ -154,7 +154,8 @@ def test_search_finds_filters_and_follows_changes(keep: Keep, tmp_path: Path) ->
     page = keep.search("cell", limit=1)
     assert page.total == 3 and len(page.items) == 1 and page.next_offset == 1
     assert keep.search("cell", limit=1, offset=2).next_offset is None
-    for bad in ("date:March", "kind:folder", "sealed:maybe", ""):
+    for bad in ("date:March", "date:9999-99-99", "date:2026-13", "date:٢٠٢٦", "kind:folder",
+                "sealed:maybe", ""):  # fmt: skip
         with pytest.raises(UsageError):
             keep.search(bad)
     with pytest.raises(UsageError):

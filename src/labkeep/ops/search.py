@@ -42,7 +42,7 @@ MAX_OFFSET = 1000
 COUNT_CAP = 1000
 MAX_QUERY = 500
 MAX_TERMS = 12
-_DATE = re.compile(r"\d{4}(-\d{2}(-\d{2})?)?\Z")
+_DATE = re.compile(r"[0-9]{4}(-[0-9]{2}(-[0-9]{2})?)?\Z")
 _TRUE = ("yes", "true", "1")
 _FALSE = ("no", "false", "0")
 
@@ -67,13 +67,25 @@ def _date_range(value: str) -> tuple[str, str]:
     lo, sep, hi = value.partition("..")
     hi = hi if sep else lo
     for part in (lo, hi):
-        if not _DATE.match(part):
+        if not _DATE.match(part) or not _real_date(part):
             raise UsageError(
                 f"date:{value} is not a date",
                 hint="write date:2026, date:2026-03, date:2026-03-01 or "
                 "date:2026-03-01..2026-03-15",
             )
     return lo, hi + "~"  # "~" sorts after digits and "-": the end of the prefix
+
+
+def _real_date(text: str) -> bool:
+    """2026, 2026-03 or 2026-03-01 naming a day, month or year that exists."""
+    import datetime
+
+    year, month, day = [*text.split("-"), "01", "01"][:3]
+    try:
+        datetime.date(int(year), int(month), int(day))
+    except ValueError:
+        return False
+    return True
 
 
 def parse_query(

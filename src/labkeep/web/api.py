@@ -183,12 +183,12 @@ class PublicIn(In):
     public: bool = True
 
 
-def _json(content: T) -> T:
+def _json(content: T, status_code: int = 200) -> T:
     """*content* (plain JSON values already) answered as it is: FastAPI's
     ``jsonable_encoder`` walks every value of a return value again, which costs more
     than the whole request for a page of 500 files. (Typed as *content* so that the
     route's return annotation still documents the answer in the OpenAPI schema.)"""
-    return cast(T, JSONResponse(content))
+    return cast(T, JSONResponse(content, status_code=status_code))
 
 
 def _dataset(project: str, dataset: str, version: int | None = None) -> str:

@@ -91,5 +91,6 @@ def add_sample(keep: Caller, body: SampleIn) -> dict[str, Any]:
             attrs=body.attrs,
             description=body.description,
             group=body.group,
-        ).to_dict()
+        ).to_dict(),
+        status_code=201,
     )

@@ -4,6 +4,7 @@ real folders and a real catalog (deletes only what is safely kept), and the CLI.
 from __future__ import annotations
 
 import json
+import os
 from datetime import timedelta
 from pathlib import Path
 
@@ -205,3 +206,34 @@ def test_the_buffer_clean_job_cleans_watches_with_a_retention(keep: Keep, buffer
         "bytes": sum(len(v) for v in FILES.values()),
     }
     assert rows(keep)["acq"].state == "cleaned" and not (buffer / "acq").exists()
+
+
+@pytest.mark.parametrize("seal", [False, True])
+def test_two_acquisitions_landing_in_one_dataset_never_lose_bytes(
+    keep: Keep,
+    buffer: Path,  # noqa: F811
+    seal: bool,
+) -> None:
+    """ "Run 1" and "run-1" are both the dataset run-1; their files have the same names,
+    sizes and mtimes but other bytes. The second import is a conflict, never "already
+    there", and a clean keeps it: its bytes are nowhere else."""
+    keep.add_watch(str(buffer), name="scope", project_template="proj", ready="marker:.done",
+                   owner_from="user:" + keep.actor, seal=seal)  # fmt: skip
+    for name, byte in (("Run 1", b"a"), ("run-1", b"b")):
+        acquire(buffer / name, {"img.raw": byte * 1000})
+        os.utime(buffer / name / "img.raw", ns=(1_767_261_600_000_000_000,) * 2)
+    (buffer / "Run 1" / ".done").write_bytes(b"")
+    keep.scan_watch("scope")
+    drain(keep)
+    (buffer / "run-1" / ".done").write_bytes(b"")
+    keep.scan_watch("scope")
+    drain(keep)
+    found = rows(keep)
+    assert found["Run 1"].state == "imported"
+    assert found["run-1"].state == "failed", found["run-1"].message
+    why = found["run-1"].message or ""
+    assert ("is sealed" if seal else "different content") in why, why
+    age(keep, "Run 1", 90)
+    keep.verify("proj/run-1")
+    keep.clean_buffer("scope", older_than="60d")
+    assert (buffer / "run-1" / "img.raw").read_bytes() == b"b" * 1000

@@ -177,6 +177,42 @@ def test_permanent_errors_fail_at_once(qkeep: Keep, tmp_path: Path) -> None:
     assert "does not exist" in failed.last_error
 
 
+def test_job_arguments_are_typed_when_queued(qkeep: Keep, tmp_path: Path) -> None:
+    """A command line gives text: "seal=False" must not seal, "jobs=abc" must not be a job
+    that fails five times with a traceback."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.txt").write_bytes(b"a")
+    job = qkeep.enqueue(
+        "ingest", {"source": str(src), "dataset": "proj/typed", "seal": "False", "link": "no"}
+    )
+    assert (job.args["seal"], job.args["link"]) == (False, False)
+    drain(qkeep)
+    assert qkeep.get_job(job.id).state == "done"
+    assert not qkeep.get_dataset("proj/typed").sealed
+    assert os.stat(src / "a.txt").st_nlink == 1  # copied, not linked
+    for bad in ({"seal": "maybe"}, {"jobs": "abc"}, {"jobs": -1}, {"link": 2.5}):
+        with pytest.raises(UsageError, match="job argument"):
+            qkeep.enqueue("ingest", {"source": str(src), "dataset": "proj/typed", **bad})
+    assert qkeep.enqueue("scrub", {"max_age_days": "30"}).args["max_age_days"] == 30
+
+
+def test_ingest_refuses_bad_jobs_and_sources_before_making_a_dataset(
+    qkeep: Keep, tmp_path: Path
+) -> None:
+    from labkeep.errors import SourceError
+
+    src = tmp_path / "src"
+    src.mkdir()
+    with pytest.raises(UsageError, match="--jobs -1"):
+        qkeep.ingest(src, "proj/never1", jobs=-1)
+    with pytest.raises(SourceError, match="neither a folder nor a regular file") as caught:
+        qkeep.ingest("/dev/null", "proj/never2")
+    assert caught.value.hint
+    names = {d.name for d in qkeep.list_datasets("proj")}
+    assert not {"never1", "never2"} & names
+
+
 def test_cancel_a_queued_and_a_running_job(qkeep: Keep) -> None:
     queued = qkeep.enqueue("count", {})
     assert qkeep.cancel_job(queued.id).state == "cancelled"

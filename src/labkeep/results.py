@@ -76,7 +76,12 @@ class Report:
 
     @property
     def failed(self) -> bool:
-        return bool(self._counts["error"] or self._counts["impossible"])
+        return bool(self.problems)
+
+    @property
+    def problems(self) -> int:
+        """How many records are errors or impossible."""
+        return self._counts["error"] + self._counts["impossible"]
 
     def summary(self) -> dict[str, Any]:
         return {"action": self.action, "summary": self.counts(), **self.info}

@@ -120,13 +120,14 @@ def buffer_import_job(ctx: JobContext) -> dict[str, Any]:
         "linked": link,
         "link_asked": bool(w.link),
     }
-    if _sealed_holding(keep, project, dataset, before):
+    if _sealed_holding(keep, project, dataset, source, before):
         result["resumed"] = "already imported and sealed"  # a retry after the seal
     else:
         report = keep.ingest(
             source,
             a["dataset"],
             link=link,
+            verify_sources=True,  # the buffer's files are deleted later: bytes, not times
             kind="session",
             message=f"import from buffer {w.name}: {row.folder}",
             progress=ctx.as_progress(),
@@ -154,7 +155,7 @@ def buffer_import_job(ctx: JobContext) -> dict[str, Any]:
         if report.failed:
             problems = [r for r in report.results if r.status not in ("ok", "notneeded")]
             first = problems[0] if problems else None
-            why = f"{report.failed} file(s) not imported" + (
+            why = f"{report.problems} file(s) not imported" + (
                 f"; first: {first.path}: {first.message}" if first else ""
             )
             _set(keep, row, "failed", message=why)
@@ -191,9 +192,13 @@ def buffer_import_job(ctx: JobContext) -> dict[str, Any]:
     return result
 
 
-def _sealed_holding(keep: Keep, project: str, dataset: str, listing: Listing) -> bool:
-    """The dataset is sealed and holds every listed file (an earlier attempt of this job
-    imported and sealed it, then lost its lease before recording that)."""
+def _sealed_holding(keep: Keep, project: str, dataset: str, source: str, listing: Listing) -> bool:
+    """The dataset is sealed and holds every listed file with the same bytes (an earlier
+    attempt of this job imported and sealed it, then lost its lease before recording
+    that). Sizes and mtimes are not enough: the buffer's files are deleted later, and
+    another acquisition may have the same names, sizes and times."""
+    from labkeep.catalog import Entry
+    from labkeep.integrity.hashing import hash_file
     from labkeep.ops.buffers import missing_from_dataset
 
     with keep.catalog.read() as session:
@@ -202,4 +207,18 @@ def _sealed_holding(keep: Keep, project: str, dataset: str, listing: Listing) ->
             .join(Project, Project.id == Dataset.project_id)
             .where(Project.name == project, Dataset.name == dataset)
         ).scalar_one_or_none()
-        return bool(ds and ds.sealed and not missing_from_dataset(session, ds.id, listing))
+        if not (ds and ds.sealed and not missing_from_dataset(session, ds.id, listing)):
+            return False
+        dataset_id = ds.id
+    for rel, _size, _mtime in listing.files:
+        with keep.catalog.read() as session:
+            digest = session.execute(
+                select(Entry.sha256).where(
+                    Entry.dataset_id == dataset_id,
+                    Entry.valid_to.is_(None),
+                    Entry.path == f"raw/{rel}",
+                )
+            ).scalar_one_or_none()
+        if digest is None or hash_file(os.path.join(source, rel)).sha256 != bytes(digest):
+            return False
+    return True

@@ -37,7 +37,7 @@ def _finish(report: Report, what: str) -> dict[str, Any]:
     if report.failed:
         first = result["problems"][0] if result["problems"] else {}
         raise JobProblems(
-            f"{what}: {report.failed} problem(s); first: {first.get('path', '')} "
+            f"{what}: {report.problems} problem(s); first: {first.get('path', '')} "
             f"{first.get('message', '')}".strip(),
             result,
         )
@@ -222,7 +222,7 @@ def scrub_job(ctx: JobContext) -> dict[str, Any]:
         )
         done.append(address)
         if report.failed:
-            problems.append({"dataset": address, "failed": report.failed})
+            problems.append({"dataset": address, "failed": report.problems})
         ctx.progress(datasets=len(done), dataset=address)
     result = {"verified": done, "left": len(todo) - len(done), "problems": problems}
     if problems:

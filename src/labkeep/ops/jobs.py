@@ -272,6 +272,34 @@ def _dumps(value: Any) -> str:
 
 
 # -- queueing ------------------------------------------------------------------------------
+#: job arguments that are yes/no, and those that are whole numbers (of any kind of job):
+#: checked and made so when the job is queued ("seal=False" from a command line is no)
+FLAG_ARGS = frozenset({"link", "seal", "quick", "repair", "sandbox", "delete_source", "rotate"})
+NUMBER_ARGS = frozenset({"jobs", "seconds", "max_age_days", "max_hours", "max_datasets", "run"})
+_YES, _NO = ("true", "yes", "1", "on"), ("false", "no", "0", "off", "")
+
+
+def typed_args(args: dict[str, Any]) -> dict[str, Any]:
+    """*args* with yes/no and number arguments as bool and int; a value that is neither
+    is a usage error now, not a job that fails (or does the opposite) later."""
+    out = dict(args)
+    for name, value in args.items():
+        if name in FLAG_ARGS and not isinstance(value, bool):
+            text = str(value).strip().lower() if isinstance(value, str | int) else None
+            if text in _YES or text in _NO:
+                out[name] = text in _YES
+            else:
+                raise UsageError(f"job argument {name}={value!r} is not yes or no",
+                                 hint=f"write {name}=true or {name}=false")  # fmt: skip
+        elif name in NUMBER_ARGS and value is not None and not isinstance(value, bool):
+            text = str(value).strip() if isinstance(value, str | int) else ""
+            if not (text.isascii() and text.isdigit()) or len(text) > 12:
+                raise UsageError(f"job argument {name}={value!r} is not a whole number",
+                                 hint=f"write {name}=N with N from 0")  # fmt: skip
+            out[name] = int(text)
+    return out
+
+
 def enqueue(
     keep: Keep,
     kind: str,
@@ -293,7 +321,7 @@ def enqueue(
     two keys). With *session*, the job is queued in that transaction (it exists exactly
     when the caller's change commits)."""
     spec = kind_of(keep, kind)
-    args = dict(args or {})
+    args = typed_args(args or {})
     if unique_scope not in ("active", "forever"):
         raise UsageError("unique_scope is 'active' or 'forever'")
     if not system:

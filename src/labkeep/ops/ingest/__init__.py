@@ -82,6 +82,11 @@ def _check_source(source: Path, keep: Keep) -> Path:
         )
     if not os.access(real, os.R_OK):
         raise SourceError(f"source {source} is not readable", hint="check its permissions")
+    if not (real.is_dir() or real.is_file()):
+        raise SourceError(
+            f"source {source} is neither a folder nor a regular file",
+            hint="give the folder (or the one file) the instrument wrote",
+        )
     return real
 
 
@@ -100,6 +105,7 @@ def ingest(
     on_result: Callable[[Result], None] | None = None,
     keep_results: bool = True,
     exclude: Collection[str] = (),
+    verify_sources: bool = False,
 ) -> Report:
     """Ingest the files below *source* into ``PROJECT/DATASET/raw/``.
 
@@ -107,8 +113,13 @@ def ingest(
     skipped (``notneeded``); after a crash, running it again finishes the job. Files that
     cannot be ingested (symlinks, special files, unreadable, changing, non-UTF-8 names)
     each get an error record and the rest goes on. Files whose path below *source* is in
-    *exclude* are left out (a watched buffer's marker file).
+    *exclude* are left out (a watched buffer's marker file). With *verify_sources* (a
+    watched buffer's import, whose files are deleted later) every source file is hashed,
+    also one that looks registered already, so that other bytes under a registered name
+    are a conflict, not "already there".
     """
+    if jobs is not None and jobs < 0:
+        raise UsageError(f"--jobs {jobs}: give 1 or more (0: as many as suit the files)")
     addr = parse_address(address, need_dataset=True)
     assert addr.dataset is not None
     if addr.path or addr.version is not None:
@@ -133,7 +144,9 @@ def ingest(
 
     with keep.tree.lock(project, name, what="ingest"):
         _refuse_protected(keep, project, name, dataset_id)
-        run = _IngestRun(keep, project, name, dataset_id, report, jobs, link, delete_source)
+        run = _IngestRun(
+            keep, project, name, dataset_id, report, jobs, link, delete_source, verify_sources
+        )
         run.progress, run.on_result = progress, on_result
         run.exclude = frozenset(exclude)
         run.execute(src_root, message)

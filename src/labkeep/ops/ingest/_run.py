@@ -51,6 +51,7 @@ class _IngestRun:
         jobs: int | None,
         link: bool,
         delete_source: bool,
+        verify_sources: bool = False,
     ) -> None:
         self.keep = keep
         self.project = project
@@ -62,6 +63,7 @@ class _IngestRun:
         self.auto_jobs = not (jobs or keep.config.ingest_jobs)
         self.link = link
         self.delete_source = delete_source
+        self.verify_sources = verify_sources
         self.progress: Progress | None = None
         self.on_result: Callable[[Result], None] | None = None
         #: paths below the source left out (a watched buffer's marker file)
@@ -153,7 +155,7 @@ class _IngestRun:
                 suspect,
                 TreeProbe(self.dataset_dir),
                 link=self.link,
-                delete_source=self.delete_source,
+                delete_source=self.delete_source or self.verify_sources,
                 dataset=self.target,
             )
             Transfer(self).transfer(planned)

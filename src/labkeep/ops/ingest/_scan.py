@@ -61,7 +61,10 @@ def scan(source: Path, dataset: str) -> Iterator[Scanned]:
     if not source.is_dir():
         st = source.lstat()
         if not stat.S_ISREG(st.st_mode):
-            raise SourceError(f"{source} is neither a folder nor a regular file")
+            raise SourceError(
+                f"{source} is neither a folder nor a regular file",
+                hint="give the folder (or the one file) the instrument wrote",
+            )
         yield Item(source.name, str(source), st.st_size, st.st_mtime_ns)
         return
     # one frame per open folder: (prefix below the source, its path, sorted keys, next)

@@ -80,6 +80,7 @@ class Transfer:
         self.batch_sync = keep.config.durability == "batch" and can_syncfs()
         self.link = run.link
         self.delete_source = run.delete_source
+        self.verify_sources = run.verify_sources
         self.jobs = run.jobs
         self.adaptive = run.auto_jobs and run.jobs > 1
         #: a full batch whose syncfs runs, and the renamed batch that syncfs makes durable
@@ -116,9 +117,14 @@ class Transfer:
         dest = f"{self.raw_dir}/{item.rel}"
         hashed = hash_file(dest if mode == "adopt" else item.src, on_bytes=on_bytes)
         verified = False
-        if self.delete_source:
+        if self.delete_source or self.verify_sources:
             other = hash_file(item.src if mode == "adopt" else dest)
             verified = other.sha256 == hashed.sha256
+            if mode == "adopt" and self.verify_sources and not verified:
+                raise LabkeepError(
+                    "already in the dataset's folder with different content; not adopted "
+                    "(ingest the new data into a new dataset)"
+                )
         return Done(item, hashed, None, verified, tree_checked)
 
     def _link(self, item: Item, partial: str, on_bytes: Callable[[int], None] | None) -> Done:

@@ -87,13 +87,14 @@ class In(BaseModel):
     @field_validator("*", mode="before")
     @classmethod
     def _storable(cls, value: Any) -> Any:
-        _check_storable(value)
+        if isinstance(value, str):  # (deeper values: their own validators, which name
+            check_storable(value)  # every problem; job arguments: check_storable)
         return value
 
 
-def _check_storable(value: Any, depth: int = 0) -> None:
-    """Text a catalog can store (no NUL, no lone surrogate), at any depth of a JSON value:
-    job arguments and metadata are stored as given."""
+def check_storable(value: Any, depth: int = 0) -> None:
+    """Text a catalog can store (no NUL, no lone surrogate), at any depth of a JSON value
+    (job arguments are stored as given)."""
     if isinstance(value, str):
         if "\x00" in value:
             raise ValueError("must not contain NUL characters")
@@ -103,11 +104,11 @@ def _check_storable(value: Any, depth: int = 0) -> None:
             raise ValueError("must be valid Unicode (no lone surrogates)") from None
     elif isinstance(value, dict) and depth < 64:
         for key, item in value.items():
-            _check_storable(key, depth + 1)
-            _check_storable(item, depth + 1)
+            check_storable(key, depth + 1)
+            check_storable(item, depth + 1)
     elif isinstance(value, list) and depth < 64:
         for item in value:
-            _check_storable(item, depth + 1)
+            check_storable(item, depth + 1)
 
 
 Title = Annotated[str, Field(max_length=MAX_TITLE)]

@@ -13,12 +13,12 @@ from typing import Annotated, Any, cast
 
 from fastapi import APIRouter, Body, Depends, Path, Query
 from fastapi.responses import JSONResponse
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from labkeep.errors import UsageError
 from labkeep.keep import Keep
 from labkeep.ops.jobs import JobInfo, kind_of
-from labkeep.web.api import MAX_INT, In, _errors, _json
+from labkeep.web.api import MAX_INT, In, _errors, _json, check_storable
 from labkeep.web.deps import csrf_protect, resolve
 
 router = APIRouter(
@@ -75,6 +75,12 @@ class CopyIn(In):
 class JobIn(In):
     kind: KindName = Field(..., description="ingest, verify, replicate, ... (docs/jobs.md)")
     args: dict[str, Any] = Field(default_factory=dict, description="the kind's arguments")
+
+    @field_validator("args")
+    @classmethod
+    def _storable_args(cls, value: dict[str, Any]) -> dict[str, Any]:
+        check_storable(value)  # stored as given: no lone surrogate or NUL at any depth
+        return value
 
 
 STATE_PATTERN = "^(queued|running|done|failed|cancelled|active)$"

@@ -97,12 +97,8 @@ def verify(
             **({"repair": True} if repair else {}),
         )
     states = report.info["states"]
-    failed = report.failed
-    if repair and not store and failed:
-        # each repaired tree file was reported once as found damaged: what is left?
-        counts = report.counts()
-        left = counts.get("error", 0) + counts.get("impossible", 0)
-        failed = left - int(report.info.get("repaired", 0)) > 0
+    # (with --repair on the tree: only what could not be repaired is a failure)
+    failed = bool(report.info.get("unrepaired", report.problems))
     if json_out:
         emit_json(report.summary())
     else:

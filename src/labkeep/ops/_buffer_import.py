@@ -210,15 +210,20 @@ def _sealed_holding(keep: Keep, project: str, dataset: str, source: str, listing
         if not (ds and ds.sealed and not missing_from_dataset(session, ds.id, listing)):
             return False
         dataset_id = ds.id
-    for rel, _size, _mtime in listing.files:
+    for start in range(0, len(listing.files), 500):  # one query per 500 files
+        rels = [rel for rel, _size, _mtime in listing.files[start : start + 500]]
         with keep.catalog.read() as session:
-            digest = session.execute(
-                select(Entry.sha256).where(
-                    Entry.dataset_id == dataset_id,
-                    Entry.valid_to.is_(None),
-                    Entry.path == f"raw/{rel}",
-                )
-            ).scalar_one_or_none()
-        if digest is None or hash_file(os.path.join(source, rel)).sha256 != bytes(digest):
-            return False
+            digests = dict(
+                session.execute(
+                    select(Entry.path, Entry.sha256).where(
+                        Entry.dataset_id == dataset_id,
+                        Entry.valid_to.is_(None),
+                        Entry.path.in_([f"raw/{rel}" for rel in rels]),
+                    )
+                ).tuples()
+            )
+        for rel in rels:
+            digest = digests.get(f"raw/{rel}")
+            if digest is None or hash_file(os.path.join(source, rel)).sha256 != bytes(digest):
+                return False
     return True

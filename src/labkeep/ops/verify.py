@@ -183,6 +183,8 @@ def verify(
             point = checkpoint(keep, last_event)
             log.write(f"# audit chain head: event {point.event_id} {point.hash}\n")
     report.info["states"] = {s: summary.get(s, 0) for s in _shown(summary)}
+    if repair:  # each repaired file was reported once as found damaged: what is left?
+        report.info["unrepaired"] = max(0, report.problems - int(report.info.get("repaired", 0)))
     return report
 
 
